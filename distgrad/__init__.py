@@ -1,0 +1,21 @@
+"""distgrad: a data-parallel training runtime with its own PyTorch-compatible autograd."""
+from . import autograd, backend, ops, random
+from ._tensor_str import set_printoptions
+from .autograd.grad_mode import (enable_grad, inference_mode, is_grad_enabled,
+                                 is_inference_mode_enabled, no_grad, set_grad_enabled)
+from .backend import device
+from .dtype import (bool, double, dtype, float, float16, float32, float64, get_default_dtype,
+                    half, int, int8, int16, int32, int64, long, set_default_dtype, short, uint8)
+from .ops import FUNCTIONS as _FUNCTIONS
+from .random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
+from .tensor import Size, Tensor
+
+globals().update(_FUNCTIONS)
+is_tensor = lambda obj: isinstance(obj, Tensor)  # noqa: E731
+
+
+def numel(input) -> "int":
+    return input.numel()
+
+
+__version__ = "0.1.0"

@@ -1,0 +1,69 @@
+"""Shared helpers of the op modules: argument coercion, dims, error translation."""
+from __future__ import annotations
+
+from numbers import Number
+
+from .. import dtype as _dt
+from ..backend import array_module
+from ..tensor import Tensor, _wrap, _wrap_dim
+
+__all__ = ["Tensor", "_wrap", "array_module", "as_tensor_arg", "dims_arg", "wrap_dim",
+           "broadcast_error", "result_float"]
+
+wrap_dim = _wrap_dim
+
+
+def as_tensor_arg(x, like: Tensor, op: str) -> Tensor:
+    """A tensor for ``x`` (a tensor, a Python number or a bool) next to ``like``."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, Number):
+        xp = array_module(like._data)
+        return _wrap(xp.asarray(x, dtype=_scalar_dtype(x, like._data.dtype)))
+    raise TypeError(
+        f"{op}(): expected a Tensor or a number, got {type(x).__name__}"
+    )
+
+
+def _scalar_dtype(x, like):
+    """PyTorch's rule: a Python scalar takes the tensor's dtype unless its kind is higher."""
+    if isinstance(x, bool):
+        return like
+    if isinstance(x, int):
+        return like if like.kind != "b" else _dt.int64.np
+    if isinstance(x, float):
+        return like if like.kind == "f" else _dt.get_default_dtype().np
+    raise TypeError(f"unsupported scalar {x!r}")
+
+
+def result_float(arr):
+    """Integer and bool arrays become the default float dtype (for ops like exp)."""
+    if arr.dtype.kind in "iub":
+        return arr.astype(_dt.get_default_dtype().np)
+    return arr
+
+
+def dims_arg(dim, ndim: int, op: str):
+    """Normalize ``dim`` (None, an int, or a sequence) to a tuple of non-negative dims."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, int):
+        return (wrap_dim(dim, ndim, op),)
+    out = tuple(wrap_dim(d, ndim, op) for d in dim)
+    if len(set(out)) != len(out):
+        raise RuntimeError(f"{op}: dim {list(dim)} appears multiple times in the list of dims")
+    return out
+
+
+def broadcast_error(op: str, a, b) -> RuntimeError:
+    """PyTorch's message for shapes that do not broadcast."""
+    sa, sb = tuple(a.shape), tuple(b.shape)
+    for k in range(1, max(len(sa), len(sb)) + 1):
+        x = sa[-k] if k <= len(sa) else 1
+        y = sb[-k] if k <= len(sb) else 1
+        if x != y and x != 1 and y != 1:
+            return RuntimeError(
+                f"{op}: The size of tensor a ({x}) must match the size of tensor b ({y}) at "
+                f"non-singleton dimension {max(len(sa), len(sb)) - k} (shapes {list(sa)} and {list(sb)})"
+            )
+    return RuntimeError(f"{op}: shapes {list(sa)} and {list(sb)} cannot be broadcast together")

@@ -1,0 +1,311 @@
+"""In-place ops (``add_``, ``mul_``, ``copy_``, ``x[i] = v``, ...) and how they stay
+correct under autograd.
+
+Outside a graph an in-place op writes straight into the array. Inside one, it
+runs the out-of-place op on a copy of the old value and writes the result back:
+the tensor's history now ends in that op's node. When the tensor is a view, its
+base's history gets a ``CopySlices`` node, which routes the gradient of the
+modified region through the op and leaves the rest untouched, as PyTorch does.
+Every in-place op bumps the version counter the tensor shares with its views, so
+backward refuses to use a saved value that changed.
+"""
+from __future__ import annotations
+
+from ..autograd.function import Node, _next_seq, edge
+from ..autograd.grad_mode import state as _state
+from ..tensor import _new, _refresh_view
+from . import indexing, pointwise
+from ._util import Tensor, array_module, as_tensor_arg
+
+_LEAF_MSG = (
+    "a leaf Variable that requires grad is being used in an in-place operation "
+    "({op}). Wrap the update in `with distgrad.no_grad():` (as optimizers do), or "
+    "work on a copy: x = x.clone()"
+)
+_VIEW_LEAF_MSG = (
+    "a view of a leaf Variable that requires grad is being used in an in-place operation "
+    "({op}). Modify a clone instead, or do it under `with distgrad.no_grad():`"
+)
+_NOGRAD_VIEW_MSG = (
+    "A view was created in no_grad mode and is being modified inplace with grad mode enabled "
+    "({op}). Given that this use case is ambiguous and error-prone, it is forbidden. You can "
+    "clarify your code by moving both the view and the inplace either both inside the no_grad "
+    "block (if you don't want the inplace to be tracked) or both outside (if you want the "
+    "inplace to be tracked)."
+)
+_OVERLAP_MSG = (
+    "unsupported operation ({op}): more than one element of the written-to tensor refers to a "
+    "single memory location (it is an expanded view). Please clone() the tensor before "
+    "performing the operation."
+)
+
+
+class CopySlices(Node):
+    """History of a base tensor after an in-place op on one of its views."""
+
+    def backward(self, g):
+        view_fn, fn = self.args
+        res = g.clone()
+        region = view_fn(res)
+        grads = fn.backward(region.clone())
+        if type(grads) is not tuple:
+            grads = (grads,)
+        if grads[0] is None:
+            region.zero_()
+        else:
+            region.copy_(grads[0])
+        return (res,) + grads[1:]
+
+    def _release(self):
+        self.args[1]._release()
+
+
+def _check(self, op):
+    if _state.enabled:
+        if self._grad_fn is None and self._requires_grad:
+            raise RuntimeError(_LEAF_MSG.format(op=op))
+        base = self._base
+        if base is not None:
+            if base._grad_fn is None and base._requires_grad:
+                raise RuntimeError(_VIEW_LEAF_MSG.format(op=op))
+            if self._view_nograd:
+                raise RuntimeError(_NOGRAD_VIEW_MSG.format(op=op))
+    if self._is_inference and not _state.inference:
+        raise RuntimeError(
+            f"Inplace update to inference tensor outside InferenceMode is not allowed ({op}). "
+            "You can make a clone to get a normal tensor before doing inplace update."
+        )
+
+
+def _write(self, op, fn):
+    """Run ``fn()`` (which writes into ``self._data``), translating numpy's errors."""
+    try:
+        fn()
+    except ValueError as e:
+        if "read-only" in str(e):
+            raise RuntimeError(_OVERLAP_MSG.format(op=op)) from None
+        raise RuntimeError(f"{op}: {e}") from None
+    except TypeError as e:
+        raise RuntimeError(
+            f"{op}: result type can't be cast to the desired output type {self.dtype} ({e})"
+        ) from None
+    self._vc[0] += 1
+
+
+def _needs_graph(self, others) -> bool:
+    if not _state.enabled:
+        return False
+    if self.requires_grad:
+        return True
+    return any(isinstance(o, Tensor) and o.requires_grad for o in others)
+
+
+def apply_inplace(self, op, out_of_place, args=(), kwargs=None, kernel=None):
+    """Perform ``self = out_of_place(self, *args, **kwargs)`` in place.
+
+    ``kernel(array)`` writes the result straight into ``self``'s array when no graph
+    is needed; without a kernel the out-of-place result is copied in.
+    """
+    kwargs = kwargs or {}
+    _check(self, op)
+    if not _needs_graph(self, args):
+        if kernel is not None:
+            _write(self, op, lambda: kernel(self._data))
+        else:
+            r = out_of_place(self.detach(), *args, **kwargs)
+            _write(self, op, lambda: array_module(self._data).copyto(self._data, r._data, casting="same_kind"))
+        return self
+    # Graph path: the op sees a copy of the old value, standing where self stood.
+    if self._base is not None:
+        self.grad_fn  # brings a stale view's history up to date
+    src = _new(Tensor)
+    src._data = self._data.copy()
+    src._vc = [0]
+    src._grad_fn = self._grad_fn
+    src._output_nr = self._output_nr
+    src._requires_grad = self._requires_grad
+    r = out_of_place(src, *args, **kwargs)
+    if r._data.shape != self._data.shape:
+        raise RuntimeError(
+            f"{op}: output with shape {list(self._data.shape)} doesn't match the broadcast shape "
+            f"{list(r._data.shape)}"
+        )
+    _write(self, op, lambda: array_module(self._data).copyto(self._data, r._data, casting="same_kind"))
+    node = r._grad_fn
+    base = self._base
+    if base is None:
+        self._grad_fn = node
+        self._output_nr = r._output_nr
+        self._requires_grad = True
+        return self
+    c = _new(CopySlices)
+    c.next_functions = (edge(base),) + node.next_functions[1:]
+    c._seq = _next_seq()
+    if node._meta is not None:
+        c._meta = ((base._data.shape, base._data.dtype),) + node._meta[1:]
+    c.args = (self._view_fn, node)
+    base._grad_fn = c
+    base._output_nr = 0
+    base._requires_grad = True
+    _refresh_view(self)
+    return self
+
+
+# ----------------------------------------------------------- in-place ops
+def _xp(t):
+    return array_module(t._data)
+
+
+def _arr(x):
+    return x._data if isinstance(x, Tensor) else x
+
+
+def add_(self, other, *, alpha=1):
+    o = _arr(other)
+    return apply_inplace(self, "add_", pointwise.add, (other,), {"alpha": alpha},
+                         lambda a: _xp(self).add(a, o if alpha == 1 else o * alpha, out=a))
+
+
+def sub_(self, other, *, alpha=1):
+    o = _arr(other)
+    return apply_inplace(self, "sub_", pointwise.sub, (other,), {"alpha": alpha},
+                         lambda a: _xp(self).subtract(a, o if alpha == 1 else o * alpha, out=a))
+
+
+def mul_(self, other):
+    o = _arr(other)
+    return apply_inplace(self, "mul_", pointwise.mul, (other,),
+                         kernel=lambda a: _xp(self).multiply(a, o, out=a))
+
+
+def div_(self, other, *, rounding_mode=None):
+    if rounding_mode is not None:
+        return apply_inplace(self, "div_", pointwise.div, (other,), {"rounding_mode": rounding_mode})
+    o = _arr(other)
+    return apply_inplace(self, "div_", pointwise.div, (other,),
+                         kernel=lambda a: _xp(self).true_divide(a, o, out=a))
+
+
+def pow_(self, exponent):
+    return apply_inplace(self, "pow_", pointwise.pow, (exponent,))
+
+
+class CopyBackwards(Node):
+    def backward(self, g):
+        return None, g
+
+
+def _copy_from(self, src):
+    """Out-of-place copy_: ``src`` broadcast to ``self``'s shape and cast to its dtype."""
+    from ..autograd.function import record
+
+    src = as_tensor_arg(src, self, "copy_")
+    xp = array_module(self._data)
+    try:
+        data = xp.broadcast_to(src._data, self._data.shape).astype(self._data.dtype)
+    except ValueError:
+        raise RuntimeError(
+            f"copy_: the source of shape {list(src._data.shape)} cannot be broadcast to the "
+            f"destination's shape {list(self._data.shape)}"
+        ) from None
+    return record(CopyBackwards, data, (self, src))
+
+
+def copy_(self, src, non_blocking=False):
+    s = _arr(src)
+
+    def kernel(a):
+        try:
+            _xp(self).copyto(a, s, casting="unsafe")
+        except ValueError as e:
+            if "read-only" in str(e):
+                raise
+            raise ValueError(
+                f"the source of shape {list(getattr(s, 'shape', ()))} cannot be broadcast to the "
+                f"destination's shape {list(a.shape)}"
+            ) from None
+
+    return apply_inplace(self, "copy_", _copy_from, (src,), kernel=kernel)
+
+
+def fill_(self, value):
+    if isinstance(value, Tensor) and value._data.ndim:
+        raise RuntimeError(
+            f"fill_ only supports 0-dimension value tensor but got tensor with {value._data.ndim} dimensions."
+        )
+    v = _arr(value)
+    return apply_inplace(self, "fill_", _copy_from, (value,), kernel=lambda a: a.__setitem__(Ellipsis, v))
+
+
+def zero_(self):
+    return fill_(self, 0)
+
+
+def relu_(self):
+    return apply_inplace(self, "relu_", pointwise.relu, kernel=lambda a: _xp(self).maximum(a, 0, out=a))
+
+
+def clamp_(self, min=None, max=None):
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        return apply_inplace(self, "clamp_", pointwise.clamp, (min, max))
+    return apply_inplace(self, "clamp_", pointwise.clamp, (min, max),
+                         kernel=lambda a: _xp(self).clip(a, min, max, out=a))
+
+
+clip_ = clamp_
+
+
+def masked_fill_(self, mask, value):
+    return apply_inplace(self, "masked_fill_", indexing.masked_fill, (mask, value))
+
+
+def index_put_(self, indices, values, accumulate=False):
+    return apply_inplace(self, "index_put_", indexing.index_put, (indices, values, accumulate))
+
+
+def scatter_add_(self, dim, index, src):
+    return apply_inplace(self, "scatter_add_", indexing.scatter_add, (dim, index, src))
+
+
+def scatter_(self, dim, index, src=None, *, value=None):
+    return apply_inplace(self, "scatter_", indexing.scatter, (dim, index, src), {"value": value})
+
+
+def index_add_(self, dim, index, source, *, alpha=1):
+    return apply_inplace(self, "index_add_", indexing.index_add, (dim, index, source), {"alpha": alpha})
+
+
+def _unary_inplace(name, fn):
+    def op(self):
+        return apply_inplace(self, name, fn)
+    op.__name__ = name
+    op.__doc__ = f"In-place {name[:-1]}."
+    return op
+
+
+neg_ = _unary_inplace("neg_", pointwise.neg)
+exp_ = _unary_inplace("exp_", pointwise.exp)
+log_ = _unary_inplace("log_", pointwise.log)
+sqrt_ = _unary_inplace("sqrt_", pointwise.sqrt)
+sigmoid_ = _unary_inplace("sigmoid_", pointwise.sigmoid)
+tanh_ = _unary_inplace("tanh_", pointwise.tanh)
+abs_ = _unary_inplace("abs_", pointwise.abs)
+
+
+def tril_(self, diagonal=0):
+    return apply_inplace(self, "tril_", indexing.tril, (diagonal,))
+
+
+def triu_(self, diagonal=0):
+    return apply_inplace(self, "triu_", indexing.triu, (diagonal,))
+
+
+def setitem(self, key, value):
+    """``self[key] = value``: a copy into the view for basic keys, index_put otherwise."""
+    k, basic = indexing._convert_key(key)
+    if basic:
+        copy_(indexing.getitem(self, key), value)
+    else:
+        index_put_(self, k, value)
+
+

@@ -1,0 +1,487 @@
+"""Shape ops. Views (view, reshape, transpose, permute, squeeze, unsqueeze, expand,
+narrow, ...) share memory and the version counter with their input; cat, stack,
+flip, clone and casts make new memory."""
+from __future__ import annotations
+
+from .. import dtype as _dt
+from ..autograd.function import Node, as_view, record
+from ..backend import device as _device
+from ._util import Tensor, array_module, dims_arg, wrap_dim
+
+
+def _shape_args(shape, op):
+    if len(shape) == 1 and not isinstance(shape[0], int):
+        shape = tuple(shape[0])
+    shape = tuple(int(s) for s in shape)
+    if sum(s == -1 for s in shape) > 1:
+        raise RuntimeError(f"{op}: only one dimension can be inferred (got shape {list(shape)})")
+    return shape
+
+
+def _infer_shape(shape, numel, op):
+    if -1 in shape:
+        rest = 1
+        for s in shape:
+            if s != -1:
+                rest *= s
+        if rest == 0 or numel % rest:
+            raise RuntimeError(f"{op}: shape '{list(shape)}' is invalid for input of size {numel}")
+        shape = tuple(numel // rest if s == -1 else s for s in shape)
+    n = 1
+    for s in shape:
+        if s < 0:
+            raise RuntimeError(f"{op}: invalid shape dimension {s} in {list(shape)}")
+        n *= s
+    if n != numel:
+        raise RuntimeError(f"{op}: shape '{list(shape)}' is invalid for input of size {numel}")
+    return shape
+
+
+# -------------------------------------------------------------- view/reshape
+class ViewBackward0(Node):
+    def backward(self, g):
+        return g.reshape(self.args)
+
+
+class UnsafeViewBackward0(ViewBackward0):
+    pass
+
+
+def view(input, *shape):
+    if len(shape) == 1 and isinstance(shape[0], (_dt.dtype, str)):
+        raise NotImplementedError("view(dtype) is not supported; use .to(dtype)")
+    x = input._data
+    shape = _infer_shape(_shape_args(shape, "view"), x.size, "view")
+    try:
+        data = array_module(x).reshape(x, shape, copy=False)
+    except ValueError:
+        raise RuntimeError(
+            f"view size is not compatible with input tensor's size and stride (at least one "
+            f"dimension spans across two contiguous subspaces): input shape {list(x.shape)}, "
+            f"requested {list(shape)}. Use .reshape(...) instead."
+        ) from None
+    out = record(ViewBackward0, data, (input,), args=x.shape)
+    return as_view(input, out, lambda b: b.view(shape))
+
+
+def reshape(input, *shape):
+    x = input._data
+    shape = _infer_shape(_shape_args(shape, "reshape"), x.size, "reshape")
+    xp = array_module(x)
+    try:
+        data = xp.reshape(x, shape, copy=False)
+    except ValueError:
+        # Not expressible as a view: a copy, as PyTorch does.
+        return record(UnsafeViewBackward0, xp.reshape(x, shape), (input,), args=x.shape)
+    out = record(ViewBackward0, data, (input,), args=x.shape)
+    return as_view(input, out, lambda b: b.reshape(shape))
+
+
+def view_as(input, other):
+    return view(input, other._data.shape)
+
+
+def reshape_as(input, other):
+    return reshape(input, other._data.shape)
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    shape = input._data.shape
+    if not shape:
+        return reshape(input, (1,))
+    s = wrap_dim(start_dim, len(shape), "flatten")
+    e = wrap_dim(end_dim, len(shape), "flatten")
+    if s > e:
+        raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+    if s == e:
+        return input
+    n = 1
+    for d in shape[s:e + 1]:
+        n *= d
+    return reshape(input, shape[:s] + (n,) + shape[e + 1:])
+
+
+def unflatten(input, dim, sizes):
+    shape = input._data.shape
+    d = wrap_dim(dim, len(shape), "unflatten")
+    sizes = _infer_shape(tuple(sizes), shape[d], "unflatten")
+    return view(input, shape[:d] + tuple(sizes) + shape[d + 1:])
+
+
+# ------------------------------------------------------- transpose / permute
+class TransposeBackward0(Node):
+    def backward(self, g):
+        d0, d1 = self.args
+        return g.transpose(d0, d1)
+
+
+def transpose(input, dim0, dim1):
+    nd = input._data.ndim
+    d0 = wrap_dim(dim0, nd, "transpose")
+    d1 = wrap_dim(dim1, nd, "transpose")
+    data = array_module(input._data).swapaxes(input._data, d0, d1) if nd else input._data.view()
+    out = record(TransposeBackward0, data, (input,), args=(d0, d1))
+    return as_view(input, out, lambda b: b.transpose(d0, d1))
+
+
+swapaxes = transpose
+
+
+def t(input):
+    nd = input._data.ndim
+    if nd > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {nd}D")
+    return transpose(input, 0, 1) if nd == 2 else view(input, input._data.shape)
+
+
+class PermuteBackward0(Node):
+    def backward(self, g):
+        dims = self.args
+        inverse = [0] * len(dims)
+        for i, d in enumerate(dims):
+            inverse[d] = i
+        return g.permute(inverse)
+
+
+def permute(input, *dims):
+    if len(dims) == 1 and not isinstance(dims[0], int):
+        dims = tuple(dims[0])
+    nd = input._data.ndim
+    if len(dims) != nd:
+        raise RuntimeError(
+            f"permute: number of dimensions in the tensor input does not match the length of "
+            f"the desired ordering of dimensions i.e. input.dim() = {nd} is not equal to "
+            f"len(dims) = {len(dims)}"
+        )
+    dims = dims_arg(dims, nd, "permute")
+    out = record(PermuteBackward0, input._data.transpose(dims), (input,), args=dims)
+    return as_view(input, out, lambda b: b.permute(dims))
+
+
+def _T(self):
+    nd = self._data.ndim
+    return permute(self, tuple(range(nd - 1, -1, -1)))
+
+
+def _mT(self):
+    if self._data.ndim < 2:
+        raise RuntimeError("tensor.mT is only supported on matrices or batches of matrices. Got 1-D tensor.")
+    return transpose(self, -2, -1)
+
+
+def movedim(input, source, destination):
+    nd = input._data.ndim
+    src = dims_arg(source, nd, "movedim")
+    dst = dims_arg(destination, nd, "movedim")
+    order = [d for d in range(nd) if d not in src]
+    for s, d in sorted(zip(dst, src)):
+        order.insert(s, d)
+    return permute(input, order)
+
+
+# -------------------------------------------------------- squeeze/unsqueeze
+class SqueezeBackward0(Node):
+    def backward(self, g):
+        return g.reshape(self.args)
+
+
+class SqueezeBackward1(SqueezeBackward0):
+    pass
+
+
+def squeeze(input, dim=None):
+    shape = input._data.shape
+    if dim is None:
+        axes = tuple(i for i, s in enumerate(shape) if s == 1)
+        cls = SqueezeBackward0
+    else:
+        axes = tuple(d for d in dims_arg(dim, len(shape), "squeeze") if shape and shape[d] == 1)
+        cls = SqueezeBackward1
+    data = input._data.squeeze(axes) if axes else input._data.view()
+    out = record(cls, data, (input,), args=shape)
+    return as_view(input, out, lambda b: b.squeeze(dim))
+
+
+class UnsqueezeBackward0(Node):
+    def backward(self, g):
+        return g.squeeze(self.args)
+
+
+def unsqueeze(input, dim):
+    d = wrap_dim(dim, input._data.ndim + 1, "unsqueeze")
+    data = array_module(input._data).expand_dims(input._data, d)
+    out = record(UnsqueezeBackward0, data, (input,), args=d)
+    return as_view(input, out, lambda b: b.unsqueeze(d))
+
+
+# -------------------------------------------------------------------- expand
+class ExpandBackward0(Node):
+    def backward(self, g):
+        return g.sum_to_size(self.args)
+
+
+def expand(input, *sizes):
+    sizes = _shape_args(sizes, "expand") if sizes else ()
+    shape = input._data.shape
+    if len(sizes) < len(shape):
+        raise RuntimeError(
+            f"expand: the number of sizes provided ({len(sizes)}) must be greater or equal to "
+            f"the number of dimensions in the tensor ({len(shape)})"
+        )
+    lead = len(sizes) - len(shape)
+    target = []
+    for i, s in enumerate(sizes):
+        if i < lead:
+            if s < 0:
+                raise RuntimeError(f"expand: the expanded size {s} is not allowed in a leading, non-existing dimension {i}")
+            target.append(s)
+            continue
+        cur = shape[i - lead]
+        if s == -1:
+            s = cur
+        elif cur != s and cur != 1:
+            raise RuntimeError(
+                f"The expanded size of the tensor ({s}) must match the existing size ({cur}) at "
+                f"non-singleton dimension {i}.  Target sizes: {list(sizes)}.  Tensor sizes: {list(shape)}"
+            )
+        target.append(s)
+    target = tuple(target)
+    data = array_module(input._data).broadcast_to(input._data, target)
+    out = record(ExpandBackward0, data, (input,), args=shape)
+    return as_view(input, out, lambda b: b.expand(target))
+
+
+def expand_as(input, other):
+    return expand(input, other._data.shape)
+
+
+def broadcast_to(input, size):
+    return expand(input, size)
+
+
+def broadcast_tensors(*tensors):
+    xp = array_module(tensors[0]._data)
+    shape = xp.broadcast_shapes(*(t._data.shape for t in tensors))
+    return tuple(expand(t, shape) for t in tensors)
+
+
+# -------------------------------------------------------------------- narrow
+class NarrowBackward0(Node):
+    """The gradient of a slice: zeros with the slice filled in."""
+
+    def backward(self, g):
+        from .indexing import slice_scatter_zeros
+
+        shape, key = self.args
+        return slice_scatter_zeros(g, shape, key)
+
+
+def narrow(input, dim, start, length):
+    nd = input._data.ndim
+    d = wrap_dim(dim, nd, "narrow")
+    size = input._data.shape[d]
+    if start < 0:
+        start += size
+    if not (0 <= start <= size and 0 <= length and start + length <= size):
+        raise IndexError(
+            f"narrow: start ({start}) + length ({length}) exceeds dimension size ({size}) of dim {dim}"
+        )
+    key = (slice(None),) * d + (slice(start, start + length),)
+    out = record(NarrowBackward0, input._data[key], (input,), args=(input._data.shape, key))
+    return as_view(input, out, lambda b: b.narrow(d, start, length))
+
+
+def split(tensor, split_size_or_sections, dim=0):
+    d = wrap_dim(dim, tensor._data.ndim, "split")
+    size = tensor._data.shape[d]
+    if isinstance(split_size_or_sections, int):
+        step = split_size_or_sections
+        if step <= 0 and size:
+            raise RuntimeError(f"split expects split_size be non-negative, but got split_size={step}")
+        sizes = [min(step, size - i) for i in range(0, size, step)] if size else [0]
+    else:
+        sizes = list(split_size_or_sections)
+        if sum(sizes) != size:
+            raise RuntimeError(
+                f"split_with_sizes expects split_sizes to sum exactly to {size} (input tensor's "
+                f"size at dimension {d}), but got split_sizes={sizes}"
+            )
+    out, start = [], 0
+    for s in sizes:
+        out.append(narrow(tensor, d, start, s))
+        start += s
+    return tuple(out)
+
+
+def chunk(input, chunks, dim=0):
+    if chunks <= 0:
+        raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    size = input._data.shape[wrap_dim(dim, input._data.ndim, "chunk")]
+    return split(input, max(-(-size // chunks), 1), dim)
+
+
+def unbind(input, dim=0):
+    d = wrap_dim(dim, input._data.ndim, "unbind")
+    return tuple(select(input, d, i) for i in range(input._data.shape[d]))
+
+
+def select(input, dim, index):
+    d = wrap_dim(dim, input._data.ndim, "select")
+    return input[(slice(None),) * d + (index,)]
+
+
+# ----------------------------------------------------------- new-memory ops
+class CloneBackward0(Node):
+    def backward(self, g):
+        return g
+
+
+def clone(input, *, memory_format=None):
+    return record(CloneBackward0, input._data.copy(), (input,))
+
+
+def contiguous(input, memory_format=None):
+    if input._data.flags.c_contiguous:
+        return input
+    return record(CloneBackward0, array_module(input._data).ascontiguousarray(input._data), (input,))
+
+
+class ToCopyBackward0(Node):
+    def backward(self, g):
+        return g.to(self.args)
+
+
+def to(input, *args, dtype=None, device=None, copy=False, non_blocking=False):
+    """``to(dtype)``, ``to(device)``, ``to(device, dtype)`` or ``to(other_tensor)``."""
+    for a in args:
+        if isinstance(a, Tensor):
+            dtype, device = a.dtype, a.device
+        elif isinstance(a, (_dt.dtype,)) or (isinstance(a, str) and a in _dt._BY_NAME):
+            dtype = a
+        elif a is not None:
+            device = a
+    if device is not None:
+        _device(device)
+    if dtype is None:
+        return clone(input) if copy else input
+    d = _dt.to_dtype(dtype)
+    x = input._data
+    if x.dtype == d.np and not copy:
+        return input
+    data = x.astype(d.np)
+    if not d.is_floating_point:
+        return record(ToCopyBackward0, data, ())
+    return record(ToCopyBackward0, data, (input,) if x.dtype.kind == "f" else (), args=_dt.from_numpy_dtype(x.dtype))
+
+
+def type_as(input, other):
+    return to(input, other.dtype)
+
+
+def _cast(d):
+    def method(self, memory_format=None):
+        return to(self, d)
+    method.__name__ = d.name
+    return method
+
+
+# -------------------------------------------------------------- cat / stack
+class CatBackward0(Node):
+    def backward(self, g):
+        dim, sizes = self.args
+        return tuple(split(g, sizes, dim))
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("cat(): expected a non-empty list of Tensors")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"cat(): expected a sequence of Tensors, but element {i} is {type(t).__name__}")
+    ref = next((t for t in tensors if t._data.ndim), tensors[0])
+    nd = ref._data.ndim
+    if nd == 0:
+        raise RuntimeError("zero-dimensional tensor (at position 0) cannot be concatenated")
+    d = wrap_dim(dim, nd, "cat")
+    # PyTorch skips 1-D empty tensors in cat.
+    parts = [t for t in tensors if not (t._data.ndim == 1 and t._data.shape[0] == 0)] or tensors[:1]
+    for i, t in enumerate(parts):
+        if t._data.ndim != nd:
+            raise RuntimeError(
+                f"Tensors must have same number of dimensions: got {nd} and {t._data.ndim}"
+            )
+        for k in range(nd):
+            if k != d and t._data.shape[k] != ref._data.shape[k]:
+                raise RuntimeError(
+                    f"Sizes of tensors must match except in dimension {d}. Expected size "
+                    f"{ref._data.shape[k]} but got size {t._data.shape[k]} for tensor number {i} in the list."
+                )
+    data = array_module(ref._data).concatenate([t._data for t in parts], axis=d)
+    return record(CatBackward0, data, tuple(parts), args=(d, [t._data.shape[d] for t in parts]))
+
+
+concat = concatenate = cat
+
+
+class StackBackward0(Node):
+    def backward(self, g):
+        return tuple(unbind(g, self.args))
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    shape = tensors[0]._data.shape
+    for i, t in enumerate(tensors):
+        if t._data.shape != shape:
+            raise RuntimeError(
+                f"stack expects each tensor to be equal size, but got {list(shape)} at entry 0 "
+                f"and {list(t._data.shape)} at entry {i}"
+            )
+    d = wrap_dim(dim, len(shape) + 1, "stack")
+    data = array_module(tensors[0]._data).stack([t._data for t in tensors], axis=d)
+    return record(StackBackward0, data, tuple(tensors), args=d)
+
+
+def hstack(tensors):
+    return cat(tensors, 0 if tensors[0]._data.ndim == 1 else 1)
+
+
+def vstack(tensors):
+    return cat([t if t._data.ndim > 1 else t.unsqueeze(0) for t in tensors], 0)
+
+
+class FlipBackward0(Node):
+    def backward(self, g):
+        return g.flip(self.args)
+
+
+def flip(input, dims):
+    dims = dims_arg(dims, input._data.ndim, "flip")
+    xp = array_module(input._data)
+    data = xp.ascontiguousarray(xp.flip(input._data, dims)) if dims else input._data.copy()
+    return record(FlipBackward0, data, (input,), args=dims)
+
+
+class RepeatBackward0(Node):
+    def backward(self, g):
+        in_shape, reps = self.args
+        lead = len(reps) - len(in_shape)
+        full = (1,) * lead + tuple(in_shape)
+        split_shape = []
+        for r, s in zip(reps, full):
+            split_shape += [r, s]
+        g = g.reshape(split_shape).sum(dim=tuple(range(0, 2 * len(full), 2)))
+        return g.reshape(in_shape)
+
+
+def repeat(input, *sizes):
+    reps = _shape_args(sizes, "repeat")
+    if len(reps) < input._data.ndim:
+        raise RuntimeError(
+            "Number of dimensions of repeat dims can not be smaller than number of dimensions of tensor"
+        )
+    data = array_module(input._data).tile(input._data, reps)
+    return record(RepeatBackward0, data, (input,), args=(input._data.shape, reps))

@@ -1,0 +1,365 @@
+"""Tensor: an array, its autograd metadata, and thin methods.
+
+The ops (``distgrad/ops``) attach their functions to this class as methods, so a
+method call such as ``x.exp()`` is the op itself, with no extra layer.
+"""
+from __future__ import annotations
+
+import warnings
+import weakref
+
+import numpy as np
+
+from . import backend
+from . import dtype as _dt
+from .autograd.grad_mode import state as _grad_state
+
+_new = object.__new__
+
+
+class Size(tuple):
+    """The shape of a tensor; a tuple that prints as ``distgrad.Size([2, 3])``."""
+
+    def __repr__(self):
+        return f"distgrad.Size({list(self)})"
+
+    def numel(self) -> int:
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+
+def _wrap(data) -> "Tensor":
+    """A tensor around ``data`` (an array), outside any graph."""
+    t = _new(Tensor)
+    t._data = data
+    t._vc = [0]
+    return t
+
+
+class Tensor:
+    # Class-level defaults: a new tensor sets only ``_data`` and ``_vc``.
+    _grad = None
+    _grad_fn = None          # the Node that made this tensor, or None for leaves
+    _requires_grad = False
+    _output_nr = 0           # which output of ``_grad_fn`` this tensor is
+    _base = None             # the tensor whose memory this view shares (never a view)
+    _view_fn = None          # replays this view on a tensor shaped like ``_base``
+    _view_version = 0        # version of ``_vc`` when ``_grad_fn`` was last set for a view
+    _hooks = None            # gradient hooks of a leaf: {handle id: fn}
+    _post_acc_hooks = None   # post-accumulate-grad hooks of a leaf
+    _accumulator = None      # weak reference to the leaf's AccumulateGrad node
+    _retains_grad = False
+    _is_inference = False
+    _view_nograd = False     # a view made in no-grad mode never joins its base's graph
+
+    __array_ufunc__ = None   # numpy defers ``array * tensor`` to Tensor.__rmul__
+    __hash__ = object.__hash__
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def shape(self) -> Size:
+        return Size(self._data.shape)
+
+    def size(self, dim: int | None = None):
+        if dim is None:
+            return Size(self._data.shape)
+        return self._data.shape[_wrap_dim(dim, self._data.ndim, "size")]
+
+    @property
+    def dtype(self) -> _dt.dtype:
+        return _dt.from_numpy_dtype(self._data.dtype)
+
+    @property
+    def device(self) -> backend.device:
+        return backend.device_of(self._data)
+
+    @property
+    def ndim(self) -> int:
+        return self._data.ndim
+
+    def dim(self) -> int:
+        return self._data.ndim
+
+    ndimension = dim
+
+    def numel(self) -> int:
+        return self._data.size
+
+    nelement = numel
+
+    def element_size(self) -> int:
+        return self._data.itemsize
+
+    def stride(self, dim: int | None = None):
+        st = tuple(s // self._data.itemsize for s in self._data.strides)
+        return st if dim is None else st[_wrap_dim(dim, self._data.ndim, "stride")]
+
+    def is_contiguous(self) -> bool:
+        return self._data.flags.c_contiguous
+
+    def is_floating_point(self) -> bool:
+        return self._data.dtype.kind == "f"
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def _version(self) -> int:
+        return self._vc[0]
+
+    def is_inference(self) -> bool:
+        return self._is_inference
+
+    # ---------------------------------------------------------- autograd state
+    @property
+    def grad_fn(self):
+        if self._base is not None and self._view_version != self._vc[0]:
+            _refresh_view(self)
+        return self._grad_fn
+
+    @property
+    def requires_grad(self) -> bool:
+        if self._base is not None and self._view_version != self._vc[0]:
+            _refresh_view(self)
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value: bool):
+        self.requires_grad_(value)
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
+        if self.grad_fn is not None:
+            if requires_grad:
+                return self
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to use "
+                "a computed variable in a subgraph that doesn't require differentiation use "
+                "var_no_grad = var.detach()."
+            )
+        if requires_grad and self._data.dtype.kind not in "fc":
+            raise RuntimeError(
+                f"only Tensors of floating point dtype can require gradients (got {self.dtype}); "
+                "convert first, e.g. x.float()"
+            )
+        self._requires_grad = bool(requires_grad)
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    @property
+    def retains_grad(self) -> bool:
+        return self._retains_grad
+
+    @property
+    def grad(self):
+        if self._grad is None and self._grad_fn is not None and not self._retains_grad:
+            warnings.warn(
+                "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. "
+                "Its .grad attribute won't be populated during autograd.backward(). If you "
+                "indeed want the gradient for a non-leaf Tensor, use .retain_grad() on the "
+                "non-leaf Tensor.",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got {type(value).__name__}")
+            if value._data.shape != self._data.shape:
+                raise RuntimeError(
+                    f"assigned grad has data of a different size: got shape {tuple(value.shape)}, "
+                    f"expected {tuple(self.shape)}"
+                )
+            if value._data.dtype != self._data.dtype:
+                raise RuntimeError(
+                    f"assigned grad has data of a different type: got {value.dtype}, expected {self.dtype}"
+                )
+        self._grad = value
+
+    @grad.deleter
+    def grad(self):
+        self._grad = None
+
+    @property
+    def data(self) -> "Tensor":
+        """The same memory, outside autograd and with its own version counter."""
+        t = _wrap(self._data)
+        return t
+
+    @data.setter
+    def data(self, value: "Tensor"):
+        self._data = value._data
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing memory (and version counter) with this one, with no history."""
+        t = _new(Tensor)
+        t._data = self._data
+        t._vc = self._vc
+        if self._is_inference:
+            t._is_inference = True
+        return t
+
+    def detach_(self) -> "Tensor":
+        if self._base is not None:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead.")
+        self._grad_fn = None
+        self._requires_grad = False
+        self._output_nr = 0
+        return self
+
+    def retain_grad(self) -> None:
+        fn = self.grad_fn
+        if fn is None:
+            if not self._requires_grad:
+                raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+            return  # leaves keep their gradient anyway
+        if self._retains_grad:
+            return
+        fn._retain_grad(self._output_nr, weakref.ref(self))
+        self._retains_grad = True
+
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` when this tensor's gradient is computed; it may return a
+        replacement gradient. Returns a handle whose ``remove()`` unregisters it."""
+        if not self.requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require gradient")
+        from .autograd.hooks import RemovableHandle
+
+        fn = self.grad_fn
+        if fn is not None:
+            return fn._register_tensor_prehook(self._output_nr, hook)
+        if self._hooks is None:
+            self._hooks = {}
+        return RemovableHandle(self._hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` on a leaf once per backward, after ``.grad`` is final."""
+        if self.grad_fn is not None:
+            raise RuntimeError("post accumulate grad hooks cannot be registered on non-leaf tensors")
+        if not self._requires_grad:
+            raise RuntimeError(
+                "cannot register a hook on a tensor that doesn't require gradient"
+            )
+        from .autograd.hooks import RemovableHandle
+
+        if self._post_acc_hooks is None:
+            self._post_acc_hooks = {}
+        return RemovableHandle(self._post_acc_hooks, hook)
+
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        from .autograd.engine import backward
+
+        backward(self, gradient, retain_graph, create_graph, inputs=inputs)
+
+    # ------------------------------------------------------------ conversions
+    def item(self):
+        if self._data.size != 1:
+            raise RuntimeError(
+                f"a Tensor with {self._data.size} elements cannot be converted to Scalar; "
+                "index one element first, or use .tolist()"
+            )
+        return self._data.item()
+
+    def tolist(self):
+        return backend.to_numpy(self._data).tolist()
+
+    def numpy(self, *, force: bool = False):
+        if self.requires_grad and not force:
+            raise RuntimeError(
+                "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
+            )
+        return backend.to_numpy(self._data)
+
+    def __array__(self, dtype=None, copy=None):
+        arr = backend.to_numpy(self._data)
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an index")
+        return int(self._data.item())
+
+    def __bool__(self):
+        if self._data.size != 1:
+            raise RuntimeError(
+                f"Boolean value of Tensor with {self._data.size} values is ambiguous; "
+                "use .any() or .all()"
+            )
+        return bool(self._data.item())
+
+    def __len__(self):
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    def __repr__(self):
+        from ._tensor_str import format_tensor
+
+        suffixes = []
+        if self.device.type != "cpu":
+            suffixes.append(f"device='{self.device}'")
+        fn = self.grad_fn
+        if fn is not None:
+            suffixes.append(f"grad_fn=<{fn.name()}>")
+        elif self._requires_grad:
+            suffixes.append("requires_grad=True")
+        d = self.dtype
+        shown = d not in (_dt.get_default_dtype(), _dt.int64, _dt.bool)
+        return format_tensor(backend.to_numpy(self._data), suffixes, repr(d) if shown else None)
+
+    def __format__(self, spec):
+        if self._data.ndim == 0:
+            return format(self.item(), spec)
+        return repr(self)
+
+    def __reduce_ex__(self, protocol):
+        return (_rebuild, (backend.to_numpy(self._data).copy(), self._requires_grad))
+
+
+def _rebuild(arr, requires_grad):
+    t = _wrap(arr)
+    t._requires_grad = requires_grad
+    return t
+
+
+def _wrap_dim(dim: int, ndim: int, op: str) -> int:
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(
+            f"{op}: Dimension out of range (expected to be in range of [{-n}, {n - 1}], but got {dim})"
+        )
+    return dim % n if ndim else 0
+
+
+def _refresh_view(t: Tensor) -> None:
+    """Rebuild a view's history from its base after either was modified in place."""
+    from .autograd.grad_mode import enable_grad
+
+    base = t._base
+    t._view_version = t._vc[0]
+    if t._view_nograd or (not base._requires_grad and base._grad_fn is None):
+        return
+    with enable_grad():
+        fresh = t._view_fn(base)
+    t._grad_fn = fresh._grad_fn
+    t._output_nr = fresh._output_nr
+    t._requires_grad = fresh._requires_grad
