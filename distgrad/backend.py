@@ -50,6 +50,14 @@ class device:
 CPU = device("cpu")
 
 
+def normalize(data):
+    """An array for an op's result: numpy returns scalars for 0-d results, but a
+    tensor's data must be an array (views and in-place writes need memory)."""
+    if isinstance(data, np.generic):
+        return np.asarray(data)
+    return data
+
+
 def array_module(arr):
     """The array module (numpy or cupy) that owns ``arr``."""
     return np

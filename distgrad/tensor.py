@@ -32,6 +32,8 @@ class Size(tuple):
 
 def _wrap(data) -> "Tensor":
     """A tensor around ``data`` (an array), outside any graph."""
+    if type(data) is not backend.ndarray:
+        data = backend.normalize(data)
     t = _new(Tensor)
     t._data = data
     t._vc = [0]

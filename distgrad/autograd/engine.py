@@ -157,58 +157,95 @@ def _run(roots, grads, retain_graph, create_graph, inputs, accumulate):
         if not deps.get(fn) and (needed is None or fn in needed):
             heappush(ready, (-fn._seq, fn))
 
+    plain = captures is None
     prev = _state.enabled
     _state.enabled = create_graph
     try:
-        while ready:
-            fn = heappop(ready)[1]
+        fn = None
+        while True:
+            # ``fn`` may already hold the next node (the newest ready one), saving the heap.
+            if fn is None:
+                if not ready:
+                    break
+                fn = heappop(ready)[1]
             buf = buffers.pop(fn, None)
-            if fn._is_accumulator:
-                if captures is not None and fn in captures:
-                    buf = _leaf_hooks(fn.variable, buf)
-                    for k, _ in captures[fn]:
-                        captured[k] = buf
-                    if not accumulate:
-                        continue
-                _accumulate(fn.variable, buf, create_graph)
-                continue
-            if fn._has_hooks:
-                buf = _pre_hooks(fn, buf)
-            if captures is not None and fn in captures:
-                for k, nr in captures[fn]:
-                    captured[k] = buf if fn._nout == 1 else buf[nr]
             nexts = fn.next_functions
-            if needed is not None and not any(n in needed for n, _ in nexts):
-                continue
-            if buf is None or (fn._nout > 1 and all(g is None for g in buf)):
-                res = (None,) * len(nexts)
+            if fn._slow:
+                # Accumulators, nodes with hooks, nodes with several outputs.
+                if fn._is_accumulator:
+                    if not plain and fn in captures:
+                        buf = _leaf_hooks(fn.variable, buf)
+                        for k, _ in captures[fn]:
+                            captured[k] = buf
+                        if not accumulate:
+                            fn = None
+                            continue
+                    _accumulate(fn.variable, buf, create_graph)
+                    fn = None
+                    continue
+                if fn._has_hooks:
+                    buf = _pre_hooks(fn, buf)
+            if not plain:
+                if fn in captures:
+                    for k, nr in captures[fn]:
+                        captured[k] = buf if fn._nout == 1 else buf[nr]
+                if not any(n in needed for n, _ in nexts):
+                    fn = None
+                    continue
+            if fn._nout == 1:
+                res = None if buf is None else fn.backward(buf)
+            elif all(g is None for g in buf):
+                res = None
             else:
-                res = fn.backward(buf) if fn._nout == 1 else fn.backward(*buf)
-                if type(res) is not tuple:
-                    res = (res,)
-                if fn._node_post_hooks:
-                    res = _post_hooks(fn, res, buf)
-            if not retain_graph:
-                fn._release()
+                res = fn.backward(*buf)
+            if res is None:
+                res = (None,) * len(nexts)
+            elif type(res) is not tuple:
+                res = (res,)
+            if fn._slow and fn._node_post_hooks:
+                res = _post_hooks(fn, res, buf)
+            if not retain_graph and fn._saved:
+                fn._saved = None
+                fn._out_data = None
             meta = fn._meta
-            for i, (nxt, nr) in enumerate(nexts):
-                if nxt is None or (needed is not None and nxt not in needed):
+            cand = None
+            i = -1
+            for nxt, nr in nexts:
+                i += 1
+                if nxt is None or (not plain and nxt not in needed):
                     continue
                 g = res[i]
                 if g is not None:
                     if meta is not None:
-                        g = _validate(fn, i, g, meta[i])
-                    _add_to_buffer(buffers, nxt, nr, g)
+                        m = meta[i]
+                        if m is not None and (g._data.shape != m[0] or g._data.dtype != m[1]):
+                            g = _validate(fn, i, g, m)
+                    if nxt._nout == 1:
+                        old = buffers.get(nxt)
+                        if old is None:
+                            buffers[nxt] = g
+                        elif create_graph:
+                            buffers[nxt] = old + g
+                        else:  # the buffer is the engine's own: no op to record
+                            buffers[nxt] = _wrap(old._data + g._data)
+                    else:
+                        _add_to_buffer(buffers, nxt, nr, g)
                 d = deps[nxt] - 1
                 if d:
                     deps[nxt] = d
-                elif nxt._is_accumulator:
-                    if captures is not None and nxt in captures:
-                        heappush(ready, (-nxt._seq, nxt))
-                    else:
-                        _accumulate(nxt.variable, buffers.pop(nxt, None), create_graph)
+                elif nxt._is_accumulator and (plain or nxt not in captures):
+                    _accumulate(nxt.variable, buffers.pop(nxt, None), create_graph)
+                elif cand is None:
+                    cand = nxt
+                elif nxt._seq > cand._seq:
+                    heappush(ready, (-cand._seq, cand))
+                    cand = nxt
                 else:
                     heappush(ready, (-nxt._seq, nxt))
+            if cand is not None and ready and -ready[0][0] > cand._seq:
+                heappush(ready, (-cand._seq, cand))
+                cand = None
+            fn = cand
     finally:
         _state.enabled = prev
     return captured

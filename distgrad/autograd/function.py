@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import weakref
 
-from ..backend import array_module
+from ..backend import array_module, ndarray as _ndarray, normalize
 from ..tensor import Tensor, _new, _refresh_view, _wrap
 from . import graph
 from .grad_mode import no_grad, state as _state
@@ -52,6 +52,7 @@ class Node:
     _out_vc = None
     _meta = None             # per input (shape, dtype), kept for ops with several inputs
     _nout = 1                # number of outputs
+    _slow = False            # the engine's generic path: accumulator, hooks or several outputs
     _has_hooks = False
     _pre_hooks = None        # tensor hooks of outputs: {output_nr: {id: fn}}
     _retained = None         # outputs that retain_grad(): {output_nr: weakref}
@@ -82,13 +83,13 @@ class Node:
 
     # ------------------------------------------------------------ saved tensors
     @property
-    def saved_tensors(self) -> tuple:
+    def saved_tensors(self) -> list:
         saved = self._saved
         if saved is None:
             raise RuntimeError(_FREED)
         if self._unpack is not None:
             unpack = self._unpack
-            return tuple(unpack(p) for p in saved)
+            return [unpack(p) for p in saved]
         out = []
         for t, v in zip(saved, self._versions):
             if t is OUTPUT:
@@ -103,7 +104,7 @@ class Node:
             elif t._vc[0] != v:
                 raise _version_error(self, t._data, t._vc[0], v)
             out.append(t)
-        return tuple(out)
+        return out
 
     def _release(self) -> None:
         if self._saved:
@@ -114,27 +115,27 @@ class Node:
     def _register_tensor_prehook(self, nr: int, fn) -> RemovableHandle:
         if self._pre_hooks is None:
             self._pre_hooks = {}
-        self._has_hooks = True
+        self._has_hooks = self._slow = True
         return RemovableHandle(self._pre_hooks.setdefault(nr, {}), fn)
 
     def _retain_grad(self, nr: int, ref) -> None:
         if self._retained is None:
             self._retained = {}
-        self._has_hooks = True
+        self._has_hooks = self._slow = True
         self._retained[nr] = ref
 
     def register_prehook(self, fn) -> RemovableHandle:
         """``fn(grad_outputs)`` runs before this node; it may return new grad_outputs."""
         if self._node_pre_hooks is None:
             self._node_pre_hooks = {}
-        self._has_hooks = True
+        self._has_hooks = self._slow = True
         return RemovableHandle(self._node_pre_hooks, fn)
 
     def register_hook(self, fn) -> RemovableHandle:
         """``fn(grad_inputs, grad_outputs)`` runs after this node; it may return new grad_inputs."""
         if self._node_post_hooks is None:
             self._node_post_hooks = {}
-        self._has_hooks = True
+        self._has_hooks = self._slow = True
         return RemovableHandle(self._node_post_hooks, fn)
 
     def __call__(self, *grads):
@@ -145,6 +146,7 @@ class AccumulateGrad(Node):
     """The node of a leaf that requires grad: adds incoming gradients into ``.grad``."""
 
     _is_accumulator = True
+    _slow = True
 
     def __init__(self, variable: Tensor):
         self.variable = variable
@@ -181,8 +183,11 @@ def record(cls, data, inputs: tuple, saved: tuple = (), args=None) -> Tensor:
     """Wrap ``data`` as the output of an op on ``inputs``, recording a ``cls`` node.
 
     ``saved`` holds the tensors backward needs (``OUTPUT`` for the output itself);
-    ``args`` anything else it needs (dims, scalars, shapes).
+    ``args`` anything else it needs (dims, scalars, shapes). This runs for every
+    op, so the common one- and two-input cases are written out.
     """
+    if type(data) is not _ndarray:
+        data = normalize(data)
     out = _new(Tensor)
     out._data = data
     out._vc = [0]
@@ -190,19 +195,44 @@ def record(cls, data, inputs: tuple, saved: tuple = (), args=None) -> Tensor:
         if _state.inference:
             out._is_inference = True
         return out
-    rg = False
-    for t in inputs:
-        if t._base is not None and t._view_version != t._vc[0]:
-            _refresh_view(t)
-        if t._requires_grad:
-            rg = True
-    if not rg:
-        return out
-    node = _new(cls)
-    node.next_functions = tuple([edge(t) for t in inputs])
-    node._seq = _next_seq()  # after the edges: a node is always newer than its inputs
-    if len(inputs) > 1:
+    n = len(inputs)
+    if n == 1:
+        a = inputs[0]
+        if a._base is not None and a._view_version != a._vc[0]:
+            _refresh_view(a)
+        if not a._requires_grad:
+            return out
+        fn = a._grad_fn
+        node = _new(cls)
+        node.next_functions = ((fn, a._output_nr) if fn is not None else edge(a),)
+    elif n == 2:
+        a, b = inputs
+        if a._base is not None and a._view_version != a._vc[0]:
+            _refresh_view(a)
+        if b._base is not None and b._view_version != b._vc[0]:
+            _refresh_view(b)
+        if not (a._requires_grad or b._requires_grad):
+            return out
+        node = _new(cls)
+        node.next_functions = (edge(a), edge(b))
+        ad, bd = a._data, b._data
+        # Input shapes and dtypes, to fix up gradients in the engine (broadcasting,
+        # promotion); not needed when both match the output.
+        if ad.shape != data.shape or bd.shape != data.shape or ad.dtype != data.dtype or bd.dtype != data.dtype:
+            node._meta = ((ad.shape, ad.dtype), (bd.shape, bd.dtype))
+    else:
+        rg = False
+        for t in inputs:
+            if t._base is not None and t._view_version != t._vc[0]:
+                _refresh_view(t)
+            if t._requires_grad:
+                rg = True
+        if not rg:
+            return out
+        node = _new(cls)
+        node.next_functions = tuple([edge(t) for t in inputs])
         node._meta = tuple([(t._data.shape, t._data.dtype) for t in inputs])
+    node._seq = _next_seq()  # after the edges: a node is always newer than its inputs
     if args is not None:
         node.args = args
     if saved:
@@ -223,13 +253,13 @@ def _save(node: Node, saved: tuple, out: Tensor) -> None:
         if s is OUTPUT:
             node._out_data = out._data
             node._out_vc = out._vc
-            versions.append(out._vc[0])
+            versions.append(0)
+        elif s._is_inference:
+            raise RuntimeError(
+                "Inference tensors cannot be saved for backward. To work around you can "
+                "make a clone to get a normal tensor and use it in autograd."
+            )
         else:
-            if s._is_inference:
-                raise RuntimeError(
-                    "Inference tensors cannot be saved for backward. To work around you can "
-                    "make a clone to get a normal tensor and use it in autograd."
-                )
             versions.append(s._vc[0])
     node._saved = saved
     node._versions = versions
@@ -387,6 +417,8 @@ class Function(metaclass=_FunctionMeta):
             (a._data.shape, a._data.dtype) if isinstance(a, Tensor) else None for a in args
         )
         ctx._nout = len(outputs)
+        if ctx._nout > 1:
+            ctx._slow = True
         wrapped = []
         dirty = {id(t) for t in ctx._dirty}
         nondiff = {id(t) for t in ctx._non_differentiable}

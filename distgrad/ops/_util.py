@@ -8,7 +8,34 @@ from ..backend import array_module
 from ..tensor import Tensor, _wrap, _wrap_dim
 
 __all__ = ["Tensor", "_wrap", "array_module", "as_tensor_arg", "dims_arg", "wrap_dim",
-           "broadcast_error", "result_float"]
+           "broadcast_error", "result_float", "scalar_operand", "check_scalar"]
+
+_SCALARS: dict = {}
+_PY_NUMBERS = (float, int, bool)
+
+
+def scalar_operand(v, arr):
+    """``v`` as the other operand of ``arr``. For a float array and a Python number,
+    a cached 0-d array of the array's dtype: the same result (PyTorch's promotion
+    keeps the tensor's dtype), but numpy runs it much faster than with a Python
+    scalar. Anything else is returned as it is."""
+    dt = arr.dtype
+    if dt.kind == "f" and (type(v) is float or type(v) is int):
+        key = (v, dt)
+        z = _SCALARS.get(key)
+        if z is None:
+            if len(_SCALARS) >= 1024:
+                _SCALARS.clear()
+            z = array_module(arr).asarray(v, dtype=dt)
+            z.flags.writeable = False
+            _SCALARS[key] = z
+        return z
+    return v
+
+
+def check_scalar(op, s):
+    if type(s) not in _PY_NUMBERS and not isinstance(s, Number):
+        raise TypeError(f"{op}(): expected a Tensor or a number as the other operand, got {type(s).__name__}")
 
 wrap_dim = _wrap_dim
 

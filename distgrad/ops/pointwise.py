@@ -11,7 +11,8 @@ from numbers import Number
 
 from .. import dtype as _dt
 from ..autograd.function import OUTPUT, Node, record
-from ._util import Tensor, _wrap, array_module, as_tensor_arg, broadcast_error, result_float
+from ._util import (Tensor, _wrap, array_module, as_tensor_arg, broadcast_error, check_scalar,
+                    result_float, scalar_operand)
 
 
 def _binary(op, cls, a, b, ufunc, save):
@@ -30,9 +31,7 @@ def _int_to_float_scalar(data, x, s):
     return data
 
 
-def _check_scalar(op, s):
-    if not isinstance(s, Number):
-        raise TypeError(f"{op}(): expected a Tensor or a number as the other operand, got {type(s).__name__}")
+_check_scalar = check_scalar
 
 
 # ----------------------------------------------------------------- add / sub
@@ -54,7 +53,8 @@ def add(input, other, *, alpha=1):
             raise broadcast_error("add", input, other) from None
         return record(AddBackward0, data, (input, other), args=alpha)
     _check_scalar("add", other)
-    data = _int_to_float_scalar(input._data + other * alpha, input, other)
+    x = input._data
+    data = _int_to_float_scalar(x + scalar_operand(other if alpha == 1 else other * alpha, x), input, other)
     return record(AddBackward0, data, (input,), args=alpha)
 
 
@@ -81,7 +81,8 @@ def sub(input, other, *, alpha=1):
             raise broadcast_error("sub", input, other) from None
         return record(SubBackward0, data, (input, other), args=alpha)
     _check_scalar("sub", other)
-    data = _int_to_float_scalar(input._data - other * alpha, input, other)
+    x = input._data
+    data = _int_to_float_scalar(x - scalar_operand(other if alpha == 1 else other * alpha, x), input, other)
     return record(SubBackward0, data, (input,), args=alpha)
 
 
@@ -95,7 +96,8 @@ def rsub(input, other, *, alpha=1):
     if isinstance(other, Tensor):
         return sub(other, input, alpha=alpha)
     _check_scalar("rsub", other)
-    data = _int_to_float_scalar(other - input._data * alpha, input, other)
+    x = input._data
+    data = _int_to_float_scalar(scalar_operand(other, x) - (x if alpha == 1 else x * alpha), input, other)
     return record(RsubBackward1, data, (input,), args=alpha)
 
 
@@ -109,17 +111,18 @@ class MulBackward0(Node):
 
 
 def mul(input, other):
-    if not isinstance(input, Tensor):
-        return mul(other, input)
     if isinstance(other, Tensor):
-        return _binary("mul", MulBackward0, input, other, _mul, True)
+        if not isinstance(input, Tensor):
+            return mul(other, input)
+        try:
+            data = input._data * other._data
+        except ValueError:
+            raise broadcast_error("mul", input, other) from None
+        return record(MulBackward0, data, (input, other), (input, other))
     _check_scalar("mul", other)
-    data = _int_to_float_scalar(input._data * other, input, other)
+    x = input._data
+    data = _int_to_float_scalar(x * scalar_operand(other, x), input, other)
     return record(MulBackward0, data, (input,), args=other)
-
-
-def _mul(a, b):
-    return a * b
 
 
 class DivBackward0(Node):
@@ -147,7 +150,7 @@ def div(input, other, *, rounding_mode=None):
     if isinstance(other, Tensor):
         return _binary("div", DivBackward0, input, other, _true_div, True)
     _check_scalar("div", other)
-    data = input._data / other
+    data = input._data / scalar_operand(other, input._data)
     if input._data.dtype.kind in "iub":
         data = data.astype(_dt.get_default_dtype().np)
     return record(DivBackward0, data, (input,), args=other)
@@ -164,7 +167,8 @@ def rdiv(input, other):
     if isinstance(other, Tensor):
         return div(other, input)
     _check_scalar("div", other)
-    data = other / result_float(input._data)
+    x = result_float(input._data)
+    data = scalar_operand(other, x) / x
     return record(RdivBackward0, data, (input,), (input,), args=other)
 
 
@@ -408,7 +412,20 @@ def cos(input):
 class TanhBackward0(Node):
     def backward(self, g):
         (out,) = self.saved_tensors
-        return g * (1 - out * out)
+        return tanh_backward(g, out)
+
+
+class TanhBackwardBackward0(Node):
+    def backward(self, gg):
+        g, y = self.saved_tensors
+        return (gg * (1 - y * y) if self.needs(0) else None,
+                gg * g * y * -2 if self.needs(1) else None)
+
+
+def tanh_backward(grad_output, output):
+    """``grad_output * (1 - output**2)`` as one op: the gradient of tanh."""
+    g, y = grad_output._data, output._data
+    return record(TanhBackwardBackward0, g * (1 - y * y), (grad_output, output), (grad_output, output))
 
 
 def tanh(input):
@@ -419,7 +436,20 @@ def tanh(input):
 class SigmoidBackward0(Node):
     def backward(self, g):
         (out,) = self.saved_tensors
-        return g * (out * (1 - out))
+        return sigmoid_backward(g, out)
+
+
+class SigmoidBackwardBackward0(Node):
+    def backward(self, gg):
+        g, y = self.saved_tensors
+        return (gg * (y * (1 - y)) if self.needs(0) else None,
+                gg * g * (1 - y * 2) if self.needs(1) else None)
+
+
+def sigmoid_backward(grad_output, output):
+    """``grad_output * output * (1 - output)`` as one op: the gradient of sigmoid."""
+    g, y = grad_output._data, output._data
+    return record(SigmoidBackwardBackward0, g * (y * (1 - y)), (grad_output, output), (grad_output, output))
 
 
 def _sigmoid(x):
@@ -462,7 +492,21 @@ def erf(input):
 class ReluBackward0(Node):
     def backward(self, g):
         (out,) = self.saved_tensors
-        return g * (out > 0)
+        return threshold_backward(g, out, 0)
+
+
+class ThresholdBackwardBackward0(Node):
+    def backward(self, gg):
+        return gg.masked_fill(self.args, 0.0)
+
+
+def threshold_backward(grad_output, input, threshold):
+    """The gradient of relu/threshold: ``grad_output`` where ``input > threshold``, else 0.
+    Piecewise, so only ``grad_output`` gets a gradient."""
+    g = grad_output._data
+    mask = input._data <= threshold
+    return record(ThresholdBackwardBackward0, array_module(g).where(mask, 0, g).astype(g.dtype, copy=False),
+                  (grad_output,), args=_wrap(mask))
 
 
 def relu(input):
