@@ -9,7 +9,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..tensor import Tensor, _wrap
 from .engine import grad as _grad
-from .grad_mode import enable_grad, no_grad
+from .grad_mode import enable_grad
 
 
 class GradcheckError(RuntimeError):
@@ -36,11 +36,11 @@ def _numerical(func, inputs, diff_idx, n_out_elems, eps):
         for j in range(flat.size):
             orig = flat[j].item()
             flat[j] = orig + eps
-            with no_grad():
+            with enable_grad():  # func may itself differentiate (gradgradcheck)
                 plus = [to_numpy(o._data).astype(np.float64).reshape(-1).copy()
                         for o in _diff_outputs(_as_tuple(func(*inputs)))]
             flat[j] = orig - eps
-            with no_grad():
+            with enable_grad():
                 minus = [to_numpy(o._data).astype(np.float64).reshape(-1).copy()
                          for o in _diff_outputs(_as_tuple(func(*inputs)))]
             flat[j] = orig
