@@ -296,23 +296,14 @@ def _dtype_of(npd):
 
 
 def _sum_to(fn, i, g, shape):
-    """Undo broadcasting: sum ``g`` down to ``shape`` (the one place this happens)."""
-    gshape = g._data.shape
-    lead = len(gshape) - len(shape)
-    ok = lead >= 0 and all(s == 1 or s == gs for s, gs in zip(shape, gshape[lead:]))
-    if not ok:
+    """Undo broadcasting: sum ``g`` down to its input's ``shape``."""
+    try:
+        return g.sum_to_size(shape)
+    except RuntimeError:
         raise RuntimeError(
             f"Function {fn.name()} returned an invalid gradient at index {i} - got "
-            f"{list(gshape)} but expected shape compatible with {list(shape)}"
-        )
-    dims = tuple(range(lead)) + tuple(
-        lead + k for k, s in enumerate(shape) if s == 1 and gshape[lead + k] != 1
-    )
-    if dims:
-        g = g.sum(dim=dims, keepdim=True)
-    if lead or g._data.shape != shape:
-        g = g.reshape(shape)
-    return g
+            f"{list(g._data.shape)} but expected shape compatible with {list(shape)}"
+        ) from None
 
 
 def _leaf_hooks(v, g):
