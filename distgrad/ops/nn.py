@@ -1,0 +1,359 @@
+"""Neural-network ops: linear, embedding, layer/RMS norm, dropout, the losses and
+attention. Linear, embedding, layer_norm, dropout and nll_loss have nodes of their
+own (one node instead of several keeps the training step lean); the rest are
+compositions of other ops and need no derivative of their own."""
+from __future__ import annotations
+
+import math
+
+from .. import random as _random
+from ..autograd.function import Node, record
+from . import pointwise
+from . import reduction as _red
+from ._util import Tensor, _wrap, array_module, wrap_dim
+
+
+# -------------------------------------------------------------------- linear
+class AddmmBackward0(Node):
+    """y = x @ W.T + b, for x of any leading shape."""
+
+    def backward(self, g):
+        saved = self.saved_tensors
+        x, w = saved[0], saved[1]
+        out_f, in_f = w._data.shape
+        g2 = g.reshape(-1, out_f)
+        gx = (g2 @ w).reshape(x._data.shape) if self.needs(0) else None
+        gw = g2.mT @ x.reshape(-1, in_f) if self.needs(1) else None
+        if len(self.next_functions) == 2:
+            return gx, gw
+        gb = g2.sum(0) if self.needs(2) else None
+        return gx, gw, gb
+
+
+class MmBackward0(AddmmBackward0):
+    pass
+
+
+def linear(input, weight, bias=None):
+    x, w = input._data, weight._data
+    if x.ndim == 0 or x.shape[-1] != w.shape[-1]:
+        raise RuntimeError(
+            f"linear: mat1 and mat2 shapes cannot be multiplied (input {list(x.shape)} and "
+            f"weight.T {list(w.shape[::-1])}): the input's last dim must equal in_features={w.shape[-1]}"
+        )
+    if x.dtype != w.dtype:
+        raise RuntimeError(
+            f"linear: expected input and weight to have the same dtype, but got {input.dtype} "
+            f"and {weight.dtype}; convert the input with .to({weight.dtype})"
+        )
+    lead = x.shape[:-1]
+    y = x.reshape(-1, x.shape[-1]) @ w.T
+    if bias is None:
+        return record(MmBackward0, y.reshape(lead + (w.shape[0],)), (input, weight), (input, weight))
+    y += bias._data
+    return record(AddmmBackward0, y.reshape(lead + (w.shape[0],)), (input, weight, bias), (input, weight))
+
+
+# ----------------------------------------------------------------- embedding
+class EmbeddingBackward0(Node):
+    def backward(self, g):
+        num, idx, padding_idx = self.args
+        dim = g._data.shape[-1]
+        g2 = g.reshape(-1, dim)
+        flat = idx.reshape(-1)
+        if padding_idx is not None:
+            g2 = g2.masked_fill((flat == padding_idx).unsqueeze(1), 0.0)
+        from .creation import zeros
+
+        return zeros(num, dim, dtype=g.dtype).index_add(0, flat, g2)
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
+              scale_grad_by_freq=False, sparse=False):
+    idx = input._data
+    if idx.dtype.kind not in "iu":
+        raise RuntimeError(
+            f"embedding: expected the indices to be an integer tensor (int64), got {input.dtype}; "
+            "use .long()"
+        )
+    num = weight._data.shape[0]
+    if idx.size and (idx.max() >= num or idx.min() < 0):
+        raise IndexError(
+            f"embedding: index out of range: indices must be in [0, {num}), got values from "
+            f"{int(idx.min())} to {int(idx.max())}"
+        )
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += num
+    data = weight._data[idx]
+    return record(EmbeddingBackward0, data, (weight,), args=(num, input, padding_idx))
+
+
+# ------------------------------------------------------------------- norms
+def _norm_dims(input, normalized_shape, op):
+    shape = tuple(normalized_shape) if not isinstance(normalized_shape, int) else (normalized_shape,)
+    if input._data.shape[input._data.ndim - len(shape):] != shape:
+        raise RuntimeError(
+            f"{op}: Given normalized_shape={list(shape)}, expected input with shape "
+            f"[*, {', '.join(map(str, shape))}], but got input of size {list(input._data.shape)}"
+        )
+    return tuple(range(input._data.ndim - len(shape), input._data.ndim)), shape
+
+
+class NativeLayerNormBackward0(Node):
+    def backward(self, g):
+        saved = self.saved_tensors
+        x = saved[0]
+        dims, eps, has_w, has_b = self.args
+        # xhat is recomputed from x with tensor ops, so this formula can be differentiated again.
+        mean = x.mean(dims, keepdim=True)
+        xc = x - mean
+        rstd = ((xc * xc).mean(dims, keepdim=True) + eps).rsqrt()
+        xhat = xc * rstd
+        gxhat = g * saved[1] if has_w else g
+        lead = tuple(range(x._data.ndim - len(dims)))
+        gx = None
+        if self.needs(0):
+            gx = rstd * (gxhat - gxhat.mean(dims, keepdim=True)
+                         - xhat * (gxhat * xhat).mean(dims, keepdim=True))
+        grads = [gx]
+        if has_w:
+            grads.append((g * xhat).sum(lead) if self.needs(1) else None)
+        if has_b:
+            grads.append(g.sum(lead) if self.needs(len(grads)) else None)
+        return tuple(grads)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    dims, _ = _norm_dims(input, normalized_shape, "layer_norm")
+    x = input._data
+    xp = array_module(x)
+    mean = x.mean(axis=dims, keepdims=True)
+    xc = x - mean
+    var = (xc * xc).mean(axis=dims, keepdims=True)
+    y = xc * (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
+    if weight is not None:
+        y *= weight._data
+    if bias is not None:
+        y += bias._data
+    inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
+    saved = (input, weight) if weight is not None else (input,)
+    return record(NativeLayerNormBackward0, y, inputs, saved,
+                  args=(dims, eps, weight is not None, bias is not None))
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    dims, _ = _norm_dims(input, normalized_shape, "rms_norm")
+    if eps is None:
+        eps = float(array_module(input._data).finfo(input._data.dtype).eps)
+    y = input * ((input * input).mean(dims, keepdim=True) + eps).rsqrt()
+    return y * weight if weight is not None else y
+
+
+# ------------------------------------------------------------------ dropout
+class NativeDropoutBackward0(Node):
+    def backward(self, g):
+        return g * self.args
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return input
+    x = input._data
+    if p == 1.0:
+        mask = array_module(x).zeros(x.shape, x.dtype)
+    else:
+        keep = _random.rng(None).random(x.shape) >= p
+        mask = array_module(x).asarray(keep, dtype=x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    out = record(NativeDropoutBackward0, x * mask, (input,), args=_wrap(mask))
+    if inplace:
+        return input.copy_(out)
+    return out
+
+
+# ------------------------------------------------------------------- losses
+def _reduce(loss, reduction_, op):
+    if reduction_ == "mean":
+        return loss.mean()
+    if reduction_ == "sum":
+        return loss.sum()
+    if reduction_ == "none":
+        return loss
+    raise ValueError(f"{op}: {reduction_} is not a valid value for reduction (use 'mean', 'sum' or 'none')")
+
+
+class NllLossBackward0(Node):
+    def backward(self, g):
+        target, w_t, denom, shape = self.args
+        from .creation import zeros
+
+        coef = -g / denom if g._data.ndim == 0 else -g
+        src = (coef * w_t).unsqueeze(1)
+        return zeros(shape, dtype=g.dtype).scatter_add(1, target.unsqueeze(1), src)
+
+
+def _classes_last(input, target, op):
+    """(N, C) input and (N,) target from the (N, C, d1, ...) / (C,) forms."""
+    x = input
+    if x._data.ndim == 1:
+        return x.unsqueeze(0), target.reshape(1), ()
+    if x._data.ndim > 2:
+        rest = x._data.shape[2:]
+        if target._data.shape != (x._data.shape[0],) + rest:
+            raise RuntimeError(
+                f"{op}: expected target of shape {[x._data.shape[0], *rest]} for input of shape "
+                f"{list(x._data.shape)}, got {list(target._data.shape)}"
+            )
+        c = x._data.shape[1]
+        return x.movedim(1, -1).reshape(-1, c), target.reshape(-1), (x._data.shape[0],) + rest
+    return x, target, None
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    if not isinstance(target, Tensor) or target._data.dtype.kind not in "iu":
+        raise RuntimeError(
+            f"nll_loss: expected target to be a tensor of class indices (int64), got "
+            f"{target.dtype if isinstance(target, Tensor) else type(target).__name__}"
+        )
+    x, t, out_shape = _classes_last(input, target, "nll_loss")
+    n, c = x._data.shape
+    if t._data.shape != (n,):
+        raise ValueError(
+            f"nll_loss: expected target of shape ({n},) for input of shape {list(input._data.shape)}, "
+            f"got {list(target._data.shape)} (Expected input batch_size ({n}) to match target batch_size)"
+        )
+    xp = array_module(x._data)
+    td = t._data
+    valid = td != ignore_index
+    if ((td[valid] < 0) | (td[valid] >= c)).any():
+        bad = td[valid][(td[valid] < 0) | (td[valid] >= c)][0]
+        raise IndexError(f"nll_loss: Target {int(bad)} is out of bounds for {c} classes")
+    safe_t = xp.where(valid, td, 0)
+    w = xp.ones(c, x._data.dtype) if weight is None else weight._data.astype(x._data.dtype)
+    w_t = xp.where(valid, w[safe_t], 0).astype(x._data.dtype)
+    picked = x._data[xp.arange(n), safe_t]
+    losses = -picked * w_t
+    if reduction == "none":
+        data, denom = losses, 1.0
+    elif reduction == "sum":
+        data, denom = losses.sum(), 1.0
+    elif reduction == "mean":
+        denom = float(w_t.sum())
+        data = losses.sum() / denom if denom else xp.asarray(float("nan"), x._data.dtype)
+    else:
+        raise ValueError(f"nll_loss: {reduction} is not a valid value for reduction (use 'mean', 'sum' or 'none')")
+    out = record(NllLossBackward0, xp.asarray(data, dtype=x._data.dtype), (x,),
+                 args=(_wrap(safe_t), _wrap(w_t), denom, x._data.shape))
+    if reduction == "none" and out_shape is not None:
+        out = out.reshape(out_shape) if out_shape else out.reshape(())
+    return out
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """log_softmax over the class dim (1, or 0 for an unbatched input) and nll_loss;
+    ``target`` holds class indices, or class probabilities (a float tensor)."""
+    cdim = 0 if input._data.ndim == 1 else 1
+    logp = _red.log_softmax(input, cdim)
+    c = input._data.shape[cdim]
+    if isinstance(target, Tensor) and target._data.dtype.kind == "f":
+        if target._data.shape != input._data.shape:
+            raise RuntimeError(
+                f"cross_entropy: class-probability target must have the input's shape "
+                f"{list(input._data.shape)}, got {list(target._data.shape)}"
+            )
+        if label_smoothing:
+            target = target * (1 - label_smoothing) + label_smoothing / c
+        wl = logp if weight is None else logp * _class_view(weight, input, cdim)
+        return _reduce(-(wl * target).sum(cdim), reduction, "cross_entropy")
+    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+    if not label_smoothing:
+        return nll
+    # The smoothing term: the (weighted) mean of -log p over classes, over valid targets.
+    valid = (target != ignore_index)
+    wl = logp if weight is None else logp * _class_view(weight, input, cdim)
+    smooth = -wl.sum(cdim) * valid.to(logp.dtype)
+    if reduction == "mean":
+        if weight is None:
+            denom = valid.sum().item()
+        else:
+            t_safe = pointwise.where(valid, target, 0)
+            denom = (weight[t_safe] * valid.to(weight.dtype)).sum().item()
+        smooth = smooth.sum() / denom
+    else:
+        smooth = _reduce(smooth, reduction, "cross_entropy")
+    return nll * (1 - label_smoothing) + smooth * (label_smoothing / c)
+
+
+def _class_view(weight, input, cdim):
+    shape = [1] * input._data.ndim
+    shape[cdim] = weight._data.shape[0]
+    return weight.reshape(shape)
+
+
+def mse_loss(input, target, reduction="mean"):
+    if input._data.shape != target._data.shape:
+        import warnings
+
+        warnings.warn(
+            f"Using a target size ({list(target._data.shape)}) that is different to the input size "
+            f"({list(input._data.shape)}). This will likely lead to incorrect results due to "
+            "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=2)
+    d = input - target
+    return _reduce(d * d, reduction, "mse_loss")
+
+
+def l1_loss(input, target, reduction="mean"):
+    return _reduce((input - target).abs(), reduction, "l1_loss")
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    if input._data.shape != target._data.shape:
+        raise ValueError(
+            f"Target size ({list(target._data.shape)}) must be the same as input size "
+            f"({list(input._data.shape)})"
+        )
+    soft = pointwise.softplus(-input)  # log(1 + exp(-x)), computed stably
+    if pos_weight is not None:
+        loss = (1 - target) * input + ((pos_weight - 1) * target + 1) * soft
+    else:
+        loss = (1 - target) * input + soft
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
+
+
+# ---------------------------------------------------------------- attention
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, enable_gqa=False):
+    """softmax(q @ k^T * scale + mask) @ v, over the last two dims."""
+    L, S = query._data.shape[-2], key._data.shape[-2]
+    if scale is None:
+        scale = 1.0 / math.sqrt(query._data.shape[-1])
+    scores = (query @ key.transpose(-2, -1)) * scale
+    xp = array_module(query._data)
+    if is_causal:
+        if attn_mask is not None:
+            raise RuntimeError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both")
+        blocked = _wrap(~xp.tril(xp.ones((L, S), dtype=bool)))
+        scores = scores.masked_fill(blocked, float("-inf"))
+    elif attn_mask is not None:
+        if attn_mask._data.dtype.kind == "b":
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask
+    attn = _red.softmax(scores, -1)
+    if dropout_p > 0.0:
+        attn = dropout(attn, dropout_p)
+    return attn @ value
+
+
+def softmin(input, dim):
+    return _red.softmax(-input, dim)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    d = wrap_dim(dim, input._data.ndim, "normalize")
+    return input / _red.norm(input, p, d, keepdim=True).clamp(min=eps)

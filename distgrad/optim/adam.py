@@ -1,0 +1,81 @@
+"""Adam and AdamW (decoupled weight decay)."""
+from __future__ import annotations
+
+import math
+
+from ..backend import array_module
+from ..tensor import _wrap
+from .optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False):
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if eps < 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameters: {betas}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize))
+
+    def step(self, closure=None):
+        loss = self._closure_loss(closure)
+        for group in self.param_groups:
+            lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+            wd, amsgrad, maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
+            for p in group["params"]:
+                if p._grad is None:
+                    continue
+                x = p._data
+                g = p._grad._data
+                xp = array_module(x)
+                if maximize:
+                    g = -g
+                state = self.state[p]
+                if not state:
+                    state["step"] = _wrap(xp.zeros((), xp.float32))
+                    state["exp_avg"] = _wrap(xp.zeros_like(x))
+                    state["exp_avg_sq"] = _wrap(xp.zeros_like(x))
+                    if amsgrad:
+                        state["max_exp_avg_sq"] = _wrap(xp.zeros_like(x))
+                step_t = state["step"]
+                step_t._data += 1
+                step = float(step_t._data)
+                if wd:
+                    if self._decoupled:
+                        x *= 1 - lr * wd
+                    else:
+                        g = g + wd * x
+                m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
+                m *= b1
+                m += (1 - b1) * g
+                v *= b2
+                v += (1 - b2) * (g * g)
+                bc1 = 1 - b1 ** step
+                bc2 = 1 - b2 ** step
+                if amsgrad:
+                    vmax = state["max_exp_avg_sq"]._data
+                    xp.maximum(vmax, v, out=vmax)
+                    v = vmax
+                denom = xp.sqrt(v)
+                denom /= math.sqrt(bc2)
+                denom += eps
+                x -= (lr / bc1) * (m / denom)
+                p._vc[0] += 1
+        return loss
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01), as ``torch.optim.AdamW``."""
+
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
