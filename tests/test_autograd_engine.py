@@ -116,6 +116,7 @@ def test_grad_accumulates_across_backward_calls():
     assert arr(g1).tolist() == [2.0, 4.0]
     (x * 3).sum().backward()
     assert arr(x.grad).tolist() == [5.0, 7.0]
+    assert x.grad is g1  # accumulated in place, as PyTorch does without create_graph
     x.grad = None
     (x * 3).sum().backward()
     assert arr(x.grad).tolist() == [3.0, 3.0]
@@ -611,7 +612,7 @@ def test_function_mark_non_differentiable():
     class SortWithIndex(dg.autograd.Function):
         @staticmethod
         def forward(ctx, x):
-            idx = dg.tensor(np.argsort(x.numpy()))
+            idx = dg.tensor(np.argsort(x.detach().numpy()))
             vals = x[idx]
             ctx.mark_non_differentiable(idx)
             ctx.save_for_backward(idx)

@@ -20,6 +20,8 @@ def raises(exc, *phrases):
 
         def __exit__(self, *a):
             r = self.cm.__exit__(*a)
+            if not r:  # another exception type: let it propagate unchanged
+                return r
             msg = str(self.info.value)
             for p in phrases:
                 assert p in msg, f"{p!r} not in message: {msg!r}"

@@ -1,0 +1,2 @@
+"""Utilities: gradient checkpointing."""
+from . import checkpoint

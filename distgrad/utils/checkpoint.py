@@ -1,0 +1,149 @@
+"""Gradient checkpointing: keep only a segment's inputs in forward, recompute the
+rest during backward.
+
+The default (``use_reentrant=False``) is built on saved-tensor hooks: inside the
+segment every tensor an op saves is replaced by a placeholder; the first time
+backward unpacks one, the segment runs again (with the RNG state it had, so
+dropout draws the same mask) and its saved tensors fill the placeholders. The
+original graph is the one backward walks, so gradients are bit-identical to a
+run without checkpointing and each parameter's gradient is accumulated once.
+"""
+from __future__ import annotations
+
+from ..autograd.function import Function
+from ..autograd.grad_mode import enable_grad
+from ..autograd.graph import saved_tensors_hooks
+from ..autograd import engine
+from ..random import default_generator
+from ..tensor import Tensor
+
+
+class _Recomputation:
+    """One checkpointed call: what is needed to run it again, and its saved tensors."""
+
+    def __init__(self, function, args, kwargs, rng_state):
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+        self.rng_state = rng_state
+        self.meta = []        # (shape, dtype) of each tensor saved in forward, in order
+        self.storage = {}
+
+    def pack(self, t):
+        self.meta.append((t._data.shape, t._data.dtype))
+        return len(self.meta) - 1
+
+    def unpack(self, i):
+        if i not in self.storage:
+            self._recompute()
+        return self.storage.pop(i)
+
+    def _recompute(self):
+        storage = {}
+
+        def pack(t):
+            storage[len(storage)] = t
+            return len(storage) - 1
+
+        current = default_generator.get_state() if self.rng_state is not None else None
+        try:
+            if self.rng_state is not None:
+                default_generator.set_state(self.rng_state)
+            with enable_grad(), saved_tensors_hooks(pack, lambda i: storage[i]):
+                self.function(*self.args, **self.kwargs)
+        finally:
+            if current is not None:
+                default_generator.set_state(current)
+        if len(storage) != len(self.meta) or any(
+            (t._data.shape, t._data.dtype) != m for t, m in zip(storage.values(), self.meta)
+        ):
+            raise RuntimeError(
+                "checkpoint: the recomputed forward saved different tensors than the original "
+                f"({len(storage)} instead of {len(self.meta)}, or of other shapes or dtypes). The "
+                "checkpointed function must run the same ops on recomputation: avoid control flow "
+                "that depends on global state, and keep preserve_rng_state=True when it uses random ops."
+            )
+        self.storage = storage
+
+
+def checkpoint(function, *args, use_reentrant: bool | None = False, context_fn=None,
+               determinism_check: str = "default", debug: bool = False,
+               preserve_rng_state: bool = True, **kwargs):
+    """Run ``function(*args, **kwargs)`` keeping only its inputs for backward, and
+    recompute its intermediate values when backward needs them."""
+    if use_reentrant:
+        if kwargs:
+            raise ValueError("checkpoint: keyword arguments are only supported with use_reentrant=False")
+        return _CheckpointFunction.apply(function, preserve_rng_state, *args)
+    frame = _Recomputation(function, args, kwargs,
+                           default_generator.get_state() if preserve_rng_state else None)
+    with saved_tensors_hooks(frame.pack, frame.unpack):
+        return function(*args, **kwargs)
+
+
+class _CheckpointFunction(Function):
+    """The reentrant variant: forward without a graph, backward recomputes the segment
+    and runs a nested backward through it (it cannot serve autograd.grad)."""
+
+    @staticmethod
+    def forward(ctx, run_function, preserve_rng_state, *args):
+        ctx.run_function = run_function
+        ctx.rng_state = default_generator.get_state() if preserve_rng_state else None
+        ctx.inputs = args
+        return run_function(*args)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        inputs = tuple(
+            a.detach().requires_grad_(a.requires_grad) if isinstance(a, Tensor) else a for a in ctx.inputs
+        )
+        current = default_generator.get_state() if ctx.rng_state is not None else None
+        try:
+            if ctx.rng_state is not None:
+                default_generator.set_state(ctx.rng_state)
+            with enable_grad():
+                outputs = ctx.run_function(*inputs)
+        finally:
+            if current is not None:
+                default_generator.set_state(current)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        pairs = [(o, g) for o, g in zip(outputs, grad_outputs)
+                 if isinstance(o, Tensor) and o.requires_grad and g is not None]
+        if not pairs:
+            raise RuntimeError("checkpoint: none of the outputs of the checkpointed function requires grad")
+        engine.backward([o for o, _ in pairs], [g for _, g in pairs])
+        return (None, None) + tuple(
+            a.grad if isinstance(a, Tensor) and a.requires_grad else None for a in inputs
+        )
+
+
+def checkpoint_sequential(functions, segments: int, input, use_reentrant: bool | None = False, **kwargs):
+    """Split ``functions`` (a Sequential or a list) into ``segments`` runs and checkpoint
+    all but the last, as ``torch.utils.checkpoint.checkpoint_sequential``."""
+    preserve = kwargs.pop("preserve_rng_state", True)
+    if kwargs:
+        raise ValueError(f"checkpoint_sequential: unexpected keyword arguments {sorted(kwargs)}")
+    from ..nn.modules.container import Sequential
+
+    if isinstance(functions, Sequential):
+        functions = list(functions.children())
+    functions = list(functions)
+    if segments <= 0 or segments > len(functions):
+        raise ValueError(f"checkpoint_sequential: segments must be in [1, {len(functions)}], got {segments}")
+
+    def run(start, end):
+        def forward(x):
+            for j in range(start, end + 1):
+                x = functions[j](x)
+            return x
+        return forward
+
+    size = len(functions) // segments
+    end = -1
+    for start in range(0, size * (segments - 1), size):
+        end = start + size - 1
+        input = checkpoint(run(start, end), input, use_reentrant=use_reentrant, preserve_rng_state=preserve)
+    return run(end + 1, len(functions) - 1)(input)
+
+
+__all__ = ["checkpoint", "checkpoint_sequential"]
