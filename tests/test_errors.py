@@ -357,9 +357,6 @@ def test_function_wrongly_shaped_gradient():
         _BadShape.apply(x).sum().backward()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a custom backward returning a non-Tensor raises TypeError; PyTorch raises RuntimeError "
-    "('expected Variable or None (got float)')"))
 def test_function_non_tensor_gradient():
     x = dg.tensor([1.0, 2.0], requires_grad=True)
     with raises(RuntimeError, "float"):

@@ -306,12 +306,23 @@ def _sum_to(fn, i, g, shape):
         ) from None
 
 
+def _hooked(h, g):
+    """Run tensor hook ``h`` on ``g``; a replacement must keep the gradient's shape."""
+    r = h(g)
+    if r is None:
+        return g
+    if r._data.shape != g._data.shape:
+        raise RuntimeError(
+            f"hook '{getattr(h, '__name__', h)}' has changed the size of value: the gradient "
+            f"has shape {list(g._data.shape)} but the hook returned {list(r._data.shape)}"
+        )
+    return r
+
+
 def _leaf_hooks(v, g):
     if g is not None and v._hooks:
         for h in tuple(v._hooks.values()):
-            r = h(g)
-            if r is not None:
-                g = r
+            g = _hooked(h, g)
     return g
 
 
@@ -344,12 +355,11 @@ def _pre_hooks(fn, buf):
                 g = buf if fn._nout == 1 else buf[nr]
                 if g is None:
                     continue
-                r = h(g)
-                if r is not None:
-                    if fn._nout == 1:
-                        buf = r
-                    else:
-                        buf[nr] = r
+                r = _hooked(h, g)
+                if fn._nout == 1:
+                    buf = r
+                else:
+                    buf[nr] = r
     if fn._node_pre_hooks:
         grads = (buf,) if fn._nout == 1 else tuple(buf)
         for h in tuple(fn._node_pre_hooks.values()):

@@ -191,7 +191,7 @@ def record(cls, data, inputs: tuple, saved: tuple = (), args=None) -> Tensor:
     out = _new(Tensor)
     out._data = data
     out._vc = [0]
-    if not _state.enabled:
+    if not _state.enabled or _state.inference:
         if _state.inference:
             out._is_inference = True
         return out
@@ -350,7 +350,7 @@ class FunctionCtx(Node):
                 )
         for i, (r, (fn, _)) in enumerate(zip(result, self.next_functions)):
             if r is not None and not isinstance(r, Tensor):
-                raise TypeError(
+                raise RuntimeError(
                     f"function {self.name()} returned a gradient of type {type(r).__name__} "
                     f"at index {i}; expected a Tensor or None"
                 )
@@ -393,7 +393,7 @@ class Function(metaclass=_FunctionMeta):
     @classmethod
     def apply(cls, *args, **kwargs):
         ctx = _new(cls._backward_cls)
-        recording = _state.enabled and any(
+        recording = _state.enabled and not _state.inference and any(
             isinstance(a, Tensor) and a.requires_grad for a in args
         )
         ctx.needs_input_grad = tuple(
@@ -461,13 +461,32 @@ class Function(metaclass=_FunctionMeta):
         return tuple(wrapped) if is_tuple else wrapped[0]
 
 
+class _DelayedError(Node):
+    """Stands where a gradient cannot be differentiated again; raises if backward reaches it."""
+
+    def backward(self, g):
+        raise RuntimeError(self.args)
+
+
 def once_differentiable(fn):
-    """Run a custom backward without recording a graph (it cannot be differentiated again)."""
+    """Run a custom backward without recording a graph; differentiating its result
+    again raises an error instead of giving a silently wrong (zero) gradient."""
     import functools
 
     @functools.wraps(fn)
     def wrapper(ctx, *grads):
+        wants_graph = _state.enabled and any(isinstance(g, Tensor) and g.requires_grad for g in grads)
         with no_grad():
-            return fn(ctx, *grads)
+            result = fn(ctx, *grads)
+        if not wants_graph:
+            return result
+        msg = "trying to differentiate twice a function that was marked with @once_differentiable"
+        graph_inputs = tuple(g for g in grads if isinstance(g, Tensor) and g.requires_grad)
+        outs = result if isinstance(result, tuple) else (result,)
+        marked = tuple(
+            record(_DelayedError, o._data, graph_inputs, args=msg) if isinstance(o, Tensor) else o
+            for o in outs
+        )
+        return marked if isinstance(result, tuple) else marked[0]
 
     return wrapper

@@ -35,25 +35,39 @@ class _Mode:
         if inspect.isclass(fn):
             raise TypeError(f"{type(self).__name__} decorates functions, not classes")
         if inspect.isgeneratorfunction(fn):
-            @functools.wraps(fn)
-            def gen_wrapper(*args, **kwargs):
-                gen = fn(*args, **kwargs)
-                with self.clone():
-                    resp = gen.send(None)
-                while True:
-                    try:
-                        with self.clone():
-                            sent = yield resp
-                            resp = gen.send(sent)
-                    except StopIteration as e:
-                        return e.value
-            return gen_wrapper
+            return self._wrap_generator(fn)
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             with self.clone():
                 return fn(*args, **kwargs)
         return wrapper
+
+    def _wrap_generator(self, fn):
+        """Each step of the generator runs in the mode; the caller, between steps, does not."""
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args, **kwargs):
+            gen = fn(*args, **kwargs)
+            try:
+                with self.clone():
+                    response = gen.send(None)
+                while True:
+                    try:
+                        request = yield response
+                    except GeneratorExit:
+                        with self.clone():
+                            gen.close()
+                        raise
+                    except BaseException as e:
+                        with self.clone():
+                            response = gen.throw(e)
+                    else:
+                        with self.clone():
+                            response = gen.send(request)
+            except StopIteration as e:
+                return e.value
+        return gen_wrapper
 
     def clone(self):
         return self.__class__()
@@ -68,12 +82,24 @@ class _Mode:
         return False
 
 
-class no_grad(_Mode):
+class _BareDecorator(_Mode):
+    """Allows ``@no_grad`` without parentheses, as PyTorch 2 does."""
+
+    def __new__(cls, orig_func=None):
+        if orig_func is not None and callable(orig_func):
+            return cls()(orig_func)
+        return super().__new__(cls)
+
+    def __init__(self, orig_func=None):
+        pass
+
+
+class no_grad(_BareDecorator):
     def _apply(self):
         state.enabled = False
 
 
-class enable_grad(_Mode):
+class enable_grad(_BareDecorator):
     def _apply(self):
         state.enabled = True
 
@@ -121,4 +147,5 @@ class inference_mode(_Mode):
             state.enabled = False
             state.inference = True
         else:
+            state.enabled = True
             state.inference = False

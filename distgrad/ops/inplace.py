@@ -93,7 +93,7 @@ def _write(self, op, fn):
 
 
 def _needs_graph(self, others) -> bool:
-    if not _state.enabled:
+    if not _state.enabled or _state.inference:
         return False
     if self.requires_grad:
         return True
