@@ -1,0 +1,157 @@
+"""One training step (forward, backward, optimizer) of two models, distgrad against
+PyTorch on the CPU in the same run.
+
+- MLP: batch 128, 784-1024-1024-10 with ReLU, cross-entropy, SGD with momentum.
+- GPT-mini: vocab 256, width 128, 4 heads, 2 layers, context 64, batch 8, AdamW.
+
+Both libraries run the same model code (distgrad's API is PyTorch's) from the
+same initial weights; the first steps' losses are compared as a correctness
+check. Timings interleave the two libraries round by round and keep the best.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+
+import numpy as np
+
+import distgrad as dg
+
+try:
+    import torch
+except ImportError:  # the comparison is skipped without PyTorch
+    torch = None
+
+
+def make_mlp(lib):
+    nn = lib.nn
+    return nn.Sequential(nn.Linear(784, 1024), nn.ReLU(), nn.Linear(1024, 1024), nn.ReLU(),
+                         nn.Linear(1024, 10))
+
+
+def make_gpt(lib, vocab=256, width=128, heads=4, layers=2, context=64):
+    nn, F = lib.nn, lib.nn.functional
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv = nn.Linear(width, 3 * width)
+            self.proj = nn.Linear(width, width)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = self.qkv(x).split(C, dim=2)
+            q = q.view(B, T, heads, C // heads).transpose(1, 2)
+            k = k.view(B, T, heads, C // heads).transpose(1, 2)
+            v = v.view(B, T, heads, C // heads).transpose(1, 2)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1 = nn.LayerNorm(width)
+            self.attn = Attention()
+            self.ln2 = nn.LayerNorm(width)
+            self.fc = nn.Linear(width, 4 * width)
+            self.out = nn.Linear(4 * width, width)
+
+        def forward(self, x):
+            x = x + self.attn(self.ln1(x))
+            return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok = nn.Embedding(vocab, width)
+            self.pos = nn.Embedding(context, width)
+            self.blocks = nn.ModuleList([Block() for _ in range(layers)])
+            self.ln_f = nn.LayerNorm(width)
+            self.head = nn.Linear(width, vocab, bias=False)
+
+        def forward(self, idx):
+            x = self.tok(idx) + self.pos(lib.arange(idx.shape[1]))
+            for b in self.blocks:
+                x = b(x)
+            return self.head(self.ln_f(x))
+
+    return GPT()
+
+
+def copy_weights(src, dst):
+    """Give the PyTorch model the distgrad model's initial weights."""
+    sd = {k: torch.tensor(v.numpy()) for k, v in src.state_dict().items()}
+    dst.load_state_dict(sd)
+
+
+class Job:
+    def __init__(self, lib, model, make_opt, x, y, flatten_logits):
+        self.lib, self.model, self.x, self.y = lib, model, x, y
+        self.opt = make_opt(model.parameters())
+        self.flatten = flatten_logits
+
+    def step(self):
+        logits = self.model(self.x)
+        if self.flatten:
+            logits = logits.view(-1, logits.shape[-1])
+        loss = self.lib.nn.functional.cross_entropy(logits, self.y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+
+def build(name):
+    rng = np.random.default_rng(0)
+    dg.manual_seed(0)
+    if name == "MLP":
+        xs, ys = rng.standard_normal((128, 784)).astype(np.float32), rng.integers(0, 10, 128)
+        model = make_mlp(dg)
+        opt = lambda lib: (lambda p: lib.optim.SGD(p, lr=0.01, momentum=0.9))  # noqa: E731
+        flat = False
+    else:
+        xs, ys = rng.integers(0, 256, (8, 64)), rng.integers(0, 256, 8 * 64)
+        model = make_gpt(dg)
+        opt = lambda lib: (lambda p: lib.optim.AdamW(p, lr=1e-3))  # noqa: E731
+        flat = True
+    jobs = {"distgrad": Job(dg, model, opt(dg), dg.tensor(xs), dg.tensor(ys), flat)}
+    if torch is not None:
+        tmodel = make_mlp(torch) if name == "MLP" else make_gpt(torch)
+        copy_weights(model, tmodel)
+        jobs["torch"] = Job(torch, tmodel, opt(torch), torch.tensor(xs), torch.tensor(ys), flat)
+    return jobs
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    args = ap.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"numpy {np.__version__}" + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
+    for name in ("MLP", "GPT-mini"):
+        jobs = build(name)
+        losses = {k: [j.step() for _ in range(3)] for k, j in jobs.items()}
+        if torch is not None:
+            agree = np.allclose(losses["distgrad"], losses["torch"], rtol=1e-3, atol=1e-4)
+            print(f"{name}: first losses distgrad {np.round(losses['distgrad'], 4).tolist()} "
+                  f"torch {np.round(losses['torch'], 4).tolist()} -> {'agree' if agree else 'DIFFER'}")
+        best = {k: math.inf for k in jobs}
+        for _ in range(args.rounds):
+            for k, j in jobs.items():
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    j.step()
+                best[k] = min(best[k], (time.perf_counter() - t0) / args.steps)
+        line = f"{name}: distgrad {best['distgrad'] * 1e3:.2f} ms/step"
+        if torch is not None:
+            line += (f", torch {best['torch'] * 1e3:.2f} ms/step, "
+                     f"distgrad / torch {best['distgrad'] / best['torch']:.2f} x (goal <= 1.2)")
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
