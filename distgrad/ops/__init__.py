@@ -9,7 +9,7 @@ from . import creation, indexing, inplace, linalg, pointwise, reduction, shape
 # Ops that are both ``distgrad.<name>`` functions and ``Tensor.<name>`` methods.
 _SHARED = {
     pointwise: """add sub rsub mul div pow neg abs sign exp expm1 log log1p sqrt rsqrt reciprocal
-        square sin cos tanh sigmoid erf relu clamp clip maximum minimum where nonzero floor ceil
+        square sin cos tanh sigmoid erf relu clamp clip maximum minimum nonzero floor ceil
         round trunc isnan isinf isfinite logical_not logical_and logical_or logical_xor
         bitwise_not bitwise_and bitwise_or bitwise_xor eq ne lt le gt ge equal allclose isclose
         floor_divide remainder""",
@@ -23,7 +23,7 @@ _SHARED = {
 
 # Ops that are functions only.
 _FUNCTIONS = {
-    pointwise: "",
+    pointwise: "where",
     reduction: "var_mean std_mean",
     shape: "cat concat concatenate stack hstack vstack broadcast_tensors broadcast_to",
     creation: """tensor as_tensor from_numpy zeros ones empty full arange linspace eye randn rand
@@ -56,6 +56,7 @@ for _name, _d in (("float", _dt.float32), ("double", _dt.float64), ("half", _dt.
                   ("byte", _dt.uint8)):
     setattr(Tensor, _name, shape._cast(_d))
 
+Tensor.where = lambda self, condition, other: pointwise.where(condition, self, other)
 Tensor.T = property(shape._T)
 Tensor.mT = property(shape._mT)
 Tensor.__getitem__ = indexing.getitem

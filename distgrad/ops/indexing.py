@@ -187,10 +187,20 @@ def gather(input, dim, index, *, sparse_grad=False):
     return record(GatherBackward0, data, (input,), args=(input._data.shape, d, index))
 
 
+def _src_grad(g, dim, index, src_shape):
+    """Gradient of a scatter's ``src``: the output's gradient where ``index`` sent each
+    element, and zero for the part of ``src`` beyond ``index``'s shape (never read)."""
+    gs = g.gather(dim, index)
+    if gs._data.shape == tuple(src_shape):
+        return gs
+    return slice_scatter_zeros(gs, src_shape, tuple(slice(0, s) for s in index._data.shape))
+
+
 class ScatterAddBackward0(Node):
     def backward(self, g):
-        dim, index = self.args
-        return (g if self.needs(0) else None, g.gather(dim, index) if self.needs(1) else None)
+        dim, index, src_shape = self.args
+        return (g if self.needs(0) else None,
+                _src_grad(g, dim, index, src_shape) if self.needs(1) else None)
 
 
 def scatter_add(input, dim, index, src):
@@ -204,15 +214,16 @@ def scatter_add(input, dim, index, src):
     src_part = src._data[tuple(slice(0, s) for s in ish)]
     data = input._data.copy()
     array_module(data).add.at(data, _along_dim_index(index._data, d), src_part)
-    return record(ScatterAddBackward0, data, (input, src), args=(d, index))
+    return record(ScatterAddBackward0, data, (input, src), args=(d, index, src._data.shape))
 
 
 class ScatterBackward0(Node):
     def backward(self, g):
-        dim, index = self.args
+        dim, index, src_shape = self.args
         gs = g.scatter(dim, index, 0.0) if self.needs(0) else None
-        gv = g.gather(dim, index) if len(self.next_functions) > 1 and self.needs(1) else None
-        return (gs, gv) if len(self.next_functions) > 1 else gs
+        if src_shape is None:
+            return gs
+        return gs, (_src_grad(g, dim, index, src_shape) if self.needs(1) else None)
 
 
 def scatter(input, dim, index, src=None, *, value=None):
@@ -224,9 +235,9 @@ def scatter(input, dim, index, src=None, *, value=None):
     key = _along_dim_index(index._data, d)
     if isinstance(src, Tensor):
         data[key] = src._data[tuple(slice(0, s) for s in index._data.shape)]
-        return record(ScatterBackward0, data, (input, src), args=(d, index))
+        return record(ScatterBackward0, data, (input, src), args=(d, index, src._data.shape))
     data[key] = src
-    return record(ScatterBackward0, data, (input,), args=(d, index))
+    return record(ScatterBackward0, data, (input,), args=(d, index, None))
 
 
 class IndexSelectBackward0(Node):

@@ -90,7 +90,8 @@ def bmm(input, mat2):
     if mat2._data.shape[:2] != (B, K):
         raise RuntimeError(
             f"bmm: Expected size for first two dimensions of batch2 tensor to be: [{B}, {K}] but "
-            f"got: [{mat2._data.shape[0]}, {mat2._data.shape[1]}]."
+            f"got: [{mat2._data.shape[0]}, {mat2._data.shape[1]}] (shapes {list(input._data.shape)} "
+            f"and {list(mat2._data.shape)})."
         )
     _check_dtypes("bmm", input, mat2)
     return record(BmmBackward0, input._data @ mat2._data, (input, mat2), (input, mat2))

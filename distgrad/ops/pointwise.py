@@ -18,10 +18,44 @@ from ._util import (Tensor, _wrap, array_module, as_tensor_arg, broadcast_error,
 def _binary(op, cls, a, b, ufunc, save):
     """Run ``ufunc`` on two tensors and record ``cls``; ``save`` picks what backward keeps."""
     try:
-        data = ufunc(a._data, b._data)
+        data = ufunc(*_operands(a, b))
     except ValueError:
         raise broadcast_error(op, a, b) from None
     return record(cls, data, (a, b), (a, b) if save else ())
+
+
+def _operands(a, b):
+    """The arrays of tensors ``a`` and ``b``, cast to PyTorch's result dtype."""
+    return _promoted(a._data, b._data)
+
+
+def _promoted(x, y):
+    """Arrays ``x`` and ``y`` cast to PyTorch's result dtype when their dtypes differ.
+    numpy's rules differ from PyTorch's in two ways: numpy lets a 0-d array's dtype win
+    over an array with dims (float32 * 0-d float64 is float64 in numpy, float32 in
+    PyTorch), and it widens an int/float mix (int64 + float32 is float64 in numpy,
+    float32 in PyTorch)."""
+    if x.dtype == y.dtype:
+        return x, y
+    xp = array_module(x)
+    if (x.ndim == 0) == (y.ndim == 0):
+        d = _promote_types(xp, x.dtype, y.dtype)
+    else:
+        dims, zero = (x.dtype, y.dtype) if y.ndim == 0 else (y.dtype, x.dtype)
+        # A 0-d tensor takes part only when its category (bool < int < float) is higher.
+        if dims.kind == "f" or (dims.kind != "b" and zero.kind != "f"):
+            d = dims
+        else:
+            d = _promote_types(xp, dims, zero)
+    return x.astype(d, copy=False), y.astype(d, copy=False)
+
+
+def _promote_types(xp, d1, d2):
+    """PyTorch's promotion of two dtypes: a float type beats any int or bool type as is;
+    otherwise numpy's rule agrees (uint8 + int8 -> int16, float32 + float64 -> float64)."""
+    if (d1.kind == "f") != (d2.kind == "f"):
+        return d1 if d1.kind == "f" else d2
+    return xp.promote_types(d1, d2)
 
 
 def _int_to_float_scalar(data, x, s):
@@ -47,8 +81,11 @@ def add(input, other, *, alpha=1):
     if not isinstance(input, Tensor):
         return add(other, input) if alpha == 1 else add(as_tensor_arg(input, other, "add"), other, alpha=alpha)
     if isinstance(other, Tensor):
+        x, y = input._data, other._data
+        if x.dtype != y.dtype:
+            x, y = _promoted(x, y)
         try:
-            data = input._data + (other._data if alpha == 1 else other._data * alpha)
+            data = x + (y if alpha == 1 else y * alpha)
         except ValueError:
             raise broadcast_error("add", input, other) from None
         return record(AddBackward0, data, (input, other), args=alpha)
@@ -75,8 +112,11 @@ def sub(input, other, *, alpha=1):
             "trying to invert a mask, use the `~` or `logical_not()` operator instead."
         )
     if isinstance(other, Tensor):
+        x, y = input._data, other._data
+        if x.dtype != y.dtype:
+            x, y = _promoted(x, y)
         try:
-            data = input._data - (other._data if alpha == 1 else other._data * alpha)
+            data = x - (y if alpha == 1 else y * alpha)
         except ValueError:
             raise broadcast_error("sub", input, other) from None
         return record(SubBackward0, data, (input, other), args=alpha)
@@ -114,8 +154,11 @@ def mul(input, other):
     if isinstance(other, Tensor):
         if not isinstance(input, Tensor):
             return mul(other, input)
+        x, y = input._data, other._data
+        if x.dtype != y.dtype:
+            x, y = _promoted(x, y)
         try:
-            data = input._data * other._data
+            data = x * y
         except ValueError:
             raise broadcast_error("mul", input, other) from None
         return record(MulBackward0, data, (input, other), (input, other))
@@ -220,8 +263,10 @@ class PowBackward1(Node):
         ga = g * (b * a ** (b - 1)) if self.needs(0) else None
         gb = None
         if self.needs(1):
-            # 0 ** b has derivative 0 in b where b >= 0 (PyTorch masks the log(0) there).
-            gb = where((a == 0) & (b >= 0), 0.0, g * (out * log(a)))
+            # 0 ** b has derivative 0 in b where b >= 0 (PyTorch masks the log(0) there);
+            # log(1) in those places keeps numpy from warning about 0 * -inf.
+            zero = (a == 0) & (b >= 0)
+            gb = where(zero, 0.0, g * (out * log(where(zero, 1.0, a))))
         return ga, gb
 
 
@@ -240,8 +285,12 @@ def pow(input, exponent):
     if not isinstance(input, Tensor):
         return _rpow(exponent, input)
     if isinstance(exponent, Tensor):
+        x, y = _operands(input, exponent)
+        xp = array_module(x)
         try:
-            data = input._data ** exponent._data
+            # 0 ** -1 = inf and (-8) ** (1/3) = nan, as in PyTorch, without numpy's warnings.
+            with xp.errstate(divide="ignore", invalid="ignore"):
+                data = x ** y
         except ValueError:
             raise broadcast_error("pow", input, exponent) from None
         return record(PowBackward1, data, (input, exponent), (input, exponent, OUTPUT))
@@ -471,8 +520,13 @@ class ErfBackward0(Node):
 
 
 def _erf(x):
+    """erf to the precision of ``x``'s dtype (numpy has no erf of its own)."""
+    return _erf_double(x) if x.dtype.itemsize >= 8 else _erf_single(x)
+
+
+def _erf_single(x):
     """erf with relative error below 1.2e-7 everywhere (Chebyshev fit of erfc, as in
-    Numerical Recipes); numpy has no erf of its own."""
+    Numerical Recipes): float32's precision, at a dozen array operations."""
     xp = array_module(x)
     z = xp.abs(x)
     t = 1.0 / (1.0 + 0.5 * z)
@@ -481,6 +535,41 @@ def _erf(x):
             -0.82215223 + t * 0.17087277))))))))
     erfc = t * xp.exp(poly)
     return xp.where(x >= 0, 1.0 - erfc, erfc - 1.0).astype(x.dtype, copy=False)
+
+
+# erf(z) = 2/sqrt(pi) exp(-z^2) sum_n 2^n z^(2n+1) / (2n+1)!!: every term is positive, so
+# nothing cancels; 28 terms reach double precision for |z| < 2.
+_ERF_SERIES = [1.0]
+for _n in range(1, 28):
+    _ERF_SERIES.append(_ERF_SERIES[-1] * 2 / (2 * _n + 1))
+_ERF_SERIES.reverse()
+_TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
+
+
+def _erf_double(x):
+    """erf to about 1e-15 relative error, for float64 (where a float32-grade fit would be
+    visibly wrong, e.g. in gradcheck or against PyTorch)."""
+    xp = array_module(x)
+    a = xp.abs(x)
+    out = xp.full_like(x, xp.nan)  # NaN stays NaN: it fails every range test below
+    out[a >= 6.0] = 1.0            # erfc(6) = 2e-17 rounds away next to 1
+    small = a < 2.0
+    z = a[small]
+    w = z * z
+    p = xp.full_like(z, _ERF_SERIES[0])
+    for c in _ERF_SERIES[1:]:
+        p *= w
+        p += c
+    out[small] = p * z * xp.exp(-w) * _TWO_OVER_SQRT_PI
+    # For 2 <= |z| < 6, the continued fraction erfc(z) = exp(-z^2) / sqrt(pi) /
+    # (z + (1/2) / (z + 1 / (z + (3/2) / (z + ...)))), 35 levels deep.
+    mid = (a >= 2.0) & (a < 6.0)
+    z = a[mid]
+    k = z
+    for n in range(35, 0, -1):
+        k = z + (n / 2) / k
+    out[mid] = 1.0 - xp.exp(-z * z) / (k * math.sqrt(math.pi))
+    return xp.copysign(out, x, out=out)
 
 
 def erf(input):
@@ -514,31 +603,88 @@ def relu(input):
     return record(ReluBackward0, array_module(x).maximum(x, 0), (input,), (OUTPUT,))
 
 
+_GELU_K = math.sqrt(2 / math.pi)
+_GELU_C = 0.044715
+_INV_SQRT2 = 1 / math.sqrt(2)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+
+
+def _gelu_parts(x, approximate):
+    """(gelu(x), gelu'(x)) of an array, with in-place temporaries (a few passes over
+    memory instead of a dozen)."""
+    xp = array_module(x)
+    f = x.dtype.type
+    if approximate == "tanh":
+        x2 = x * x
+        t = x2 * f(_GELU_C)
+        t += f(1)
+        t *= x
+        t *= f(_GELU_K)
+        xp.tanh(t, out=t)                       # t = tanh(k (x + c x^3))
+        y = t + f(1)
+        y *= x
+        y *= f(0.5)
+        du = x2
+        du *= f(3 * _GELU_C * _GELU_K)
+        du += f(_GELU_K)                        # u' = k (1 + 3 c x^2)
+        d = t * t
+        xp.subtract(f(1), d, out=d)             # 1 - t^2
+        d *= du
+        d *= x
+        t += f(1)
+        d += t
+        d *= f(0.5)                             # 0.5 (1 + t) + 0.5 x (1 - t^2) u'
+        return y, d
+    cdf = _erf(x * f(_INV_SQRT2))
+    cdf += f(1)
+    cdf *= f(0.5)
+    pdf = x * x
+    pdf *= f(-0.5)
+    xp.exp(pdf, out=pdf)
+    pdf *= f(_INV_SQRT_2PI)
+    y = x * cdf
+    pdf *= x
+    pdf += cdf
+    return y, pdf
+
+
 class GeluBackward0(Node):
     def backward(self, g):
         (x,) = self.saved_tensors
-        if self.args == "tanh":
-            k = math.sqrt(2 / math.pi)
-            inner = (x + 0.044715 * x ** 3) * k
-            t = tanh(inner)
-            d_inner = (1 + 0.134145 * x * x) * k
-            return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * d_inner)
-        cdf = (erf(x * (1 / math.sqrt(2))) + 1) * 0.5
-        pdf = exp(x * x * -0.5) * (1 / math.sqrt(2 * math.pi))
-        return g * (cdf + x * pdf)
+        return gelu_backward(g, x, self.args)
+
+
+class GeluBackwardBackward0(Node):
+    def backward(self, gg):
+        g, x = self.saved_tensors
+        approximate = self.args
+        gg_g = gelu_backward(gg, x, approximate) if self.needs(0) else None
+        gg_x = None
+        if self.needs(1):
+            if approximate == "tanh":
+                u1 = (x * x * (3 * _GELU_C) + 1) * _GELU_K
+                t = tanh((x * x * _GELU_C + 1) * x * _GELU_K)
+                sech2 = 1 - t * t
+                second = sech2 * (u1 + x * 0.5 * (x * (6 * _GELU_K * _GELU_C) - t * u1 * u1 * 2))
+            else:
+                second = exp(x * x * -0.5) * _INV_SQRT_2PI * (2 - x * x)
+            gg_x = gg * g * second
+        return gg_g, gg_x
+
+
+def gelu_backward(grad_output, input, approximate="none"):
+    """``grad_output * gelu'(input)`` as one op: the gradient of gelu."""
+    _, d = _gelu_parts(input._data, approximate)
+    d *= grad_output._data
+    return record(GeluBackwardBackward0, d, (grad_output, input), (grad_output, input), args=approximate)
 
 
 def gelu(input, approximate="none"):
-    x = result_float(input._data)
-    xp = array_module(x)
-    if approximate == "tanh":
-        k = math.sqrt(2 / math.pi)
-        data = 0.5 * x * (1 + xp.tanh(k * (x + 0.044715 * x ** 3)))
-    elif approximate == "none":
-        data = 0.5 * x * (1 + _erf(x * (1 / math.sqrt(2))))
-    else:
+    if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return record(GeluBackward0, data.astype(x.dtype, copy=False), (input,), (input,), args=approximate)
+    x = result_float(input._data)
+    y, _ = _gelu_parts(x, approximate)
+    return record(GeluBackward0, y, (input,), (input,), args=approximate)
 
 
 class SiluBackward0(Node):
@@ -582,20 +728,50 @@ class ClampBackward1(Node):
         return g * mask
 
 
+class ClampBackward0(Node):
+    """clamp with tensor bounds. At a tie the input keeps the gradient (PyTorch's choice, unlike
+    maximum/minimum, which split it); where min > max the output is max, so max gets it."""
+
+    def backward(self, g):
+        has_lo, has_hi = self.args
+        saved = self.saved_tensors
+        x, lo, hi = saved[0], saved[1] if has_lo else None, saved[-1] if has_hi else None
+        if lo is not None and hi is not None:
+            gx = where((x >= lo) & (x <= hi), g, 0.0) if self.needs(0) else None
+            glo = where((x < lo) & (lo < hi), g, 0.0) if self.needs(1) else None
+            ghi = where((x > hi) | (hi < lo), g, 0.0) if self.needs(2) else None
+            return gx, glo, ghi
+        if lo is not None:
+            return (where(x >= lo, g, 0.0) if self.needs(0) else None,
+                    where(x < lo, g, 0.0) if self.needs(1) else None)
+        return (where(x <= hi, g, 0.0) if self.needs(0) else None,
+                where(x > hi, g, 0.0) if self.needs(1) else None)
+
+
+def _clamp_tensor(input, min, max):
+    lo = None if min is None else as_tensor_arg(min, input, "clamp")
+    hi = None if max is None else as_tensor_arg(max, input, "clamp")
+    data = input._data
+    xp = array_module(data)
+    for bound, fn in ((lo, xp.maximum), (hi, xp.minimum)):
+        if bound is not None:
+            try:
+                data = fn(*_promoted(data, bound._data))
+            except ValueError:
+                raise broadcast_error("clamp", input, bound) from None
+    inputs = (input,) + tuple(b for b in (lo, hi) if b is not None)
+    return record(ClampBackward0, data, inputs, inputs, args=(lo is not None, hi is not None))
+
+
 def clamp(input, min=None, max=None):
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = input
-        if min is not None:
-            out = maximum(out, as_tensor_arg(min, input, "clamp"))
-        if max is not None:
-            out = minimum(out, as_tensor_arg(max, input, "clamp"))
-        return out
-    xp = array_module(input._data)
-    data = xp.clip(input._data, min, max)
+        return _clamp_tensor(input, min, max)
+    x = input._data
     if type(min) is float or type(max) is float:
-        data = result_float(data)
+        x = result_float(x)  # before clipping: numpy would make int64 with 2.5 float64
+    data = array_module(x).clip(x, min, max)
     return record(ClampBackward1, data, (input,), (input,), args=(min, max))
 
 
@@ -644,7 +820,7 @@ def where(condition, input=None, other=None):
     b = as_tensor_arg(other, like, "where")
     xp = array_module(cond)
     try:
-        data = xp.where(cond, a._data, b._data)
+        data = xp.where(cond, *_operands(a, b))
     except ValueError:
         raise RuntimeError(
             f"where: condition {list(cond.shape)}, input {list(a.shape)} and other "

@@ -3,6 +3,7 @@ logsumexp, softmax, log_softmax, cumsum, and ``sum_to_size`` (the one place wher
 broadcasting is undone)."""
 from __future__ import annotations
 
+import builtins
 from collections import namedtuple
 
 from .. import dtype as _dt
@@ -86,7 +87,8 @@ def sum_to_size(input, *size):
         size = tuple(size[0])
     shape = input._data.shape
     lead = len(shape) - len(size)
-    if lead < 0 or not all(s == 1 or s == gs for s, gs in zip(size, shape[lead:])):
+    # builtins.all: this module's own ``all`` is the tensor reduction.
+    if lead < 0 or not builtins.all(s == 1 or s == gs for s, gs in zip(size, shape[lead:])):
         raise RuntimeError(f"size {list(size)} is not expandable to size {list(shape)}.")
     dims = tuple(range(lead)) + tuple(
         lead + k for k, s in enumerate(size) if s == 1 and shape[lead + k] != 1
@@ -179,6 +181,8 @@ class MaxBackward0(Node):
 
     def backward(self, g):
         shape, d, idx, keepdim = self.args
+        if not shape:  # max(dim=0) of a 0-d tensor is the tensor itself
+            return g
         if not keepdim:
             g = g.unsqueeze(d)
         from .indexing import scatter_add
@@ -239,22 +243,22 @@ def amin(input, dim=(), keepdim=False):
     return _extreme_all(input, False, AminBackward0, dim, keepdim)
 
 
-def argmax(input, dim=None, keepdim=False):
+def _arg_extreme(input, dim, keepdim, name):
     x = input._data
     xp = array_module(x)
+    fn = getattr(xp, name)
     if dim is None:
-        r = xp.argmax(x)
-        return _wrap(xp.asarray(r, dtype=xp.int64).reshape((1,) * x.ndim if keepdim else ()))
-    return _wrap(xp.argmax(x, axis=wrap_dim(dim, x.ndim, "argmax"), keepdims=keepdim).astype(xp.int64))
+        r = xp.asarray(fn(x), dtype=xp.int64)
+        return _wrap(r.reshape((1,) * x.ndim) if keepdim else r)
+    return _wrap(fn(x, axis=wrap_dim(dim, x.ndim, name), keepdims=keepdim).astype(xp.int64))
+
+
+def argmax(input, dim=None, keepdim=False):
+    return _arg_extreme(input, dim, keepdim, "argmax")
 
 
 def argmin(input, dim=None, keepdim=False):
-    x = input._data
-    xp = array_module(x)
-    if dim is None:
-        r = xp.argmin(x)
-        return _wrap(xp.asarray(r, dtype=xp.int64).reshape((1,) * x.ndim if keepdim else ()))
-    return _wrap(xp.argmin(x, axis=wrap_dim(dim, x.ndim, "argmin"), keepdims=keepdim).astype(xp.int64))
+    return _arg_extreme(input, dim, keepdim, "argmin")
 
 
 def all(input, dim=None, keepdim=False):
@@ -327,16 +331,18 @@ class NormBackward1(Node):
 
         g = _keep(g, kshape)
         outk = _keep(out, kshape)
-        if p == 2:
-            scale = where(outk == 0, 0.0, g / outk)
-            return x * scale
         if p == 1:
             return g * sign(x)
         if p == float("inf") or p == float("-inf"):
             mask = (_abs(x) == outk).to(g.dtype)
             return g * sign(x) * mask / mask.sum(dim=axes, keepdim=True)
-        scale = where(outk == 0, 0.0, g / outk ** (p - 1))
-        return x * _abs(x) ** (p - 2) * scale
+        # A zero norm has gradient 0, as in PyTorch; dividing by 1 there instead of 0 keeps
+        # numpy from warning about the value that where() throws away.
+        zero = outk == 0
+        safe = where(zero, 1.0, outk)
+        if p == 2:
+            return x * where(zero, 0.0, g / safe)
+        return x * _abs(x) ** (p - 2) * where(zero, 0.0, g / safe ** (p - 1))
 
 
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):

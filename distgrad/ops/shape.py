@@ -414,8 +414,9 @@ def cat(tensors, dim=0):
         for k in range(nd):
             if k != d and t._data.shape[k] != ref._data.shape[k]:
                 raise RuntimeError(
-                    f"Sizes of tensors must match except in dimension {d}. Expected size "
-                    f"{ref._data.shape[k]} but got size {t._data.shape[k]} for tensor number {i} in the list."
+                    f"cat(): Sizes of tensors must match except in dimension {d}. Expected size "
+                    f"{ref._data.shape[k]} but got size {t._data.shape[k]} for tensor number {i} in "
+                    f"the list (shapes {[list(x._data.shape) for x in parts]})."
                 )
     data = array_module(ref._data).concatenate([t._data for t in parts], axis=d)
     return record(CatBackward0, data, tuple(parts), args=(d, [t._data.shape[d] for t in parts]))
@@ -461,7 +462,9 @@ class FlipBackward0(Node):
 def flip(input, dims):
     dims = dims_arg(dims, input._data.ndim, "flip")
     xp = array_module(input._data)
-    data = xp.ascontiguousarray(xp.flip(input._data, dims)) if dims else input._data.copy()
+    # A 0-d tensor accepts dim 0 (or -1) and has nothing to flip.
+    flips = dims and input._data.ndim
+    data = xp.ascontiguousarray(xp.flip(input._data, dims)) if flips else input._data.copy()
     return record(FlipBackward0, data, (input,), args=dims)
 
 
