@@ -160,6 +160,7 @@ def _run(roots, grads, retain_graph, create_graph, inputs, accumulate):
     plain = captures is None
     prev = _state.enabled
     _state.enabled = create_graph
+    _callbacks.append([])
     try:
         fn = None
         while True:
@@ -246,9 +247,26 @@ def _run(roots, grads, retain_graph, create_graph, inputs, accumulate):
                 heappush(ready, (-cand._seq, cand))
                 cand = None
             fn = cand
+        callbacks = _callbacks[-1]
+        while callbacks:  # a callback may queue another
+            callbacks.pop(0)()
     finally:
+        _callbacks.pop()
         _state.enabled = prev
     return captured
+
+
+# One list of final callbacks per backward in progress (backward can nest).
+_callbacks: list = []
+
+
+def queue_callback(callback) -> None:
+    """Run ``callback()`` once the backward pass now running has finished its graph
+    walk (before ``backward()`` returns). The distributed reducer waits for its
+    all-reduces this way."""
+    if not _callbacks:
+        raise RuntimeError("Final callbacks can only be installed during backward pass.")
+    _callbacks[-1].append(callback)
 
 
 def _prune(deps, root_nodes, captures, accumulate):

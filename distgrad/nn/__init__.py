@@ -1,5 +1,5 @@
 """Neural-network building blocks: ``Module``, ``Parameter``, layers, losses, init."""
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .module import Module
 from .modules import (GELU, BCEWithLogitsLoss, CausalSelfAttention, CrossEntropyLoss, Dropout,
                       Embedding, Identity, L1Loss, LayerNorm, Linear, LogSoftmax, ModuleDict,

@@ -1,0 +1,260 @@
+"""The process group: initialization, rank and size, and the collectives on tensors
+(PyTorch's ``torch.distributed`` names)."""
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+
+from ..tensor import Tensor
+from . import comm as _comm
+from . import failure
+
+
+class ReduceOp:
+    SUM = _comm.SUM
+    PRODUCT = _comm.PRODUCT
+    MIN = _comm.MIN
+    MAX = _comm.MAX
+    AVG = _comm.AVG
+
+
+class _World:
+    comm: _comm.Communicator | None = None
+    backend: str | None = None
+    timeout: float | None = None
+
+
+_world = _World()
+
+_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
+
+
+def _launched_size() -> int:
+    for var in _LAUNCHER_SIZE_VARS[:2]:
+        if var in os.environ:
+            return int(os.environ[var])
+    return 1
+
+
+def _make_comm(backend: str) -> _comm.Communicator:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        if _launched_size() > 1:
+            raise RuntimeError(
+                "init_process_group: this process was started by an MPI launcher with "
+                f"{_launched_size()} ranks, but mpi4py is not installed: pip install -e \".[mpi]\" "
+                "(or build mpi4py against your cluster's MPI)"
+            ) from None
+        if backend == "nccl":
+            raise RuntimeError("init_process_group: backend 'nccl' needs mpi4py for bootstrapping") from None
+        return _comm.SingleProcessCommunicator()
+    if backend == "mpi":
+        return _comm.MPICommunicator()
+    if backend == "nccl":
+        return _comm.NCCLCommunicator()
+    # auto: NCCL when CuPy sees a GPU for every local rank, else MPI (with staging for GPU arrays).
+    mpi = _comm.MPICommunicator()
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() >= mpi.local_size:
+            return _comm.NCCLCommunicator(mpi.comm)
+    except Exception:  # no CuPy, no GPU, or NCCL unavailable: MPI it is
+        pass
+    return mpi
+
+
+def init_process_group(backend: str | None = "auto", init_method=None, timeout=None,
+                       world_size: int = -1, rank: int = -1, store=None, group_name: str = "",
+                       device_id=None) -> None:
+    """Join the job: rank and world size come from MPI (world size 1 works without
+    mpiexec). ``backend``: 'mpi', 'nccl' or 'auto'. ``timeout`` (seconds or a
+    timedelta) bounds how long a collective may wait before the job is aborted."""
+    if _world.comm is not None:
+        raise RuntimeError("trying to initialize the default process group twice!")
+    backend = (backend or "auto").lower()
+    if backend == "gloo":
+        backend = "mpi"
+    if backend not in ("mpi", "nccl", "auto"):
+        raise ValueError(f"init_process_group: unknown backend {backend!r}; use 'mpi', 'nccl' or 'auto'")
+    c = _make_comm(backend)
+    if world_size not in (-1, c.size):
+        raise ValueError(f"init_process_group: world_size={world_size} but MPI started {c.size} ranks")
+    if rank not in (-1, c.rank):
+        raise ValueError(f"init_process_group: rank={rank} but MPI says this is rank {c.rank}")
+    if isinstance(timeout, datetime.timedelta):
+        timeout = timeout.total_seconds()
+    _world.comm = c
+    _world.backend = c.name
+    _world.timeout = timeout
+    failure.install(c)
+
+
+def destroy_process_group(group=None) -> None:
+    _world.comm = None
+    _world.backend = None
+    _world.timeout = None
+    failure.uninstall()
+
+
+def is_initialized() -> bool:
+    return _world.comm is not None
+
+
+def is_available() -> bool:
+    return True
+
+
+def _require() -> _comm.Communicator:
+    if _world.comm is None:
+        raise RuntimeError(
+            "Default process group has not been initialized, please make sure to call "
+            "init_process_group."
+        )
+    return _world.comm
+
+
+def get_rank(group=None) -> int:
+    return _require().rank
+
+
+def get_world_size(group=None) -> int:
+    return _require().size
+
+
+def get_local_rank() -> int:
+    """This rank's index among the ranks on its node."""
+    return _require().local_rank
+
+
+def get_local_world_size() -> int:
+    return _require().local_size
+
+
+def get_backend(group=None) -> str:
+    _require()
+    return _world.backend
+
+
+def default_comm() -> _comm.Communicator:
+    return _require()
+
+
+def collective_timeout() -> float | None:
+    return _world.timeout
+
+
+def run_with_timeout(fn, what: str):
+    """Run a blocking collective; with a timeout set, fail (naming it) instead of hanging."""
+    timeout = _world.timeout
+    if timeout is None:
+        return fn()
+    box = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # handed to the waiting thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name=f"distgrad-{what}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise RuntimeError(
+            f"rank {_world.comm.rank}: {what} did not complete within {timeout:g} s; another rank "
+            "may have failed or be stuck"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+class Work:
+    """A finished (or finishing) collective, as returned with ``async_op=True``."""
+
+    def __init__(self, thread=None):
+        self._thread = thread
+
+    def wait(self, timeout=None) -> bool:
+        if self._thread is not None:
+            self._thread.join()
+        return True
+
+    def is_completed(self) -> bool:
+        return self._thread is None or not self._thread.is_alive()
+
+
+def _check(tensor, op_name):
+    if not isinstance(tensor, Tensor):
+        raise TypeError(f"{op_name}: expected a Tensor, got {type(tensor).__name__}")
+    if not tensor._data.flags.c_contiguous:
+        raise ValueError(f"{op_name}: tensors must be contiguous; call .contiguous() first")
+
+
+def _bump(tensor):
+    tensor._vc[0] += 1
+
+
+def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce ``tensor`` across ranks in place (SUM by default)."""
+    c = _require()
+    _check(tensor, "all_reduce")
+    run_with_timeout(lambda: c.allreduce_(tensor._data, op), "all_reduce")
+    _bump(tensor)
+    return Work() if async_op else None
+
+
+def broadcast(tensor, src=0, group=None, async_op=False):
+    c = _require()
+    _check(tensor, "broadcast")
+    if not 0 <= src < c.size:
+        raise ValueError(f"broadcast: src={src} is not a rank of this world of size {c.size}")
+    run_with_timeout(lambda: c.broadcast_(tensor._data, src), "broadcast")
+    _bump(tensor)
+    return Work() if async_op else None
+
+
+def all_gather(tensor_list, tensor, group=None, async_op=False):
+    """Fill ``tensor_list`` (one tensor per rank) with every rank's ``tensor``."""
+    c = _require()
+    _check(tensor, "all_gather")
+    if len(tensor_list) != c.size:
+        raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} entries for {c.size} ranks")
+    parts = run_with_timeout(lambda: c.allgather(tensor._data), "all_gather")
+    for dst, part in zip(tensor_list, parts):
+        if tuple(dst.shape) != tuple(part.shape):
+            raise ValueError(f"all_gather: output tensor of shape {list(dst.shape)} for input of shape {list(part.shape)}")
+        dst._data[...] = part
+        _bump(dst)
+    return Work() if async_op else None
+
+
+def all_gather_object(object_list, obj, group=None):
+    c = _require()
+    object_list[:] = run_with_timeout(lambda: c.allgather_object(obj), "all_gather_object")
+
+
+def broadcast_object_list(object_list, src=0, group=None):
+    c = _require()
+    object_list[:] = run_with_timeout(lambda: c.broadcast_object(list(object_list), src), "broadcast_object_list")
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=False):
+    """Reduce ``input`` across ranks and give each rank its slice of the first dim."""
+    c = _require()
+    _check(input, "reduce_scatter_tensor")
+    part = run_with_timeout(lambda: c.reduce_scatter(input._data, op), "reduce_scatter")
+    if tuple(output.shape) != tuple(part.shape):
+        raise ValueError(f"reduce_scatter_tensor: output must have shape {list(part.shape)}, got {list(output.shape)}")
+    output._data[...] = part
+    _bump(output)
+    return Work() if async_op else None
+
+
+def barrier(group=None, async_op=False, device_ids=None):
+    c = _require()
+    run_with_timeout(c.barrier, "barrier")
+    return Work() if async_op else None

@@ -1,0 +1,240 @@
+"""The reducer: bucketed all-reduce of gradients, overlapped with backward.
+
+Parameters are grouped into buckets (reverse registration order at first, then the
+order in which their gradients actually became final, taken from rank 0 so every
+rank agrees). Each parameter's post-accumulate-grad hook copies its finished
+gradient into its bucket's flat buffer; when a bucket is complete it is handed to
+a communication thread, always in bucket-index order, so ranks never pair
+different buckets in one collective. The communication thread sits inside MPI
+while the Python thread goes on with backward (mpi4py releases the GIL in MPI
+calls, numpy in its kernels), so the all-reduce really progresses meanwhile. A
+final callback of the backward pass waits for every bucket and writes the
+averaged gradients back into ``.grad``.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+
+from ..autograd.engine import queue_callback
+from ..backend import array_module
+from ..tensor import _wrap
+from .comm import SUM
+
+
+class _Bucket:
+    def __init__(self, index: int, param_ids: list, params: list):
+        self.index = index
+        self.param_ids = param_ids
+        first = params[param_ids[0]]
+        xp = array_module(first._data)
+        self.dtype = first._data.dtype
+        self.offsets = {}
+        total = 0
+        for i in param_ids:
+            self.offsets[i] = (total, params[i]._data.size)
+            total += params[i]._data.size
+        self.buffer = xp.zeros(total, self.dtype)
+        self.pending = len(param_ids)
+        self.done = threading.Event()
+        self.error = None
+
+    def reset(self) -> None:
+        self.pending = len(self.param_ids)
+        self.done.clear()
+        self.error = None
+
+
+class _CommThread:
+    """Runs the buckets' all-reduces, one after another, on its own communicator."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.queue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="distgrad-reducer", daemon=True)
+        self.thread.start()
+
+    def submit(self, bucket: _Bucket) -> None:
+        self.queue.put(bucket)
+
+    def _run(self):
+        while True:
+            bucket = self.queue.get()
+            if bucket is None:
+                return
+            try:
+                self.comm.allreduce_(bucket.buffer, SUM)
+            except BaseException as e:  # reported by the thread waiting for this bucket
+                bucket.error = e
+            finally:
+                bucket.done.set()
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+
+class Reducer:
+    def __init__(self, params: list, names: list, comm, bucket_cap_bytes: int,
+                 first_bucket_bytes: int, find_unused_parameters: bool, timeout: float | None):
+        self.params = params
+        self.names = names
+        self.comm = comm
+        self.size = comm.size
+        self.bucket_cap_bytes = bucket_cap_bytes
+        self.first_bucket_bytes = first_bucket_bytes
+        self.find_unused = find_unused_parameters
+        self.timeout = timeout
+        self.index = {id(p): i for i, p in enumerate(params)}
+        self.sync = True
+        self.active = False
+        self.step = 0
+        self.rebuilt = False
+        self.ready_order = []
+        self._build(list(reversed(range(len(params)))))
+        self.worker = _CommThread(comm.dup()) if self.size > 1 else None
+        self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
+
+    # ---------------------------------------------------------------- buckets
+    def _build(self, order: list) -> None:
+        groups, cur, cur_bytes, cap = [], [], 0, self.first_bucket_bytes
+        for i in order:
+            p = self.params[i]
+            nbytes = p._data.nbytes
+            if cur and (p._data.dtype != self.params[cur[0]]._data.dtype or cur_bytes + nbytes > cap):
+                groups.append(cur)
+                cur, cur_bytes, cap = [], 0, self.bucket_cap_bytes
+            cur.append(i)
+            cur_bytes += nbytes
+        if cur:
+            groups.append(cur)
+        self.buckets = [_Bucket(k, ids, self.params) for k, ids in enumerate(groups)]
+        self.where = {i: b for b in self.buckets for i in b.param_ids}
+
+    def bucket_names(self) -> list:
+        """The parameter names in each bucket, in all-reduce order."""
+        return [[self.names[i] for i in b.param_ids] for b in self.buckets]
+
+    # ------------------------------------------------------------- backward
+    def _begin(self) -> None:
+        self.active = True
+        self.marked = [False] * len(self.params)
+        for b in self.buckets:
+            b.reset()
+        self.next_launch = 0
+        queue_callback(self._finalize)
+
+    def _on_grad(self, p) -> None:
+        if not self.sync:
+            return
+        if not self.active:
+            self._begin()
+        i = self.index[id(p)]
+        if self.marked[i]:
+            raise RuntimeError(
+                f"DistributedDataParallel: parameter '{self.names[i]}' received its gradient twice "
+                "in one backward pass; this happens with reentrant checkpointing of shared "
+                "parameters (use use_reentrant=False) or when a loss is backpropagated twice"
+            )
+        self._mark(i, p.grad._data)
+
+    def _mark(self, i: int, grad) -> None:
+        self.marked[i] = True
+        if not self.rebuilt:
+            self.ready_order.append(i)
+        b = self.where[i]
+        off, n = b.offsets[i]
+        if grad is None:
+            b.buffer[off:off + n] = 0
+        else:
+            b.buffer[off:off + n] = grad.reshape(-1)
+        b.pending -= 1
+        if b.pending == 0:
+            self._launch_ready()
+
+    def _launch_ready(self) -> None:
+        # Strictly in bucket-index order: a bucket ready early waits for its predecessors.
+        while self.next_launch < len(self.buckets) and self.buckets[self.next_launch].pending == 0:
+            b = self.buckets[self.next_launch]
+            if self.worker is None:
+                b.done.set()
+            else:
+                self.worker.submit(b)
+            self.next_launch += 1
+
+    def _finalize(self) -> None:
+        try:
+            missing = [i for i, m in enumerate(self.marked) if not m]
+            if missing and not self.find_unused:
+                shown = ", ".join(f"'{self.names[i]}'" for i in missing[:10])
+                more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+                raise RuntimeError(
+                    f"DistributedDataParallel (rank {self.comm.rank}, step {self.step}): these "
+                    f"parameters received no gradient in this backward pass: {shown}{more}. Every "
+                    "parameter must take part in computing the loss; if some do not, pass "
+                    "find_unused_parameters=True to DistributedDataParallel."
+                )
+            used = list(self.marked)
+            for i in missing:
+                self._mark(i, None)
+            if self.find_unused:  # the same on every rank, so the collective pairs up
+                used = self._globally_used(used)
+            for b in self.buckets:
+                if not b.done.wait(self.timeout):
+                    raise RuntimeError(
+                        f"DistributedDataParallel (rank {self.comm.rank}): the all-reduce of bucket "
+                        f"{b.index} of {len(self.buckets)} in step {self.step} did not finish within "
+                        f"{self.timeout:g} s; another rank may have failed or be stuck"
+                    )
+                if b.error is not None:
+                    raise RuntimeError(
+                        f"DistributedDataParallel (rank {self.comm.rank}): the all-reduce of bucket "
+                        f"{b.index} in step {self.step} failed: {b.error}"
+                    ) from b.error
+            self._write_back(used)
+            if not self.rebuilt:
+                self._rebuild()
+        finally:
+            self.active = False
+            self.step += 1
+
+    def _globally_used(self, used: list) -> list:
+        """Which parameters got a gradient on some rank (one small all-reduce)."""
+        if self.size == 1:
+            return used
+        import numpy as np
+
+        mask = np.asarray(used, dtype=np.int32)
+        self.comm.allreduce_(mask, "max")
+        return [bool(m) for m in mask]
+
+    def _write_back(self, used: list) -> None:
+        """Averaged gradients into ``.grad``; a parameter no rank used keeps its ``.grad``."""
+        for b in self.buckets:
+            if self.size > 1:
+                b.buffer *= b.dtype.type(1.0 / self.size)
+            for i in b.param_ids:
+                if not used[i]:
+                    continue
+                p = self.params[i]
+                off, n = b.offsets[i]
+                avg = b.buffer[off:off + n].reshape(p._data.shape)
+                if p._grad is None:
+                    p._grad = _wrap(avg.copy())
+                else:
+                    p._grad._data[...] = avg
+                    p._grad._vc[0] += 1
+
+    def _rebuild(self) -> None:
+        """Re-bucket once, by the order gradients became ready on rank 0."""
+        order = self.ready_order + [i for i in reversed(range(len(self.params))) if i not in set(self.ready_order)]
+        order = self.comm.broadcast_object(order, 0)
+        self.rebuilt = True
+        self.ready_order = []
+        if order != [i for b in self.buckets for i in b.param_ids]:
+            self._build(order)
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        if self.worker is not None:
+            self.worker.close()
