@@ -32,6 +32,12 @@ class Communicator:
     def broadcast_(self, arr, root: int = 0) -> None:
         raise NotImplementedError
 
+    def iallreduce_(self, arr, op: str = SUM) -> "Request":
+        """Start an in-place all-reduce; ``test()`` on the result drives it and says
+        whether it has finished."""
+        self.allreduce_(arr, op)
+        return Request()
+
     def allgather(self, arr) -> list:
         raise NotImplementedError
 
@@ -54,6 +60,22 @@ class Communicator:
 
     def abort(self, code: int = 1) -> None:
         raise SystemExit(code)
+
+
+class Request:
+    """A collective in flight. ``test()`` makes progress and returns True once done."""
+
+    def __init__(self, mpi_request=None, finish=None):
+        self._req = mpi_request
+        self._finish = finish
+
+    def test(self) -> bool:
+        if self._req is not None and not self._req.Test():
+            return False
+        if self._finish is not None:
+            self._finish()
+            self._finish = None
+        return True
 
 
 class SingleProcessCommunicator(Communicator):
@@ -152,6 +174,21 @@ class MPICommunicator(Communicator):
             host /= self.size
         arr.ravel().set(host)
         return None
+
+    def iallreduce_(self, arr, op=SUM):
+        if self.size == 1:
+            return Request()
+        mop = _mpi_op(self.MPI, op)
+        host = arr if self._on_host(arr) else self._stage_out(arr)
+        req = self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=mop)
+
+        def finish():
+            if op == AVG:
+                np.true_divide(host, self.size, out=host)
+            if host is not arr:
+                arr.ravel().set(host)
+
+        return Request(req, finish)
 
     def broadcast_(self, arr, root=0):
         if self.size == 1:

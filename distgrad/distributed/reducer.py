@@ -13,8 +13,10 @@ averaged gradients back into ``.grad``.
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import time
 
 from ..autograd.engine import queue_callback
 from ..backend import array_module
@@ -46,10 +48,17 @@ class _Bucket:
 
 
 class _CommThread:
-    """Runs the buckets' all-reduces, one after another, on its own communicator."""
+    """Runs the buckets' all-reduces, one after another, on its own communicator.
+
+    MPI libraries wait by spinning, which would take a core away from backward; so
+    by default the thread starts each all-reduce non-blocking and drives it with
+    short sleeps between progress calls (``DISTGRAD_COMM_POLL_US``, microseconds;
+    0 makes it a plain blocking all-reduce).
+    """
 
     def __init__(self, comm):
         self.comm = comm
+        self.poll = float(os.environ.get("DISTGRAD_COMM_POLL_US", "100")) * 1e-6
         self.queue = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="distgrad-reducer", daemon=True)
         self.thread.start()
@@ -63,7 +72,12 @@ class _CommThread:
             if bucket is None:
                 return
             try:
-                self.comm.allreduce_(bucket.buffer, SUM)
+                if self.poll <= 0:
+                    self.comm.allreduce_(bucket.buffer, SUM)
+                else:
+                    req = self.comm.iallreduce_(bucket.buffer, SUM)
+                    while not req.test():
+                        time.sleep(self.poll)
             except BaseException as e:  # reported by the thread waiting for this bucket
                 bucket.error = e
             finally:
