@@ -27,3 +27,13 @@ def nprocs_arg(default: int = 2) -> int:
         if a == "--np" and i + 1 < len(sys.argv):
             return int(sys.argv[i + 1])
     return default
+
+
+def allreduce_buckets(reducer) -> None:
+    """All-reduce every bucket of a DDP reducer through its communication thread, as
+    backward would, and wait for them (the communication alone, for comparison)."""
+    for b in reducer.buckets:
+        b.reset()
+        reducer.worker.submit(b)
+    for b in reducer.buckets:
+        b.done.wait()

@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _mpi import nprocs_arg, relaunch_under_mpiexec  # noqa: E402
+from _mpi import allreduce_buckets, nprocs_arg, relaunch_under_mpiexec  # noqa: E402
 
 relaunch_under_mpiexec(nprocs_arg())
 
@@ -71,13 +71,6 @@ def main():
     loss_fn().backward()  # first step: buckets rebuilt in gradient-ready order
     reducer = ddp.reducer
 
-    def allreduce_alone():
-        for b in reducer.buckets:
-            b.reset()
-            reducer.worker.submit(b)
-        for b in reducer.buckets:
-            b.done.wait()
-
     results = {"backward alone": [], "all-reduce alone": [], "backward with DDP": []}
     for _ in range(5):
         comm.barrier()
@@ -85,7 +78,7 @@ def main():
             results["backward alone"].append(timed_backward(loss_fn, 1))
         comm.barrier()
         t0 = time.perf_counter()
-        allreduce_alone()
+        allreduce_buckets(reducer)
         results["all-reduce alone"].append(time.perf_counter() - t0)
         comm.barrier()
         results["backward with DDP"].append(timed_backward(loss_fn, 1))
