@@ -6,6 +6,7 @@ from numbers import Number
 
 import numpy as np
 
+from ..dtype import float64
 from ..ops.creation import tensor
 from ..ops.shape import stack
 from ..tensor import Tensor
@@ -14,14 +15,19 @@ from .sampler import BatchSampler, RandomSampler, SequentialSampler
 
 def default_collate(batch):
     """Stack a list of samples: tensors and arrays are stacked along a new first
-    dim, numbers become a tensor, and tuples, lists and dicts are collated field by
-    field."""
+    dim, numbers become a tensor (Python floats float64, as in PyTorch), and
+    tuples, lists and dicts are collated field by field (a list per field, a
+    namedtuple keeping its type)."""
     elem = batch[0]
     if isinstance(elem, Tensor):
         return stack(batch, 0)
     if isinstance(elem, np.ndarray):
         return tensor(np.stack(batch))
-    if isinstance(elem, (bool, Number, np.number)):
+    if isinstance(elem, np.number):
+        return tensor(np.asarray(batch))
+    if isinstance(elem, float):
+        return tensor(batch, dtype=float64)
+    if isinstance(elem, (bool, Number)):
         return tensor(batch)
     if isinstance(elem, str):
         return list(batch)
@@ -31,7 +37,9 @@ def default_collate(batch):
         if any(len(s) != len(elem) for s in batch):
             raise RuntimeError("each element in list of batch should be of equal size")
         out = [default_collate(list(field)) for field in zip(*batch)]
-        return tuple(out) if isinstance(elem, tuple) else out
+        if hasattr(elem, "_fields"):  # a namedtuple keeps its type
+            return type(elem)(*out)
+        return out
     raise TypeError(f"default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; found {type(elem).__name__}")
 
 

@@ -144,22 +144,53 @@ class Module:
     def __call__(self, *args, **kwargs):
         if not (self._forward_pre_hooks or self._forward_hooks):
             return self.forward(*args, **kwargs)
-        for hook in tuple(self._forward_pre_hooks.values()):
-            r = hook(self, args)
-            if r is not None:
-                args = r if isinstance(r, tuple) else (r,)
-        out = self.forward(*args, **kwargs)
-        for hook in tuple(self._forward_hooks.values()):
-            r = hook(self, args, out)
-            if r is not None:
-                out = r
+        for hook, with_kwargs, _ in tuple(self._forward_pre_hooks.values()):
+            if with_kwargs:
+                r = hook(self, args, kwargs)
+                if r is not None:
+                    args, kwargs = r
+            else:
+                r = hook(self, args)
+                if r is not None:
+                    args = r if isinstance(r, tuple) else (r,)
+        called = set()
+        try:
+            out = self.forward(*args, **kwargs)
+            for key, (hook, with_kwargs, _) in tuple(self._forward_hooks.items()):
+                called.add(key)
+                r = hook(self, args, kwargs, out) if with_kwargs else hook(self, args, out)
+                if r is not None:
+                    out = r
+        except BaseException:
+            for key, (hook, with_kwargs, always) in tuple(self._forward_hooks.items()):
+                if always and key not in called:
+                    try:
+                        hook(self, args, kwargs, None) if with_kwargs else hook(self, args, None)
+                    except Exception:  # the original error is the one to report
+                        pass
+            raise
         return out
 
-    def register_forward_pre_hook(self, hook) -> RemovableHandle:
-        return RemovableHandle(self._forward_pre_hooks, hook)
+    @staticmethod
+    def _add_hook(store, entry, prepend) -> RemovableHandle:
+        handle = RemovableHandle(store, entry)
+        if prepend:
+            items = [(handle.id, store.pop(handle.id))] + list(store.items())
+            store.clear()
+            store.update(items)
+        return handle
 
-    def register_forward_hook(self, hook) -> RemovableHandle:
-        return RemovableHandle(self._forward_hooks, hook)
+    def register_forward_pre_hook(self, hook, *, prepend: bool = False,
+                                  with_kwargs: bool = False) -> RemovableHandle:
+        """``hook(module, args)`` (or ``(module, args, kwargs)``) before forward; it may
+        return new args (or an (args, kwargs) pair)."""
+        return self._add_hook(self._forward_pre_hooks, (hook, with_kwargs, False), prepend)
+
+    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False,
+                              always_call: bool = False) -> RemovableHandle:
+        """``hook(module, args, output)`` (or with kwargs) after forward; it may return a
+        new output."""
+        return self._add_hook(self._forward_hooks, (hook, with_kwargs, always_call), prepend)
 
     # --------------------------------------------------------------- traversal
     def named_modules(self, memo=None, prefix: str = "", remove_duplicate: bool = True):

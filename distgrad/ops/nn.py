@@ -84,8 +84,25 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
         )
     if padding_idx is not None and padding_idx < 0:
         padding_idx += num
+    if max_norm is not None:
+        _renorm_rows_(weight, idx, max_norm, norm_type)
     data = weight._data[idx]
     return record(EmbeddingBackward0, data, (weight,), args=(num, input, padding_idx))
+
+
+def _renorm_rows_(weight, idx, max_norm, norm_type):
+    """Scale the looked-up rows of ``weight`` in place so their norm is at most
+    ``max_norm`` (outside autograd, as PyTorch's embedding_renorm_)."""
+    w = weight._data
+    xp = array_module(w)
+    rows = xp.unique(idx.reshape(-1))
+    sub = w[rows]
+    norms = (xp.abs(sub) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    big = norms > max_norm
+    if big.any():
+        scale = (max_norm / (norms[big] + 1e-7)).astype(w.dtype)
+        w[rows[big]] = sub[big] * scale[:, None]
+        weight._vc[0] += 1
 
 
 # ------------------------------------------------------------------- norms

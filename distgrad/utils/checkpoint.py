@@ -10,12 +10,32 @@ run without checkpointing and each parameter's gradient is accumulated once.
 """
 from __future__ import annotations
 
-from ..autograd.function import Function
+from ..autograd.function import Function, _version_error
 from ..autograd.grad_mode import enable_grad
 from ..autograd.graph import saved_tensors_hooks
 from ..autograd import engine
 from ..random import default_generator
 from ..tensor import Tensor
+
+
+def _versions(args) -> list:
+    return [(a, a._vc[0]) for a in args if isinstance(a, Tensor)]
+
+
+def _check_versions(versions, who: str) -> None:
+    """Recomputing from an input that was modified in place would give silently wrong
+    gradients: refuse, as backward does for any saved tensor."""
+    for t, v in versions:
+        if t._vc[0] != v:
+            raise _version_error(_Named(who), t._data, t._vc[0], v)
+
+
+class _Named:
+    def __init__(self, name):
+        self._name = name
+
+    def name(self):
+        return self._name
 
 
 class _Recomputation:
@@ -25,6 +45,7 @@ class _Recomputation:
         self.function = function
         self.args = args
         self.kwargs = kwargs
+        self.versions = _versions(list(args) + list(kwargs.values()))
         self.rng_state = rng_state
         self.meta = []        # (shape, dtype) of each tensor saved in forward, in order
         self.storage = {}
@@ -39,6 +60,7 @@ class _Recomputation:
         return self.storage.pop(i)
 
     def _recompute(self):
+        _check_versions(self.versions, "checkpoint (an input of the checkpointed function)")
         storage = {}
 
         def pack(t):
@@ -90,10 +112,12 @@ class _CheckpointFunction(Function):
         ctx.run_function = run_function
         ctx.rng_state = default_generator.get_state() if preserve_rng_state else None
         ctx.inputs = args
+        ctx.input_versions = _versions(args)
         return run_function(*args)
 
     @staticmethod
     def backward(ctx, *grad_outputs):
+        _check_versions(ctx.input_versions, "checkpoint (an input of the checkpointed function)")
         inputs = tuple(
             a.detach().requires_grad_(a.requires_grad) if isinstance(a, Tensor) else a for a in ctx.inputs
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import operator
 from collections import OrderedDict
 
-from ..module import Module
+from ..module import Module, _addindent
 
 
 class Sequential(Module):
@@ -95,6 +95,21 @@ class ModuleList(Module):
         for m in modules:
             self.append(m)
         return self
+
+    def __repr__(self):
+        # Runs of identical children print once, as "(0-2): 3 x Linear(...)", like PyTorch.
+        reprs = [repr(m) for m in self._modules.values()]
+        if not reprs:
+            return "ModuleList()"
+        lines, start = [], 0
+        for i in range(1, len(reprs) + 1):
+            if i < len(reprs) and reprs[i] == reprs[start]:
+                continue
+            n = i - start
+            label = f"({start})" if n == 1 else f"({start}-{i - 1}): {n} x"
+            lines.append(f"{label}{': ' if n == 1 else ' '}" + _addindent(reprs[start], 2))
+            start = i
+        return "ModuleList(\n  " + "\n  ".join(lines) + "\n)"
 
     def insert(self, index: int, module) -> None:
         mods = list(self._modules.values())
