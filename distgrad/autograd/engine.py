@@ -260,13 +260,14 @@ def _run(roots, grads, retain_graph, create_graph, inputs, accumulate):
 _callbacks: list = []
 
 
-def queue_callback(callback) -> None:
+def queue_callback(callback, outermost: bool = False) -> None:
     """Run ``callback()`` once the backward pass now running has finished its graph
-    walk (before ``backward()`` returns). The distributed reducer waits for its
-    all-reduces this way."""
+    walk (before ``backward()`` returns); with ``outermost``, once the outermost of
+    nested backward passes (e.g. reentrant checkpointing) has. The distributed
+    reducer waits for its all-reduces this way."""
     if not _callbacks:
         raise RuntimeError("Final callbacks can only be installed during backward pass.")
-    _callbacks[-1].append(callback)
+    _callbacks[0 if outermost else -1].append(callback)
 
 
 def _prune(deps, root_nodes, captures, accumulate):

@@ -28,13 +28,15 @@ class DistributedDataParallel(Module):
         self.module = module
         self.broadcast_buffers = broadcast_buffers
         self.find_unused_parameters = find_unused_parameters
+        config = {"bucket_cap_mb": bucket_cap_mb, "first_bucket_cap_mb": first_bucket_cap_mb,
+                  "find_unused_parameters": find_unused_parameters, "broadcast_buffers": broadcast_buffers}
+        self._check_same_model(comm, config)  # first: every rank must reach this collective
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         if not named:
             raise RuntimeError(
                 "DistributedDataParallel is not needed when a module doesn't have any parameter "
                 "that requires a gradient."
             )
-        self._check_same_model(comm)
         self._sync_state(comm)
         self.reducer = Reducer(
             [p for _, p in named], [n for n, _ in named], comm,
@@ -42,8 +44,9 @@ class DistributedDataParallel(Module):
             _group.collective_timeout(),
         )
 
-    def _check_same_model(self, comm) -> None:
-        mine = [(n, tuple(p.shape), str(p.dtype), p.requires_grad) for n, p in self.module.named_parameters()]
+    def _check_same_model(self, comm, config: dict) -> None:
+        mine = [(f"option {k}", v, "", False) for k, v in sorted(config.items())]
+        mine += [(n, tuple(p.shape), str(p.dtype), p.requires_grad) for n, p in self.module.named_parameters()]
         mine += [("buffer " + n, tuple(b.shape), str(b.dtype), False) for n, b in self.module.named_buffers()]
         everyone = _group.run_with_timeout(lambda: comm.allgather_object(mine), "the DDP model check")
         ref = everyone[0]
@@ -56,8 +59,9 @@ class DistributedDataParallel(Module):
                 if a != b:
                     raise RuntimeError(
                         f"DistributedDataParallel: rank {r} does not hold the same model as rank 0 "
-                        f"(seen on rank {comm.rank}): entry {k} is {_describe(b)} on rank {r} but "
-                        f"{_describe(a)} on rank 0. Every rank must build the same model."
+                        f"(seen on rank {comm.rank}): the first difference is {_describe(b)} on rank "
+                        f"{r} but {_describe(a)} on rank 0. Every rank must build the same model "
+                        "and pass the same DistributedDataParallel options."
                     )
 
     def _sync_state(self, comm) -> None:
@@ -76,7 +80,8 @@ class DistributedDataParallel(Module):
         comm = self.reducer.comm
         if self.broadcast_buffers and comm.size > 1 and self.reducer.sync:
             for b in self.module.buffers():
-                comm.broadcast_(b._data, 0)
+                _group.run_with_timeout(lambda b=b: comm.broadcast_(b._data, 0), "the DDP buffer broadcast")
+                b._vc[0] += 1
         return self.module(*inputs, **kwargs)
 
     @contextlib.contextmanager
@@ -104,4 +109,6 @@ def _describe(entry) -> str:
     if entry is None:
         return "missing"
     name, shape, dtype, rg = entry
+    if name.startswith("option "):
+        return f"{name[7:]}={shape!r}"
     return f"'{name}' of shape {list(shape)} and dtype {dtype}" + ("" if rg or name.startswith("buffer") else " (frozen)")

@@ -101,6 +101,7 @@ class Reducer:
         self.index = {id(p): i for i, p in enumerate(params)}
         self.sync = True
         self.active = False
+        self.used_unsynced = set()  # parameters that got gradients inside no_sync()
         self.step = 0
         self.rebuilt = False
         self.ready_order = []
@@ -132,13 +133,16 @@ class Reducer:
     def _begin(self) -> None:
         self.active = True
         self.marked = [False] * len(self.params)
+        if not self.rebuilt:
+            self.ready_order = []  # a failed first step must not leave a partial order
         for b in self.buckets:
             b.reset()
         self.next_launch = 0
-        queue_callback(self._finalize)
+        queue_callback(self._finalize, outermost=True)
 
     def _on_grad(self, p) -> None:
         if not self.sync:
+            self.used_unsynced.add(self.index[id(p)])
             return
         if not self.active:
             self._begin()
@@ -187,9 +191,11 @@ class Reducer:
                     "parameter must take part in computing the loss; if some do not, pass "
                     "find_unused_parameters=True to DistributedDataParallel."
                 )
-            used = list(self.marked)
+            used = [m or i in self.used_unsynced for i, m in enumerate(self.marked)]
             for i in missing:
-                self._mark(i, None)
+                # Gradients accumulated under no_sync() still count; else this rank adds zeros.
+                g = self.params[i]._grad if i in self.used_unsynced else None
+                self._mark(i, None if g is None else g._data)
             if self.find_unused:  # the same on every rank, so the collective pairs up
                 used = self._globally_used(used)
             for b in self.buckets:
@@ -209,6 +215,7 @@ class Reducer:
                 self._rebuild()
         finally:
             self.active = False
+            self.used_unsynced = set()
             self.step += 1
 
     def _globally_used(self, used: list) -> list:
@@ -217,8 +224,10 @@ class Reducer:
             return used
         import numpy as np
 
+        from .group import run_with_timeout
+
         mask = np.asarray(used, dtype=np.int32)
-        self.comm.allreduce_(mask, "max")
+        run_with_timeout(lambda: self.comm.allreduce_(mask, "max"), f"the unused-parameter check of step {self.step}")
         return [bool(m) for m in mask]
 
     def _write_back(self, used: list) -> None:
@@ -240,8 +249,11 @@ class Reducer:
 
     def _rebuild(self) -> None:
         """Re-bucket once, by the order gradients became ready on rank 0."""
-        order = self.ready_order + [i for i in reversed(range(len(self.params))) if i not in set(self.ready_order)]
-        order = self.comm.broadcast_object(order, 0)
+        from .group import run_with_timeout
+
+        seen = list(dict.fromkeys(self.ready_order))
+        order = seen + [i for i in reversed(range(len(self.params))) if i not in set(seen)]
+        order = run_with_timeout(lambda: self.comm.broadcast_object(order, 0), "the DDP bucket rebuild")
         self.rebuilt = True
         self.ready_order = []
         if order != [i for b in self.buckets for i in b.param_ids]:
