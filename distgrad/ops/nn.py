@@ -8,6 +8,7 @@ import math
 
 from .. import random as _random
 from ..autograd.function import Node, record
+from ..autograd.grad_mode import state as _grad_state
 from . import pointwise
 from . import reduction as _red
 from ._util import Tensor, _wrap, array_module, wrap_dim
@@ -121,7 +122,10 @@ class NativeLayerNormBackward0(Node):
         saved = self.saved_tensors
         x = saved[0]
         dims, eps, has_w, has_b = self.args
-        # xhat is recomputed from x with tensor ops, so this formula can be differentiated again.
+        if not _grad_state.enabled:
+            return _layer_norm_backward_arrays(self, g, saved)
+        # Building a graph (create_graph=True): xhat is recomputed from x with tensor
+        # ops, so this formula can itself be differentiated.
         mean = x.mean(dims, keepdim=True)
         xc = x - mean
         rstd = ((xc * xc).mean(dims, keepdim=True) + eps).rsqrt()
@@ -138,6 +142,35 @@ class NativeLayerNormBackward0(Node):
         if has_b:
             grads.append(g.sum(lead) if self.needs(len(grads)) else None)
         return tuple(grads)
+
+
+def _layer_norm_backward_arrays(node, g, saved):
+    """The same formula as above on arrays, for the usual backward that builds no
+    graph: a few passes over memory instead of a dozen tensor ops."""
+    dims, eps, has_w, has_b = node.args
+    x, gd = saved[0]._data, g._data
+    f = x.dtype.type
+    xc = x - x.mean(axis=dims, keepdims=True)
+    rstd = (xc * xc).mean(axis=dims, keepdims=True)
+    rstd += f(eps)
+    rstd = array_module(x).sqrt(rstd, out=rstd)
+    array_module(x).reciprocal(rstd, out=rstd)
+    xc *= rstd                                            # xhat
+    lead = tuple(range(x.ndim - len(dims)))
+    grads = [None]
+    gxhat = gd * saved[1]._data if has_w else gd
+    if node.needs(0):
+        gx = gxhat * xc
+        proj = gx.mean(axis=dims, keepdims=True)
+        gx = gxhat - gxhat.mean(axis=dims, keepdims=True)
+        gx -= xc * proj
+        gx *= rstd
+        grads[0] = _wrap(gx)
+    if has_w:
+        grads.append(_wrap((gd * xc).sum(axis=lead)) if node.needs(1) else None)
+    if has_b:
+        grads.append(_wrap(gd.sum(axis=lead)) if node.needs(len(grads)) else None)
+    return tuple(grads)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -343,6 +376,23 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
 
 
 # ---------------------------------------------------------------- attention
+_CAUSAL = {}
+
+
+def _causal_bias(L, S, dtype, xp):
+    """0 where query i may attend to key j <= i, -inf elsewhere (cached, read-only):
+    adding it is cheaper than masking."""
+    key = (L, S, dtype, xp.__name__)
+    bias = _CAUSAL.get(key)
+    if bias is None:
+        if len(_CAUSAL) > 32:
+            _CAUSAL.clear()
+        arr = xp.where(xp.tril(xp.ones((L, S), dtype=bool)), 0, -xp.inf).astype(dtype)
+        arr.flags.writeable = False
+        bias = _CAUSAL[key] = _wrap(arr)
+    return bias
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                                  is_causal=False, scale=None, enable_gqa=False):
     """softmax(q @ k^T * scale + mask) @ v, over the last two dims."""
@@ -354,8 +404,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if is_causal:
         if attn_mask is not None:
             raise RuntimeError("scaled_dot_product_attention: pass either attn_mask or is_causal=True, not both")
-        blocked = _wrap(~xp.tril(xp.ones((L, S), dtype=bool)))
-        scores = scores.masked_fill(blocked, float("-inf"))
+        scores = scores + _causal_bias(L, S, query._data.dtype, xp)
     elif attn_mask is not None:
         if attn_mask._data.dtype.kind == "b":
             scores = scores.masked_fill(~attn_mask, float("-inf"))

@@ -47,26 +47,34 @@ class Adam(Optimizer):
                 step_t = state["step"]
                 step_t._data += 1
                 step = float(step_t._data)
+                # Scalars of the parameter's own dtype: numpy is much faster with those
+                # than with Python floats on every call.
+                f = x.dtype.type
                 if wd:
                     if self._decoupled:
-                        x *= 1 - lr * wd
+                        x *= f(1 - lr * wd)
                     else:
-                        g = g + wd * x
+                        g = g + f(wd) * x
                 m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
-                m *= b1
-                m += (1 - b1) * g
-                v *= b2
-                v += (1 - b2) * (g * g)
+                tmp = xp.multiply(g, f(1 - b1), out=xp.empty_like(x))
+                m *= f(b1)
+                m += tmp
+                xp.multiply(g, g, out=tmp)
+                tmp *= f(1 - b2)
+                v *= f(b2)
+                v += tmp
                 bc1 = 1 - b1 ** step
                 bc2 = 1 - b2 ** step
                 if amsgrad:
                     vmax = state["max_exp_avg_sq"]._data
                     xp.maximum(vmax, v, out=vmax)
                     v = vmax
-                denom = xp.sqrt(v)
-                denom /= math.sqrt(bc2)
-                denom += eps
-                x -= (lr / bc1) * (m / denom)
+                xp.sqrt(v, out=tmp)
+                tmp *= f(1 / math.sqrt(bc2))
+                tmp += f(eps)
+                xp.divide(m, tmp, out=tmp)
+                tmp *= f(lr / bc1)
+                x -= tmp
                 p._vc[0] += 1
         return loss
 

@@ -29,10 +29,11 @@ class SGD(Optimizer):
                     continue
                 x = p._data
                 d = p._grad._data
+                f = x.dtype.type  # numpy is faster with scalars of the array's dtype
                 if maximize:
                     d = -d
                 if wd:
-                    d = d + wd * x
+                    d = d + f(wd) * x
                 if mom:
                     state = self.state[p]
                     buf = state.get("momentum_buffer")
@@ -40,9 +41,9 @@ class SGD(Optimizer):
                         buf = state["momentum_buffer"] = _wrap(d.copy())
                     else:
                         b = buf._data
-                        b *= mom
-                        b += (1 - damp) * d if damp else d
-                    d = d + mom * buf._data if nesterov else buf._data
-                x -= lr * d
+                        b *= f(mom)
+                        b += f(1 - damp) * d if damp else d
+                    d = d + f(mom) * buf._data if nesterov else buf._data
+                x -= f(lr) * d
                 p._vc[0] += 1
         return loss
