@@ -72,10 +72,18 @@ class Request:
     def test(self) -> bool:
         if self._req is not None and not self._req.Test():
             return False
+        self._done()
+        return True
+
+    def wait(self) -> None:
+        if self._req is not None:
+            self._req.Wait()
+        self._done()
+
+    def _done(self):
         if self._finish is not None:
             self._finish()
             self._finish = None
-        return True
 
 
 class SingleProcessCommunicator(Communicator):

@@ -16,6 +16,8 @@ class DistributedDataParallel(Module):
 
     At construction, rank 0's parameters and buffers are broadcast to every rank,
     after checking that all ranks hold the same parameters (names, shapes, dtypes).
+    With ``gradient_as_bucket_view=True`` each ``.grad`` is a view of its bucket
+    (no copy back; the next step overwrites it), as in PyTorch.
     """
 
     def __init__(self, module: Module, device_ids=None, output_device=None, dim: int = 0,
@@ -41,7 +43,7 @@ class DistributedDataParallel(Module):
         self.reducer = Reducer(
             [p for _, p in named], [n for n, _ in named], comm,
             int(bucket_cap_mb * _MiB), int(first_bucket_cap_mb * _MiB), find_unused_parameters,
-            _group.collective_timeout(),
+            _group.collective_timeout(), grad_views=gradient_as_bucket_view,
         )
 
     def _check_same_model(self, comm, config: dict) -> None:

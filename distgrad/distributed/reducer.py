@@ -37,6 +37,7 @@ class _Bucket:
             self.offsets[i] = (total, params[i]._data.size)
             total += params[i]._data.size
         self.buffer = xp.zeros(total, self.dtype)
+        self.scale = self.dtype.type(1.0)
         self.pending = len(param_ids)
         self.done = threading.Event()
         self.error = None
@@ -50,15 +51,18 @@ class _Bucket:
 class _CommThread:
     """Runs the buckets' all-reduces, one after another, on its own communicator.
 
-    MPI libraries wait by spinning, which would take a core away from backward; so
-    by default the thread starts each all-reduce non-blocking and drives it with
-    short sleeps between progress calls (``DISTGRAD_COMM_POLL_US``, microseconds;
-    0 makes it a plain blocking all-reduce).
+    MPI libraries wait by spinning, which takes a core away from backward. So while
+    backward runs, the thread starts each all-reduce non-blocking and drives it
+    with short sleeps between progress calls (``DISTGRAD_COMM_POLL_US``,
+    microseconds, the same on every rank; 0 means plain blocking all-reduces);
+    once the main thread has nothing left but to wait (``eager`` is set), it waits
+    in MPI, which drives them flat out.
     """
 
     def __init__(self, comm):
         self.comm = comm
         self.poll = float(os.environ.get("DISTGRAD_COMM_POLL_US", "100")) * 1e-6
+        self.eager = threading.Event()
         self.queue = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="distgrad-reducer", daemon=True)
         self.thread.start()
@@ -72,15 +76,21 @@ class _CommThread:
             if bucket is None:
                 return
             try:
+                # Every rank must use the same kind of call: a blocking and a non-blocking
+                # all-reduce never match each other in MPI.
                 if self.poll <= 0:
                     self.comm.allreduce_(bucket.buffer, SUM)
                 else:
                     req = self.comm.iallreduce_(bucket.buffer, SUM)
                     while not req.test():
+                        if self.eager.is_set():
+                            req.wait()
+                            break
                         time.sleep(self.poll)
             except BaseException as e:  # reported by the thread waiting for this bucket
                 bucket.error = e
             finally:
+                bucket.done_at = time.perf_counter()
                 bucket.done.set()
 
     def close(self) -> None:
@@ -89,7 +99,8 @@ class _CommThread:
 
 class Reducer:
     def __init__(self, params: list, names: list, comm, bucket_cap_bytes: int,
-                 first_bucket_bytes: int, find_unused_parameters: bool, timeout: float | None):
+                 first_bucket_bytes: int, find_unused_parameters: bool, timeout: float | None,
+                 grad_views: bool = False):
         self.params = params
         self.names = names
         self.comm = comm
@@ -98,6 +109,7 @@ class Reducer:
         self.first_bucket_bytes = first_bucket_bytes
         self.find_unused = find_unused_parameters
         self.timeout = timeout
+        self.grad_views = grad_views
         self.index = {id(p): i for i, p in enumerate(params)}
         self.sync = True
         self.active = False
@@ -123,7 +135,16 @@ class Reducer:
         if cur:
             groups.append(cur)
         self.buckets = [_Bucket(k, ids, self.params) for k, ids in enumerate(groups)]
+        for b in self.buckets:
+            b.scale = b.dtype.type(1.0 / self.size)
         self.where = {i: b for b in self.buckets for i in b.param_ids}
+
+    def overlap_report(self) -> tuple:
+        """(bytes of buckets whose all-reduce finished before the last backward's graph
+        walk ended, total bytes): how much communication really ran during backward."""
+        early = sum(b.buffer.nbytes for b in self.buckets
+                    if getattr(b, "done_at", float("inf")) <= getattr(self, "walk_ended_at", 0.0))
+        return early, sum(b.buffer.nbytes for b in self.buckets)
 
     def bucket_names(self) -> list:
         """The parameter names in each bucket, in all-reduce order."""
@@ -138,6 +159,8 @@ class Reducer:
         for b in self.buckets:
             b.reset()
         self.next_launch = 0
+        if self.worker is not None:
+            self.worker.eager.clear()
         queue_callback(self._finalize, outermost=True)
 
     def _on_grad(self, p) -> None:
@@ -161,10 +184,13 @@ class Reducer:
             self.ready_order.append(i)
         b = self.where[i]
         off, n = b.offsets[i]
+        slot = b.buffer[off:off + n]
         if grad is None:
-            b.buffer[off:off + n] = 0
+            slot[...] = 0
         else:
-            b.buffer[off:off + n] = grad.reshape(-1)
+            # Divided by the world size on the way in, so the sum is the average
+            # (one pass over the gradient instead of two).
+            array_module(slot).multiply(grad.reshape(-1), b.scale, out=slot)
         b.pending -= 1
         if b.pending == 0:
             self._launch_ready()
@@ -196,6 +222,9 @@ class Reducer:
                 # Gradients accumulated under no_sync() still count; else this rank adds zeros.
                 g = self.params[i]._grad if i in self.used_unsynced else None
                 self._mark(i, None if g is None else g._data)
+            self.walk_ended_at = time.perf_counter()
+            if self.worker is not None:
+                self.worker.eager.set()  # backward is over: communication may take the core
             if self.find_unused:  # the same on every rank, so the collective pairs up
                 used = self._globally_used(used)
             for b in self.buckets:
@@ -231,17 +260,18 @@ class Reducer:
         return [bool(m) for m in mask]
 
     def _write_back(self, used: list) -> None:
-        """Averaged gradients into ``.grad``; a parameter no rank used keeps its ``.grad``."""
+        """Averaged gradients into ``.grad`` (copied, or, with ``grad_views``, the
+        bucket's own memory); a parameter no rank used keeps its ``.grad``."""
         for b in self.buckets:
-            if self.size > 1:
-                b.buffer *= b.dtype.type(1.0 / self.size)
             for i in b.param_ids:
                 if not used[i]:
                     continue
                 p = self.params[i]
                 off, n = b.offsets[i]
                 avg = b.buffer[off:off + n].reshape(p._data.shape)
-                if p._grad is None:
+                if self.grad_views:
+                    p._grad = _wrap(avg)
+                elif p._grad is None:
                     p._grad = _wrap(avg.copy())
                 else:
                     p._grad._data[...] = avg
