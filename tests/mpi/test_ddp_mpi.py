@@ -754,3 +754,46 @@ def test_parameters_of_two_dtypes_go_to_separate_buckets():
         for nm, p in model.named_parameters():
             assert p.grad.dtype == p.dtype, nm
         assert_close(grads(model), grads(ref), TOL[dg.float32], "mixed")
+
+
+class _SlowOnRankZero(dg.autograd.Function):
+    """Identity whose backward dawdles on rank 0, so ranks reach the end of backward
+    at different times while buckets are still in flight."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        if dist.get_rank() == 0:
+            import time
+
+            time.sleep(0.05)
+        return g
+
+
+@pytest.mark.mpi(min_size=2)
+def test_ranks_finishing_backward_at_different_times_do_not_deadlock():
+    # Regression: a rank that finished its graph walk early once switched to blocking
+    # all-reduces while the others still used non-blocking ones, which never match in MPI.
+    world()
+    dg.manual_seed(0)
+    layers = [nn.Linear(32, 32) for _ in range(6)]
+    ddp = dist.DistributedDataParallel(nn.Sequential(*layers), bucket_cap_mb=0.004,
+                                       first_bucket_cap_mb=0.004)
+    x = dg.randn(4, 32)
+    for _ in range(4):
+        h = x
+        for layer in layers:
+            h = _SlowOnRankZero.apply(layer(h).tanh())
+        out = ddp.module[0].weight.sum() * 0 + h.sum()  # every parameter takes part
+        ddp.zero_grad()
+        out.backward()
+    mine = np.concatenate([arr(p.grad).ravel() for p in ddp.parameters()])
+    with all_ranks_agree():
+        assert len(ddp.bucket_names()) >= 5
+    theirs = everyone(mine)
+    with all_ranks_agree():
+        for other in theirs:
+            np.testing.assert_array_equal(other, mine)
