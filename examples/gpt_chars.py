@@ -3,60 +3,20 @@
     python examples/gpt_chars.py               # validation loss falls far below the unigram baseline
     python examples/gpt_chars.py --checkpoint  # recompute each block's activations in backward
 
-The model is the usual decoder: token and position embeddings, pre-LayerNorm blocks
-of causal self-attention and a GELU MLP, a final LayerNorm and a linear head,
-trained with AdamW and a cosine learning-rate schedule after a linear warm-up.
+The model (``distgrad.train.models.GPT``) is the usual decoder: token and position
+embeddings, pre-LayerNorm blocks of causal self-attention and a GELU MLP, a final
+LayerNorm and a linear head. It is trained with AdamW and a cosine learning-rate
+schedule after a linear warm-up.
 """
 import argparse
 import math
 import time
 
 import distgrad as dg
-import distgrad.nn as nn
 import distgrad.nn.functional as F
 from distgrad.data import DataLoader
 from distgrad.data.datasets import CharCorpus
-from distgrad.utils.checkpoint import checkpoint
-
-
-class Block(nn.Module):
-    def __init__(self, width, heads, dropout):
-        super().__init__()
-        self.ln1 = nn.LayerNorm(width)
-        self.attn = nn.CausalSelfAttention(width, heads, dropout=dropout)
-        self.ln2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"),
-                                 nn.Linear(4 * width, width), nn.Dropout(dropout))
-
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self, vocab=256, width=128, heads=4, layers=2, context=64, dropout=0.0):
-        super().__init__()
-        self.context = context
-        self.tok = nn.Embedding(vocab, width)
-        self.pos = nn.Embedding(context, width)
-        self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
-        self.ln_f = nn.LayerNorm(width)
-        self.head = nn.Linear(width, vocab, bias=False)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(m):
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None:
-            nn.init.zeros_(m.bias)
-
-    def forward(self, idx, use_checkpoint=False):
-        T = idx.shape[1]
-        x = self.tok(idx) + self.pos(dg.arange(T))
-        for block in self.blocks:
-            x = checkpoint(block, x) if use_checkpoint else block(x)
-        return self.head(self.ln_f(x))
+from distgrad.train.models import GPT
 
 
 def evaluate(model, data, batches, batch_size, gen):
@@ -90,7 +50,8 @@ def main():
     train = CharCorpus(args.context, "train")
     val = CharCorpus(args.context, "val")
     baseline = val.unigram_entropy()
-    model = GPT(width=args.width, heads=args.heads, layers=args.layers, context=args.context)
+    model = GPT(width=args.width, heads=args.heads, layers=args.layers, context=args.context,
+                checkpoint_blocks=args.checkpoint)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"GPT with {n_params:,} parameters; {len(train.data):,} train bytes; "
           f"unigram baseline {baseline:.3f} nats/byte")
@@ -109,7 +70,7 @@ def main():
     t0 = time.perf_counter()
     for step in range(1, args.steps + 1):
         x, y = next(batches)
-        logits = model(x, args.checkpoint)
+        logits = model(x)
         loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
         opt.zero_grad()
         loss.backward()

@@ -8,26 +8,10 @@ import argparse
 import time
 
 import distgrad as dg
-import distgrad.nn as nn
 import distgrad.nn.functional as F
 from distgrad.data import DataLoader
 from distgrad.data.datasets import digits
-from distgrad.utils.checkpoint import checkpoint
-
-
-class MLP(nn.Module):
-    def __init__(self, width=256, depth=2, dropout=0.1):
-        super().__init__()
-        dims = [64] + [width] * depth
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)) for a, b in zip(dims, dims[1:])
-        )
-        self.head = nn.Linear(width, 10)
-
-    def forward(self, x, use_checkpoint=False):
-        for block in self.blocks:
-            x = checkpoint(block, x) if use_checkpoint else block(x)
-        return self.head(x)
+from distgrad.train.models import MLP
 
 
 def evaluate(model, loader):
@@ -55,7 +39,7 @@ def main():
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=True,
                         generator=dg.Generator().manual_seed(args.seed))
     val_loader = DataLoader(val, batch_size=512)
-    model = MLP()
+    model = MLP(64, 10, width=256, layers=2, dropout=0.1, checkpoint_blocks=args.checkpoint)
     opt = dg.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = dg.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs * len(loader))
 
@@ -63,7 +47,7 @@ def main():
     for epoch in range(1, args.epochs + 1):
         total = 0.0
         for x, y in loader:
-            loss = F.cross_entropy(model(x, args.checkpoint), y)
+            loss = F.cross_entropy(model(x), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
