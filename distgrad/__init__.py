@@ -1,5 +1,5 @@
 """distgrad: a data-parallel training runtime with its own PyTorch-compatible autograd."""
-from . import autograd, backend, data, distributed, nn, ops, optim, random, utils
+from . import autograd, backend, cuda, data, distributed, nn, ops, optim, random, utils
 from ._tensor_str import set_printoptions
 from .autograd.grad_mode import (enable_grad, inference_mode, is_grad_enabled,
                                  is_inference_mode_enabled, no_grad, set_grad_enabled)

@@ -1,8 +1,9 @@
-"""Array backends: numpy on the CPU (CuPy on GPUs will plug in here).
+"""Array backends: numpy on the CPU, CuPy on NVIDIA GPUs.
 
 This is the only module that decides which array library holds a tensor's data.
 Ops ask ``array_module(arr)`` for the module of their inputs (the ``xp`` pattern)
-and never import numpy or cupy themselves.
+and never import numpy or cupy themselves. CuPy is imported lazily, the first
+time a CUDA device is asked for, so a CPU-only install never needs it.
 """
 from __future__ import annotations
 
@@ -10,23 +11,63 @@ import numpy as np
 
 ndarray = np.ndarray
 
+_cupy = None          # the cupy module once imported
+_cupy_error = None    # why importing it failed
+
+
+def cupy():
+    """The cupy module; a clear error where there is none (or no GPU)."""
+    global _cupy, _cupy_error
+    if _cupy is None:
+        if _cupy_error is not None:
+            raise RuntimeError(_cupy_error)
+        try:
+            import cupy as cp
+
+            if cp.cuda.runtime.getDeviceCount() < 1:
+                raise RuntimeError("no CUDA device is visible")
+        except Exception as e:  # ImportError, or CUDA driver/runtime errors
+            _cupy_error = (
+                f"CUDA is not available ({type(e).__name__}: {e}). Install the GPU extra that "
+                "matches your CUDA (pip install -e \".[cuda12]\" or \".[cuda13]\") and run on a "
+                "machine with an NVIDIA GPU, or use device='cpu'"
+            )
+            raise RuntimeError(_cupy_error) from None
+        _cupy = cp
+    return _cupy
+
+
+def cuda_available() -> bool:
+    try:
+        cupy()
+    except RuntimeError:
+        return False
+    return True
+
 
 class device:
-    """Where a tensor's data lives; ``device('cpu')``, as in PyTorch."""
+    """Where a tensor's data lives: ``device('cpu')``, ``device('cuda')``,
+    ``device('cuda:1')`` or ``device('cuda', 1)``, as in PyTorch."""
 
     __slots__ = ("type", "index")
 
     def __init__(self, type: str | "device" = "cpu", index: int | None = None):
         if isinstance(type, device):
             type, index = type.type, type.index
+        elif isinstance(type, int):
+            type, index = "cuda", type
         if ":" in type:
             type, _, idx = type.partition(":")
-            index = int(idx)
-        if type != "cpu":
+            try:
+                index = int(idx)
+            except ValueError:
+                raise RuntimeError(f"Invalid device string: '{type}:{idx}'") from None
+        if type not in ("cpu", "cuda"):
             raise RuntimeError(
-                f"Expected a 'cpu' device type, got {type!r}: this build of distgrad "
-                "has only the CPU (numpy) backend"
+                f"Expected one of cpu, cuda device type at start of device string: {type}"
             )
+        if type == "cpu" and index not in (None, 0):
+            raise RuntimeError(f"cpu device index must be 0 or None, got {index}")
         self.type = type
         self.index = index
 
@@ -41,13 +82,21 @@ class device:
     def __eq__(self, other):
         if isinstance(other, str):
             other = device(other)
-        return isinstance(other, device) and (self.type, self.index) == (other.type, other.index)
+        if not isinstance(other, device) or self.type != other.type:
+            return False
+        if self.type == "cuda":
+            return _cuda_index(self) == _cuda_index(other)
+        return True
 
     def __hash__(self):
-        return hash((self.type, self.index))
+        return hash((self.type, _cuda_index(self) if self.type == "cuda" else None))
 
 
 CPU = device("cpu")
+
+
+def _cuda_index(d: device) -> int:
+    return d.index if d.index is not None else cupy().cuda.runtime.getDevice()
 
 
 def normalize(data):
@@ -60,19 +109,67 @@ def normalize(data):
 
 def array_module(arr):
     """The array module (numpy or cupy) that owns ``arr``."""
-    return np
+    if type(arr) is np.ndarray or _cupy is None:
+        return np
+    return _cupy if isinstance(arr, _cupy.ndarray) else np
+
+
+def is_device_array(arr) -> bool:
+    return _cupy is not None and isinstance(arr, _cupy.ndarray)
 
 
 def device_of(arr) -> device:
+    if is_device_array(arr):
+        return device("cuda", arr.device.id)
     return CPU
 
 
+def module_for(dev) -> object:
+    """The array module that allocates on ``dev`` (None means the CPU)."""
+    if dev is None:
+        return np
+    d = device(dev)
+    return cupy() if d.type == "cuda" else np
+
+
 def as_array(data, dtype=None, dev=None):
-    """Turn a Python scalar, nested list or array into a backend array."""
-    if dev is not None:
-        device(dev)  # validates the device name
-    return np.asarray(data, dtype=dtype)
+    """Turn a Python scalar, nested list or array into an array on ``dev``."""
+    if dev is None or device(dev).type == "cpu":
+        if is_device_array(data):
+            data = data.get()
+        return np.asarray(data, dtype=dtype)
+    return to_device(np.asarray(data, dtype=dtype) if not is_device_array(data) else data, dev)
+
+
+def to_device(arr, dev):
+    """``arr`` on device ``dev`` (the same array when it is already there)."""
+    d = device(dev)
+    if d.type == "cpu":
+        return arr.get() if is_device_array(arr) else arr
+    cp = cupy()
+    index = _cuda_index(d)
+    if is_device_array(arr) and arr.device.id == index:
+        return arr
+    with cp.cuda.Device(index):
+        return cp.asarray(arr)
 
 
 def to_numpy(arr):
-    return arr
+    """A host (numpy) array with ``arr``'s values (a copy for device arrays)."""
+    return arr.get() if is_device_array(arr) else arr
+
+
+def same_device(a, b) -> bool:
+    da, db = is_device_array(a), is_device_array(b)
+    if da != db:
+        return False
+    return not da or a.device.id == b.device.id
+
+
+def synchronize(dev=None) -> None:
+    if _cupy is None:
+        return
+    if dev is None:
+        _cupy.cuda.Device().synchronize()
+    else:
+        _cupy.cuda.Device(_cuda_index(device(dev))).synchronize()

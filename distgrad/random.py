@@ -54,7 +54,11 @@ default_generator = Generator()
 
 
 def manual_seed(seed: int) -> Generator:
-    """Seed the default generator (and, once there is one, the GPU generator)."""
+    """Seed the default generator, and the GPU's when CUDA is in use."""
+    from . import backend
+
+    if backend._cupy is not None:
+        backend._cupy.random.seed(int(seed) & 0xFFFFFFFF)
     return default_generator.manual_seed(seed)
 
 
@@ -77,3 +81,13 @@ def set_rng_state(new_state) -> None:
 def rng(generator: Generator | None) -> np.random.Generator:
     """The numpy generator behind ``generator`` (the default one for None)."""
     return (generator or default_generator)._rng
+
+
+def uniform_like(arr):
+    """Uniform [0, 1) samples shaped like ``arr``, drawn on ``arr``'s device: the
+    default generator for host arrays, CuPy's (seeded by ``manual_seed``) for GPU ones."""
+    from . import backend
+
+    if backend.is_device_array(arr):
+        return backend._cupy.random.random_sample(arr.shape, dtype=np.float32)
+    return default_generator._rng.random(arr.shape)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import traceback
 
 _state = {"installed": False, "comm": None}
@@ -29,6 +30,9 @@ def _report_and_abort(exc_type, exc, tb, where: str) -> None:
     sys.stderr.flush()
     sys.stdout.flush()
     if comm is not None and size > 1:
+        # A moment for mpiexec to relay the message: aborting tears down its output
+        # forwarding, which could otherwise drop it.
+        time.sleep(0.3)
         comm.abort(1)
 
 

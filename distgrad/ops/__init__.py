@@ -35,7 +35,7 @@ _FUNCTIONS = {
 # Methods only.
 _METHODS = {
     reduction: "sum_to_size",
-    shape: "view_as reshape_as expand_as type_as to",
+    shape: "view_as reshape_as expand_as type_as to cuda cpu",
     creation: """new_tensor new_zeros new_ones new_empty new_full uniform_ normal_ bernoulli_
         random_""",
     inplace: """add_ sub_ mul_ div_ pow_ copy_ fill_ zero_ relu_ clamp_ clip_ masked_fill_

@@ -8,7 +8,7 @@ from ..backend import array_module
 from ..tensor import Tensor, _wrap, _wrap_dim
 
 __all__ = ["Tensor", "_wrap", "array_module", "as_tensor_arg", "dims_arg", "wrap_dim",
-           "broadcast_error", "result_float", "scalar_operand", "check_scalar"]
+           "broadcast_error", "device_error", "result_float", "scalar_operand", "check_scalar"]
 
 _SCALARS: dict = {}
 _PY_NUMBERS = (float, int, bool)
@@ -82,8 +82,30 @@ def dims_arg(dim, ndim: int, op: str):
     return out
 
 
+def device_error(op: str, *tensors):
+    """PyTorch's message for tensors on different devices (None when they agree)."""
+    from ..backend import device_of
+
+    devices = []
+    for t in tensors:
+        if isinstance(t, Tensor):
+            d = str(device_of(t._data))
+            if d not in devices:
+                devices.append(d)
+    if len(devices) > 1:
+        return RuntimeError(
+            f"Expected all tensors to be on the same device, but found at least two devices, "
+            f"{devices[0]} and {devices[1]}! (in {op}); move them with .to(device)"
+        )
+    return None
+
+
 def broadcast_error(op: str, a, b) -> RuntimeError:
-    """PyTorch's message for shapes that do not broadcast."""
+    """The error for a binary op that failed: tensors on two devices, or PyTorch's
+    message for shapes that do not broadcast."""
+    err = device_error(op, a, b)
+    if err is not None:
+        return err
     sa, sb = tuple(a.shape), tuple(b.shape)
     for k in range(1, max(len(sa), len(sb)) + 1):
         x = sa[-k] if k <= len(sa) else 1

@@ -190,57 +190,66 @@ def _like_dtype(input, dtype):
     return input._data.dtype if dtype is None else _dt.to_np(dtype)
 
 
+def _like_device(input, device):
+    return device if device is not None else backend.device_of(input._data)
+
+
 def zeros_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.zeros(input._data.shape, _like_dtype(input, dtype)), requires_grad, device)
+    return _finish(np.zeros(input._data.shape, _like_dtype(input, dtype)), requires_grad, _like_device(input, device))
 
 
 def ones_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.ones(input._data.shape, _like_dtype(input, dtype)), requires_grad, device)
+    return _finish(np.ones(input._data.shape, _like_dtype(input, dtype)), requires_grad, _like_device(input, device))
 
 
 def empty_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.empty(input._data.shape, _like_dtype(input, dtype)), requires_grad, device)
+    return _finish(np.empty(input._data.shape, _like_dtype(input, dtype)), requires_grad, _like_device(input, device))
 
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.full(input._data.shape, fill_value, _like_dtype(input, dtype)), requires_grad, device)
+    return _finish(np.full(input._data.shape, fill_value, _like_dtype(input, dtype)), requires_grad,
+                   _like_device(input, device))
 
 
 def randn_like(input, *, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
     return randn(input._data.shape, dtype=dtype or _dt.from_numpy_dtype(input._data.dtype),
-                 requires_grad=requires_grad, generator=generator)
+                 requires_grad=requires_grad, generator=generator, device=_like_device(input, device))
 
 
 def rand_like(input, *, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:
     return rand(input._data.shape, dtype=dtype or _dt.from_numpy_dtype(input._data.dtype),
-                requires_grad=requires_grad, generator=generator)
+                requires_grad=requires_grad, generator=generator, device=_like_device(input, device))
 
 
 def randint_like(input, low, high=None, *, dtype=None, device=None, generator=None) -> Tensor:
     return randint(low, high, input._data.shape, dtype=dtype or _dt.from_numpy_dtype(input._data.dtype),
-                   generator=generator)
+                   generator=generator, device=_like_device(input, device))
 
 
 # ---------------------------------------------------------- Tensor.new_*
 def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return tensor(data, dtype=dtype or _dt.from_numpy_dtype(self._data.dtype), requires_grad=requires_grad)
+    return tensor(data, dtype=dtype or _dt.from_numpy_dtype(self._data.dtype), requires_grad=requires_grad,
+                  device=_like_device(self, device))
 
 
 def new_zeros(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return zeros(*size, dtype=dtype or _dt.from_numpy_dtype(self._data.dtype), requires_grad=requires_grad)
+    return zeros(*size, dtype=dtype or _dt.from_numpy_dtype(self._data.dtype), requires_grad=requires_grad,
+                 device=_like_device(self, device))
 
 
 def new_ones(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return ones(*size, dtype=dtype or _dt.from_numpy_dtype(self._data.dtype), requires_grad=requires_grad)
+    return ones(*size, dtype=dtype or _dt.from_numpy_dtype(self._data.dtype), requires_grad=requires_grad,
+                 device=_like_device(self, device))
 
 
 def new_empty(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return empty(*size, dtype=dtype or _dt.from_numpy_dtype(self._data.dtype), requires_grad=requires_grad)
+    return empty(*size, dtype=dtype or _dt.from_numpy_dtype(self._data.dtype), requires_grad=requires_grad,
+                 device=_like_device(self, device))
 
 
 def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:
     return full(size, fill_value, dtype=dtype or _dt.from_numpy_dtype(self._data.dtype),
-                requires_grad=requires_grad)
+                requires_grad=requires_grad, device=_like_device(self, device))
 
 
 # ------------------------------------------------- random in-place fills

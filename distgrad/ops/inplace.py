@@ -11,6 +11,7 @@ backward refuses to use a saved value that changed.
 """
 from __future__ import annotations
 
+from .. import backend
 from ..autograd.function import Node, _next_seq, edge
 from ..autograd.grad_mode import state as _state
 from ..tensor import _new, _refresh_view
@@ -212,6 +213,8 @@ def _copy_from(self, src):
 
 
 def copy_(self, src, non_blocking=False):
+    if isinstance(src, Tensor) and not backend.same_device(src._data, self._data):
+        src = src.to(device=backend.device_of(self._data))  # copying across devices, as in PyTorch
     s = _arr(src)
 
     def kernel(a):

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 from ..autograd.function import Node, record
-from ._util import array_module
+from ._util import array_module, device_error
 
 
 def _check_dtypes(op, a, b):
+    err = device_error(op, a, b)
+    if err is not None:
+        raise err
     if a._data.dtype != b._data.dtype:
         raise RuntimeError(
             f"{op}: expected both operands to have the same dtype, but got {a.dtype} and "

@@ -214,8 +214,8 @@ def dropout(input, p=0.5, training=True, inplace=False):
     if p == 1.0:
         mask = array_module(x).zeros(x.shape, x.dtype)
     else:
-        keep = _random.rng(None).random(x.shape) >= p
-        mask = array_module(x).asarray(keep, dtype=x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+        keep = _random.uniform_like(x) >= p
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
     out = record(NativeDropoutBackward0, x * mask, (input,), args=_wrap(mask))
     if inplace:
         return input.copy_(out)

@@ -19,7 +19,7 @@ def _binary(op, cls, a, b, ufunc, save):
     """Run ``ufunc`` on two tensors and record ``cls``; ``save`` picks what backward keeps."""
     try:
         data = ufunc(*_operands(a, b))
-    except ValueError:
+    except (ValueError, TypeError):
         raise broadcast_error(op, a, b) from None
     return record(cls, data, (a, b), (a, b) if save else ())
 
@@ -86,7 +86,7 @@ def add(input, other, *, alpha=1):
             x, y = _promoted(x, y)
         try:
             data = x + (y if alpha == 1 else y * alpha)
-        except ValueError:
+        except (ValueError, TypeError):
             raise broadcast_error("add", input, other) from None
         return record(AddBackward0, data, (input, other), args=alpha)
     _check_scalar("add", other)
@@ -117,7 +117,7 @@ def sub(input, other, *, alpha=1):
             x, y = _promoted(x, y)
         try:
             data = x - (y if alpha == 1 else y * alpha)
-        except ValueError:
+        except (ValueError, TypeError):
             raise broadcast_error("sub", input, other) from None
         return record(SubBackward0, data, (input, other), args=alpha)
     _check_scalar("sub", other)
@@ -159,7 +159,7 @@ def mul(input, other):
             x, y = _promoted(x, y)
         try:
             data = x * y
-        except ValueError:
+        except (ValueError, TypeError):
             raise broadcast_error("mul", input, other) from None
         return record(MulBackward0, data, (input, other), (input, other))
     _check_scalar("mul", other)
@@ -291,7 +291,7 @@ def pow(input, exponent):
             # 0 ** -1 = inf and (-8) ** (1/3) = nan, as in PyTorch, without numpy's warnings.
             with xp.errstate(divide="ignore", invalid="ignore"):
                 data = x ** y
-        except ValueError:
+        except (ValueError, TypeError):
             raise broadcast_error("pow", input, exponent) from None
         return record(PowBackward1, data, (input, exponent), (input, exponent, OUTPUT))
     _check_scalar("pow", exponent)
@@ -775,7 +775,7 @@ def _clamp_tensor(input, min, max):
         if bound is not None:
             try:
                 data = fn(*_promoted(data, bound._data))
-            except ValueError:
+            except (ValueError, TypeError):
                 raise broadcast_error("clamp", input, bound) from None
     inputs = (input,) + tuple(b for b in (lo, hi) if b is not None)
     return record(ClampBackward0, data, inputs, inputs, args=(lo is not None, hi is not None))
@@ -881,7 +881,7 @@ def _compare(name, ufunc_name):
         y = other._data if isinstance(other, Tensor) else other
         try:
             data = getattr(array_module(x), ufunc_name)(x, y)
-        except ValueError:
+        except (ValueError, TypeError):
             raise broadcast_error(name, input, other) from None
         return _wrap(array_module(x).asarray(data))
     op.__name__ = name

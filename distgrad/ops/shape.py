@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from .. import dtype as _dt
 from ..autograd.function import Node, as_view, record
+from .. import backend
 from ..backend import device as _device
-from ._util import Tensor, array_module, dims_arg, wrap_dim
+from ._util import Tensor, array_module, device_error, dims_arg, wrap_dim
 
 
 def _shape_args(shape, op):
@@ -348,7 +349,8 @@ def contiguous(input, memory_format=None):
 
 class ToCopyBackward0(Node):
     def backward(self, g):
-        return g.to(self.args)
+        dtype, dev = self.args
+        return g.to(dtype=dtype, device=dev)
 
 
 def to(input, *args, dtype=None, device=None, copy=False, non_blocking=False):
@@ -360,18 +362,33 @@ def to(input, *args, dtype=None, device=None, copy=False, non_blocking=False):
             dtype = a
         elif a is not None:
             device = a
-    if device is not None:
-        _device(device)
-    if dtype is None:
-        return clone(input) if copy else input
-    d = _dt.to_dtype(dtype)
     x = input._data
-    if x.dtype == d.np and not copy:
-        return input
-    data = x.astype(d.np)
-    if not d.is_floating_point:
+    d = _dt.to_dtype(dtype) if dtype is not None else None
+    move = device is not None and _device(device) != backend.device_of(x)
+    cast = d is not None and x.dtype != d.np
+    if not (move or cast):
+        return clone(input) if copy else input
+    data = backend.to_device(x, device) if move else x
+    if cast:
+        data = data.astype(d.np)
+    elif not move or copy:
+        data = data.copy()
+    src = (_dt.from_numpy_dtype(x.dtype), backend.device_of(x))
+    if x.dtype.kind != "f" or (d is not None and not d.is_floating_point):
         return record(ToCopyBackward0, data, ())
-    return record(ToCopyBackward0, data, (input,) if x.dtype.kind == "f" else (), args=_dt.from_numpy_dtype(x.dtype))
+    return record(ToCopyBackward0, data, (input,), args=src)
+
+
+def cuda(input, device=None, non_blocking=False):
+    return to(input, device="cuda" if device is None else _cuda_name(device))
+
+
+def _cuda_name(device):
+    return f"cuda:{device}" if isinstance(device, int) else device
+
+
+def cpu(input):
+    return to(input, device="cpu")
 
 
 def type_as(input, other):
@@ -399,6 +416,9 @@ def cat(tensors, dim=0):
     for i, t in enumerate(tensors):
         if not isinstance(t, Tensor):
             raise TypeError(f"cat(): expected a sequence of Tensors, but element {i} is {type(t).__name__}")
+    err = device_error("cat", *tensors)
+    if err is not None:
+        raise err
     ref = next((t for t in tensors if t._data.ndim), tensors[0])
     nd = ref._data.ndim
     if nd == 0:
