@@ -7,6 +7,8 @@ time a CUDA device is asked for, so a CPU-only install never needs it.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 ndarray = np.ndarray
@@ -173,3 +175,27 @@ def synchronize(dev=None) -> None:
         _cupy.cuda.Device().synchronize()
     else:
         _cupy.cuda.Device(_cuda_index(device(dev))).synchronize()
+
+
+def errstate(xp, **kwargs):
+    """numpy's floating-point error control; CuPy has none (it never warns)."""
+    return np.errstate(**kwargs) if xp is np else contextlib.nullcontext()
+
+
+def reshape_view(arr, shape):
+    """``arr`` viewed with ``shape``; ValueError when that needs a copy."""
+    if type(arr) is np.ndarray:
+        return np.reshape(arr, shape, copy=False)
+    v = arr.view()
+    try:
+        v.shape = shape
+    except AttributeError as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
+def freeze(arr):
+    """Make a cached host array read-only (device arrays have no such flag)."""
+    if type(arr) is np.ndarray:
+        arr.flags.writeable = False
+    return arr

@@ -283,6 +283,11 @@ class Tensor:
             raise RuntimeError(
                 "Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead."
             )
+        if backend.is_device_array(self._data) and not force:
+            raise TypeError(
+                f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() to copy "
+                "the tensor to host memory first."
+            )
         return backend.to_numpy(self._data)
 
     def __array__(self, dtype=None, copy=None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from numbers import Number
 
 from .. import dtype as _dt
-from ..backend import array_module
+from ..backend import array_module, freeze
 from ..tensor import Tensor, _wrap, _wrap_dim
 
 __all__ = ["Tensor", "_wrap", "array_module", "as_tensor_arg", "dims_arg", "wrap_dim",
@@ -27,7 +27,7 @@ def scalar_operand(v, arr):
             if len(_SCALARS) >= 1024:
                 _SCALARS.clear()
             z = array_module(arr).asarray(v, dtype=dt)
-            z.flags.writeable = False
+            freeze(z)
             _SCALARS[key] = z
         return z
     return v

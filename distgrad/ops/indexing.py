@@ -147,7 +147,9 @@ def index_put(input, indices, values, accumulate=False):
 def _along_dim_index(index_arr, dim):
     """Full fancy-index tuple addressing ``index_arr`` along ``dim``."""
     xp = array_module(index_arr)
-    grids = list(xp.indices(index_arr.shape, sparse=True))
+    nd = index_arr.ndim
+    grids = [xp.arange(n).reshape((1,) * k + (n,) + (1,) * (nd - k - 1))
+             for k, n in enumerate(index_arr.shape)]
     grids[dim] = index_arr
     return tuple(grids)
 

@@ -62,6 +62,9 @@ class CopySlices(Node):
 
 
 def _check(self, op):
+    arr = self._data
+    if any(st == 0 and n > 1 for st, n in zip(arr.strides, arr.shape)):
+        raise RuntimeError(_OVERLAP_MSG.format(op=op))
     if _state.enabled:
         if self._grad_fn is None and self._requires_grad:
             raise RuntimeError(_LEAF_MSG.format(op=op))

@@ -11,6 +11,7 @@ from ..autograd.function import Node, record
 from ..autograd.grad_mode import state as _grad_state
 from . import pointwise
 from . import reduction as _red
+from ..backend import freeze
 from ._util import Tensor, _wrap, array_module, wrap_dim
 
 
@@ -388,7 +389,7 @@ def _causal_bias(L, S, dtype, xp):
         if len(_CAUSAL) > 32:
             _CAUSAL.clear()
         arr = xp.where(xp.tril(xp.ones((L, S), dtype=bool)), 0, -xp.inf).astype(dtype)
-        arr.flags.writeable = False
+        freeze(arr)
         bias = _CAUSAL[key] = _wrap(arr)
     return bias
 

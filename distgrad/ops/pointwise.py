@@ -11,6 +11,8 @@ from numbers import Number
 
 from .. import dtype as _dt
 from ..autograd.function import OUTPUT, Node, record
+from ..backend import errstate, ndarray as _np_ndarray
+from . import cuda_kernels
 from ._util import (Tensor, _wrap, array_module, as_tensor_arg, broadcast_error, check_scalar,
                     result_float, scalar_operand)
 
@@ -289,7 +291,7 @@ def pow(input, exponent):
         xp = array_module(x)
         try:
             # 0 ** -1 = inf and (-8) ** (1/3) = nan, as in PyTorch, without numpy's warnings.
-            with xp.errstate(divide="ignore", invalid="ignore"):
+            with errstate(xp, divide="ignore", invalid="ignore"):
                 data = x ** y
         except (ValueError, TypeError):
             raise broadcast_error("pow", input, exponent) from None
@@ -371,7 +373,7 @@ class LogBackward0(Node):
 def log(input):
     x = result_float(input._data)
     xp = array_module(x)
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(xp, divide="ignore", invalid="ignore"):
         data = xp.log(x)
     return record(LogBackward0, data, (input,), (input,))
 
@@ -385,7 +387,7 @@ class Log1pBackward0(Node):
 def log1p(input):
     x = result_float(input._data)
     xp = array_module(x)
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(xp, divide="ignore", invalid="ignore"):
         data = xp.log1p(x)
     return record(Log1pBackward0, data, (input,), (input,))
 
@@ -399,7 +401,7 @@ class SqrtBackward0(Node):
 def sqrt(input):
     x = result_float(input._data)
     xp = array_module(x)
-    with xp.errstate(invalid="ignore"):
+    with errstate(xp, invalid="ignore"):
         data = xp.sqrt(x)
     return record(SqrtBackward0, data, (input,), (OUTPUT,))
 
@@ -413,7 +415,7 @@ class RsqrtBackward0(Node):
 def rsqrt(input):
     x = result_float(input._data)
     xp = array_module(x)
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(xp, divide="ignore", invalid="ignore"):
         data = 1 / xp.sqrt(x)
     return record(RsqrtBackward0, data.astype(x.dtype, copy=False), (input,), (OUTPUT,))
 
@@ -427,7 +429,7 @@ class ReciprocalBackward0(Node):
 def reciprocal(input):
     x = result_float(input._data)
     xp = array_module(x)
-    with xp.errstate(divide="ignore"):
+    with errstate(xp, divide="ignore"):
         data = xp.reciprocal(x)
     return record(ReciprocalBackward0, data, (input,), (OUTPUT,))
 
@@ -618,7 +620,7 @@ def _gelu_sigmoid(x, x2):
     e += f(1)
     e *= x
     e *= f(-2 * _GELU_K)
-    with xp.errstate(over="ignore"):  # exp overflows to inf for very negative x: s = 0, as it should
+    with errstate(xp, over="ignore"):  # exp overflows to inf for very negative x: s = 0, as it should
         xp.exp(e, out=e)
     e += f(1)
     return xp.reciprocal(e, out=e)
@@ -626,6 +628,8 @@ def _gelu_sigmoid(x, x2):
 
 def _gelu_value(x, approximate):
     """gelu of an array, with in-place temporaries (few passes over memory)."""
+    if type(x) is not _np_ndarray:
+        return cuda_kernels.gelu(x, approximate)
     f = x.dtype.type
     if approximate == "tanh":
         s = _gelu_sigmoid(x, x * x)
@@ -693,8 +697,11 @@ class GeluBackwardBackward0(Node):
 
 def gelu_backward(grad_output, input, approximate="none"):
     """``grad_output * gelu'(input)`` as one op: the gradient of gelu."""
-    d = _gelu_derivative(input._data, approximate)
-    d *= grad_output._data
+    if type(input._data) is not _np_ndarray:
+        d = cuda_kernels.gelu_grad(input._data, grad_output._data, approximate)
+    else:
+        d = _gelu_derivative(input._data, approximate)
+        d *= grad_output._data
     return record(GeluBackwardBackward0, d, (grad_output, input), (grad_output, input), args=approximate)
 
 

@@ -8,6 +8,7 @@ from collections import namedtuple
 
 from .. import dtype as _dt
 from ..autograd.function import OUTPUT, Node, record
+from ..backend import errstate
 from ._util import Tensor, _wrap, array_module, dims_arg, wrap_dim
 
 _max_t = namedtuple("max", ["values", "indices"])
@@ -309,7 +310,7 @@ def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     x = input._data
     axes, kshape, n = _reduce_args(input, dim, "std")
     xp = array_module(x)
-    with xp.errstate(divide="ignore", invalid="ignore"):
+    with errstate(xp, divide="ignore", invalid="ignore"):
         data = xp.asarray(x.std(axis=axes, ddof=c, keepdims=keepdim)).astype(x.dtype, copy=False)
     return record(StdBackward0, data, (input,), (input, OUTPUT), args=(kshape, axes, n - c))
 

@@ -54,7 +54,7 @@ def view(input, *shape):
     x = input._data
     shape = _infer_shape(_shape_args(shape, "view"), x.size, "view")
     try:
-        data = array_module(x).reshape(x, shape, copy=False)
+        data = backend.reshape_view(x, shape)
     except ValueError:
         raise RuntimeError(
             f"view size is not compatible with input tensor's size and stride (at least one "
@@ -70,7 +70,7 @@ def reshape(input, *shape):
     shape = _infer_shape(_shape_args(shape, "reshape"), x.size, "reshape")
     xp = array_module(x)
     try:
-        data = xp.reshape(x, shape, copy=False)
+        data = backend.reshape_view(x, shape)
     except ValueError:
         # Not expressible as a view: a copy, as PyTorch does.
         return record(UnsafeViewBackward0, xp.reshape(x, shape), (input,), args=x.shape)

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..backend import array_module
+from ..ops import cuda_kernels
 from ..tensor import _wrap
 from .optimizer import Optimizer
 
@@ -39,7 +42,7 @@ class Adam(Optimizer):
                     g = -g
                 state = self.state[p]
                 if not state:
-                    state["step"] = _wrap(xp.zeros((), xp.float32))
+                    state["step"] = _wrap(np.zeros((), np.float32))  # on the host: read every step
                     state["exp_avg"] = _wrap(xp.zeros_like(x))
                     state["exp_avg_sq"] = _wrap(xp.zeros_like(x))
                     if amsgrad:
@@ -50,12 +53,17 @@ class Adam(Optimizer):
                 # Scalars of the parameter's own dtype: numpy is much faster with those
                 # than with Python floats on every call.
                 f = x.dtype.type
-                if wd:
-                    if self._decoupled:
-                        x *= f(1 - lr * wd)
-                    else:
-                        g = g + f(wd) * x
+                if wd and not self._decoupled:
+                    g = g + f(wd) * x
+                if wd and self._decoupled and (xp is np or amsgrad):
+                    x *= f(1 - lr * wd)
                 m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
+                if xp is not np and not amsgrad:  # one fused GPU kernel
+                    bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
+                    decay = 1 - lr * wd if wd and self._decoupled else 1.0
+                    cuda_kernels.adam_update(x, g, m, v, b1, b2, lr / bc1, 1 / math.sqrt(bc2), eps, decay)
+                    p._vc[0] += 1
+                    continue
                 tmp = xp.multiply(g, f(1 - b1), out=xp.empty_like(x))
                 m *= f(b1)
                 m += tmp

@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import distributed as dist
 from ..dtype import set_default_dtype, to_dtype
-from .. import nn, optim
+from .. import cuda, nn, optim
 from ..autograd.grad_mode import no_grad
 from ..data.dataloader import default_collate
 from ..data.sampler import DistributedSampler
@@ -125,6 +125,12 @@ class Trainer:
                 "resolved for another world size?)"
             )
         self.accum = per_rank // t["micro_batch"]
+        self.device = "cpu"
+        if cfg["run"]["device"] == "cuda":
+            # Each rank takes its own GPU on its node (they wrap around if there are fewer).
+            local = dist.get_local_rank() % max(1, cuda.device_count())
+            cuda.set_device(local)
+            self.device = f"cuda:{local}"
         set_default_dtype(to_dtype(cfg["run"]["dtype"]))
         manual_seed(cfg["run"]["seed"])
         self.train_set, self.val_set, self.info = build_datasets(cfg)
@@ -138,7 +144,7 @@ class Trainer:
             )
         self.total_steps = t["steps"] if t["steps"] is not None else t["epochs"] * self.steps_per_epoch
         cfg["_total_steps"] = self.total_steps
-        self.model = build_model(cfg, self.info)
+        self.model = build_model(cfg, self.info).to(self.device)
         self.ddp = None
         if self.world > 1:
             self.ddp = dist.DistributedDataParallel(
@@ -149,6 +155,7 @@ class Trainer:
         self.hash = config_hash(cfg)
 
     def _forward_loss(self, x, y):
+        x, y = x.to(self.device), y.to(self.device)
         model = self.ddp if self.ddp is not None else self.model
         out = model(x)
         if out.dim() == 3:

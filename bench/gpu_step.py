@@ -1,0 +1,169 @@
+"""Training steps on one GPU, distgrad against PyTorch eager in the same run, fp32
+with TF32 off on both:
+
+- MLP: batch 512, 1024 -> 4096 x4 -> 1000, cross-entropy, SGD;
+- GPT-mini: vocab 4096, width 512, 8 heads, 6 layers, context 256, batch 32, AdamW;
+
+each without and with activation checkpointing per block. Prints step times, their
+ratios, and peak GPU memory (CuPy's pool against torch.cuda.max_memory_allocated).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import distgrad as dg
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def mlp(lib, checkpoint):
+    nn = lib.nn
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            dims = [1024, 4096, 4096, 4096, 4096]
+            self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(dims, dims[1:])])
+            self.head = nn.Linear(4096, 1000)
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = _ckpt(lib, b, x) if checkpoint else b(x)
+            return self.head(x)
+
+    return MLP()
+
+
+def _ckpt(lib, fn, x):
+    return lib.utils.checkpoint.checkpoint(fn, x, use_reentrant=False)
+
+
+def gpt(lib, checkpoint, vocab=4096, width=512, heads=8, layers=6, context=256):
+    nn, F = lib.nn, lib.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(width), nn.LayerNorm(width)
+            self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+            self.fc, self.out = nn.Linear(width, 4 * width), nn.Linear(4 * width, width)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = self.qkv(self.ln1(x)).split(C, dim=2)
+            q, k, v = (t.view(B, T, heads, C // heads).transpose(1, 2) for t in (q, k, v))
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+            return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
+            self.blocks = nn.ModuleList([Block() for _ in range(layers)])
+            self.ln_f, self.head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
+
+        def forward(self, idx):
+            x = self.tok(idx) + self.pos(lib.arange(idx.shape[1], device=idx.device))
+            for b in self.blocks:
+                x = _ckpt(lib, b, x) if checkpoint else b(x)
+            return self.head(self.ln_f(x))
+
+    return GPT()
+
+
+def job(lib, name, checkpoint):
+    rng = np.random.default_rng(0)
+    dev = "cuda"
+    if name == "MLP":
+        model = mlp(lib, checkpoint).to(dev)
+        x = lib.tensor(rng.standard_normal((512, 1024)).astype(np.float32), device=dev)
+        y = lib.tensor(rng.integers(0, 1000, 512), device=dev)
+        opt = lib.optim.SGD(model.parameters(), lr=0.01)
+    else:
+        model = gpt(lib, checkpoint).to(dev)
+        x = lib.tensor(rng.integers(0, 4096, (32, 256)), device=dev)
+        y = lib.tensor(rng.integers(0, 4096, 32 * 256), device=dev)
+        opt = lib.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step():
+        out = model(x)
+        loss = lib.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def sync(lib):
+    lib.cuda.synchronize()
+
+
+def measure(lib, name, checkpoint, steps, rounds):
+    if lib is torch:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        dg.cuda.empty_cache()
+    step = job(lib, name, checkpoint)
+    for _ in range(2):
+        step()
+    sync(lib)
+    if lib is torch:
+        torch.cuda.reset_peak_memory_stats()
+    pool = dg.backend.cupy().get_default_memory_pool() if lib is dg else None
+    best = float("inf")
+    peak = 0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+            if pool is not None:
+                peak = max(peak, pool.used_bytes())
+        sync(lib)
+        best = min(best, (time.perf_counter() - t0) / steps)
+    if lib is torch:
+        peak = torch.cuda.max_memory_allocated()
+    return best, peak
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    if not dg.cuda.is_available():
+        sys.exit("bench/gpu_step.py needs a GPU (CuPy and CUDA); none is available here")
+    if torch is not None:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    print(f"GPU: {dg.backend.cupy().cuda.runtime.getDeviceProperties(0)['name'].decode()}; fp32, TF32 off")
+    for name in ("MLP", "GPT-mini"):
+        res = {}
+        for ck in (False, True):
+            for lib in ([dg] + ([torch] if torch is not None else [])):
+                res[(lib.__name__, ck)] = measure(lib, name, ck, args.steps, args.rounds)
+        for ck in (False, True):
+            t, m = res[("distgrad", ck)]
+            line = f"{name}{' + checkpointing' if ck else ''}: distgrad {t * 1e3:7.1f} ms, peak {m / 2 ** 30:5.2f} GiB"
+            if torch is not None:
+                tt, tm = res[("torch", ck)]
+                line += (f" | torch {tt * 1e3:7.1f} ms, peak {tm / 2 ** 30:5.2f} GiB | "
+                         f"time ratio {t / tt:.2f} x (goal <= 1.1)")
+            print(line)
+        t0, m0 = res[("distgrad", False)]
+        t1, m1 = res[("distgrad", True)]
+        print(f"{name} checkpointing in distgrad: peak {m1 / m0:.2f} x (goal <= 0.4) at {t1 / t0:.2f} x the time (goal <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
