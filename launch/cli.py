@@ -88,8 +88,9 @@ def main(argv=None) -> int:
 
     if args.resume:
         run_dir = args.resume
-        if not os.path.isdir(run_dir):
-            print(f"distgrad-launch: error: --resume {run_dir}: no such run directory", file=sys.stderr)
+        problem = _resume_problem(run_dir, cfg)
+        if problem:
+            print(f"distgrad-launch: error: --resume {run_dir}: {problem}", file=sys.stderr)
             return 2
     else:
         run_dir = _new_run_dir(cfg)
@@ -117,7 +118,9 @@ def main(argv=None) -> int:
     flavor = flavor or mpi.detect_flavor(exe)
     ranks_here = d["np"] if not hosts else max(s for _, s in hosts)
     env = _thread_env(os.environ, ranks_here)
-    machinefile = os.path.join(run_dir, "machinefile") if d["hostfile"] and flavor == "mpich" else None
+    # The hostfile is rewritten in the form the MPI in use reads best.
+    machinefile = (os.path.join(run_dir, "machinefile") if flavor == "mpich" else os.path.join(run_dir, "hostfile")
+                   ) if d["hostfile"] and flavor in ("mpich", "openmpi") else None
     cmd = mpi.build_command(flavor, exe, d["np"], program, mpi.exported_env(env), hosts=hosts,
                             hostfile=d["hostfile"], machinefile=machinefile,
                             is_root=hasattr(os, "geteuid") and os.geteuid() == 0)
@@ -127,9 +130,30 @@ def main(argv=None) -> int:
     _write_config(run_dir, cfg)
     if machinefile:
         with open(machinefile, "w") as f:
-            f.write(mpi.hydra_machinefile(hosts))
+            f.write(mpi.hydra_machinefile(hosts) if flavor == "mpich" else mpi.openmpi_hostfile(hosts))
     print(f"distgrad-launch: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     return _run(cmd, env)
+
+
+def _resume_problem(run_dir: str, cfg: dict) -> str | None:
+    """Why RUN_DIR cannot be resumed with this config (checked before anything in it
+    is touched), or None."""
+    import json
+
+    from distgrad.train import checkpoint
+    from distgrad.train.config import config_hash
+
+    if not os.path.isdir(run_dir):
+        return "no such run directory"
+    step = checkpoint.latest(run_dir)
+    if step is None:
+        return "it holds no complete checkpoint"
+    with open(checkpoint.paths(run_dir, step)[1]) as f:
+        saved = json.load(f).get("config_hash")
+    if saved != config_hash(cfg):
+        return (f"its checkpoint (step {step}) was made with a different config; resume with the "
+                f"run's own config: distgrad-launch {os.path.join(run_dir, 'config.toml')} --resume {run_dir}")
+    return None
 
 
 def _write_config(run_dir: str, cfg: dict) -> None:

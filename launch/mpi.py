@@ -57,8 +57,8 @@ def build_command(flavor: str, mpiexec: str, nprocs: int, program: list, env_nam
                   hosts: list | None = None, hostfile: str | None = None,
                   machinefile: str | None = None, is_root: bool = False) -> list:
     """The launch command. ``hosts`` is [(host, slots)] from --hosts or a hostfile.
-    Open MPI reads the hostfile itself; Hydra is given ``machinefile``, which the
-    caller writes with ``hydra_machinefile(hosts)``."""
+    With a hostfile, each MPI is given ``machinefile``: the hosts rewritten by the
+    caller in its own format (``hydra_machinefile`` or ``openmpi_hostfile``)."""
     if flavor == "srun":
         cmd = ["srun", "--ntasks", str(nprocs), "--export", "ALL"]
         if hosts:
@@ -67,7 +67,7 @@ def build_command(flavor: str, mpiexec: str, nprocs: int, program: list, env_nam
     cmd = [mpiexec, "-n", str(nprocs)]
     if flavor == "openmpi":
         if hostfile:
-            cmd += ["--hostfile", hostfile]
+            cmd += ["--hostfile", machinefile or hostfile]
         elif hosts:
             cmd += ["--host", ",".join(f"{h}:{s}" for h, s in hosts)]
         for name in env_names:
@@ -90,3 +90,8 @@ def build_command(flavor: str, mpiexec: str, nprocs: int, program: list, env_nam
 def hydra_machinefile(hosts: list) -> str:
     """Hydra's machinefile text: one ``host:slots`` line per host."""
     return "".join(f"{h}:{s}\n" for h, s in hosts)
+
+
+def openmpi_hostfile(hosts: list) -> str:
+    """Open MPI's hostfile text: one ``host slots=N`` line per host."""
+    return "".join(f"{h} slots={s}\n" for h, s in hosts)

@@ -23,7 +23,11 @@ def main(argv=None):
     try:
         Trainer(cfg, args.run_dir, resume=args.resume).run()
     except KeyboardInterrupt:
-        sys.exit(130)
+        # Leave at once: a normal exit would finalize MPI while the reducer's
+        # communication thread may still be inside it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 if __name__ == "__main__":

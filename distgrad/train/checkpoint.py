@@ -44,17 +44,23 @@ def paths(run_dir: str, step: int) -> tuple:
     return base + ".safetensors", base + ".json"
 
 
+def _host(arr):
+    """A C-contiguous host copy with the same shape (0-d arrays stay 0-d)."""
+    a = to_numpy(arr)
+    return np.ascontiguousarray(a).reshape(a.shape)
+
+
 def save(run_dir: str, step: int, model, optimizer, scheduler, meta: dict, keep: int) -> str:
     """Write the checkpoint of ``step`` atomically and keep only the last ``keep``."""
     from safetensors.numpy import save as st_save
 
-    tensors = {f"model.{k}": np.ascontiguousarray(to_numpy(v._data)) for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": _host(v._data) for k, v in model.state_dict().items()}
     osd = optimizer.state_dict()
     plain_state = {}
     for idx, state in osd["state"].items():
         for name, val in state.items():
             if isinstance(val, Tensor):
-                tensors[f"optim.{idx}.{name}"] = np.ascontiguousarray(to_numpy(val._data))
+                tensors[f"optim.{idx}.{name}"] = _host(val._data)
             else:
                 plain_state.setdefault(str(idx), {})[name] = val
     meta = dict(meta, step=step, format=1,

@@ -231,7 +231,7 @@ def resolve(cfg: dict, source: str, world_size: int | None = None) -> dict:
 def config_hash(cfg: dict) -> str:
     """A digest of everything that shapes the training run (not where it is written,
     nor how many ranks share the work)."""
-    essential = {k: v for k, v in cfg.items() if k not in ("dist",)}
+    essential = {k: v for k, v in cfg.items() if k != "dist" and not k.startswith("_")}
     essential["run"] = {k: v for k, v in cfg["run"].items() if k not in ("output_dir", "name")}
     essential["train"] = {k: v for k, v in cfg["train"].items()
                           if k not in ("accum_steps", "progress", "log_interval", "checkpoint_interval",
@@ -240,21 +240,18 @@ def config_hash(cfg: dict) -> str:
 
 
 def to_toml(cfg: dict) -> str:
-    """The resolved config as TOML (written into the run directory)."""
+    """The resolved config as TOML (written into the run directory). Derived values
+    (``train.accum_steps``, keys starting with '_') are left out, so the file can be
+    loaded for another world size, e.g. a debug run of a distributed job."""
     lines = []
     for sec, table in cfg.items():
+        if sec.startswith("_"):
+            continue
         lines.append(f"[{sec}]")
-        sub = []
         for k, v in table.items():
-            if v is None:
-                continue
-            if isinstance(v, dict):
-                sub.append((k, v))
+            if v is None or (sec, k) == ("train", "accum_steps"):
                 continue
             lines.append(f"{k} = {_toml_value(v)}")
-        for k, v in sub:
-            lines.append(f"\n[{sec}.{k}]")
-            lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -263,9 +260,12 @@ def _toml_value(v) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return json.dumps(v)
+        # JSON string syntax is TOML's basic string, except that TOML wants DEL escaped.
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml_value(x)}" for k, x in v.items()) + "}"
     return repr(v)
 
 

@@ -241,7 +241,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg["train"]
         step, epoch, batch = (self._restore() if self.resume else (0, 0, 0))
         os.makedirs(self.run_dir, exist_ok=True)
-        metrics = open(os.path.join(self.run_dir, f"metrics.rank{self.rank}.jsonl"), "a")
+        # Line-buffered: the steps a failed job did finish are on disk.
+        metrics = open(os.path.join(self.run_dir, f"metrics.rank{self.rank}.jsonl"), "a", buffering=1)
         progress = _Progress(self.rank == 0 and t["progress"], self.total_steps, step)
         tokens_per_sample = self.info.get("tokens_per_sample") or 0
         if self.rank == 0:
