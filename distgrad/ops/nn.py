@@ -11,7 +11,7 @@ from ..autograd.function import Node, record
 from ..autograd.grad_mode import state as _grad_state
 from . import pointwise
 from . import reduction as _red
-from ..backend import freeze
+from ..backend import errstate, freeze
 from ._util import Tensor, _wrap, array_module, wrap_dim
 
 
@@ -290,8 +290,10 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     elif reduction == "sum":
         data, denom = losses.sum(), 1.0
     elif reduction == "mean":
-        denom = float(w_t.sum())
-        data = losses.sum() / denom if denom else xp.asarray(float("nan"), x._data.dtype)
+        denom = w_t.sum()  # kept as an array: reading it would make a GPU wait
+        with errstate(xp, divide="ignore", invalid="ignore"):
+            data = losses.sum() / denom  # NaN when every target is ignored, as in PyTorch
+        denom = _wrap(xp.asarray(denom))
     else:
         raise ValueError(f"nll_loss: {reduction} is not a valid value for reduction (use 'mean', 'sum' or 'none')")
     out = record(NllLossBackward0, xp.asarray(data, dtype=x._data.dtype), (x,),

@@ -37,10 +37,11 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
                 "so it cannot be clipped. To disable this error and scale the gradients by the "
                 "non-finite norm anyway, set `error_if_nonfinite=False`"
             )
-        coef = float(max_norm) / (total.item() + 1e-6)
-        if coef < 1.0:
-            for g in grads:
-                g.mul_(coef)
+        # The factor stays a tensor (no read of the norm, so a GPU need not wait).
+        coef = (total.to(grads[0].dtype) + 1e-6).reciprocal() * float(max_norm)
+        coef = coef.clamp(max=1.0)
+        for g in grads:
+            g.mul_(coef.to(device=g.device))
     return total
 
 
