@@ -314,13 +314,15 @@ class Trainer:
 
     def _train_step(self, micro) -> float:
         self.optimizer.zero_grad()
-        loss_sum = 0.0
+        losses = []
         for i, (x, y) in enumerate(micro):
             sync = self.ddp is None or i == len(micro) - 1
             with (self.ddp.no_sync() if not sync else contextlib.nullcontext()):
                 loss, _, _ = self._forward_loss(x, y)
                 (loss / len(micro)).backward()
-            loss_sum += loss.item()
+            losses.append(loss.detach())
+        # Read once the step's work is queued (on a GPU, reading waits for it).
+        loss_sum = sum(v.item() for v in losses)
         if self.cfg["optim"]["grad_clip"]:
             nn.utils.clip_grad_norm_(self.params, self.cfg["optim"]["grad_clip"])
         self.optimizer.step()
