@@ -8,8 +8,6 @@ from __future__ import annotations
 import warnings
 import weakref
 
-import numpy as np
-
 from . import backend
 from . import dtype as _dt
 from .autograd.grad_mode import state as _grad_state

@@ -140,7 +140,7 @@ def test_named_parameters_buffers_children_modules_with_prefixes():
 
 
 def test_traversal_matches_torch():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     ours, theirs = Net(), torch_net()
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
     assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]

@@ -84,8 +84,10 @@ def dims_arg(dim, ndim: int, op: str):
 
 def device_error(op: str, *tensors):
     """PyTorch's message for tensors on different devices (None when they agree)."""
-    from ..backend import device_of
+    from ..backend import device_of, ndarray
 
+    if all(type(t._data) is ndarray for t in tensors if isinstance(t, Tensor)):
+        return None  # all on the CPU
     devices = []
     for t in tensors:
         if isinstance(t, Tensor):

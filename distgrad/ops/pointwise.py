@@ -7,7 +7,6 @@ undone by the engine, not here.
 from __future__ import annotations
 
 import math
-from numbers import Number
 
 from .. import dtype as _dt
 from ..autograd.function import OUTPUT, Node, record

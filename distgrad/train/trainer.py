@@ -238,7 +238,7 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self) -> dict:
         self._setup()
-        cfg, t = self.cfg, self.cfg["train"]
+        t = self.cfg["train"]
         step, epoch, batch = (self._restore() if self.resume else (0, 0, 0))
         os.makedirs(self.run_dir, exist_ok=True)
         # Line-buffered: the steps a failed job did finish are on disk.
