@@ -7,6 +7,7 @@ holds what it should.
 Every job runs in a new session with a timeout; a job that overruns is torn down with
 all its processes (Hydra's proxies and ranks run in sessions of their own, so the
 process group alone would miss them)."""
+import contextlib
 import json
 import os
 import shutil
@@ -93,15 +94,11 @@ def _alive(procs):
 def _kill_tree(proc, procs=None):
     """SIGKILL the launcher's process group and every process of its tree."""
     procs = procs if procs is not None else _tree(proc.pid)
-    try:
+    with contextlib.suppress(OSError):  # the group may be gone already
         os.killpg(proc.pid, signal.SIGKILL)
-    except OSError:
-        pass
     for pid in _alive(procs):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 class Job:
