@@ -147,8 +147,11 @@ class Trainer:
         self.model = build_model(cfg, self.info).to(self.device)
         self.ddp = None
         if self.world > 1:
+            # Gradients as views of the buckets: the trainer clears .grad every step, so
+            # nothing keeps an old gradient that the next step would overwrite.
             self.ddp = dist.DistributedDataParallel(
-                self.model, bucket_cap_mb=d["bucket_cap_mb"], find_unused_parameters=d["find_unused_parameters"])
+                self.model, bucket_cap_mb=d["bucket_cap_mb"], find_unused_parameters=d["find_unused_parameters"],
+                gradient_as_bucket_view=True)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
