@@ -248,3 +248,16 @@ def test_against_torch_copyslices():
         grads.append((x.grad.numpy(), w.grad.numpy()))
     np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-12)
     np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-12)
+
+
+def test_graph_through_copyslices_is_freed_after_backward():
+    x = f64(3).requires_grad_()
+    w = f64(3).requires_grad_()
+    a = x.clone()
+    a[1:].mul_(w[1:])   # the multiplication saved w and the old view for backward
+    y = a.sum()
+    y.backward(retain_graph=True)
+    y.backward()        # retained once: works
+    np.testing.assert_array_equal(w.grad.numpy()[1:], 2 * x.detach().numpy()[1:])
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.backward()

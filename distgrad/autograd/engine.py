@@ -206,8 +206,7 @@ def _run(roots, grads, retain_graph, create_graph, inputs, accumulate):
             if fn._slow and fn._node_post_hooks:
                 res = _post_hooks(fn, res, buf)
             if not retain_graph and fn._saved:
-                fn._saved = None
-                fn._out_data = None
+                fn._release()
             meta = fn._meta
             cand = None
             i = -1

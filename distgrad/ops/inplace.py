@@ -44,6 +44,8 @@ _OVERLAP_MSG = (
 class CopySlices(Node):
     """History of a base tensor after an in-place op on one of its views."""
 
+    _saved = (None,)  # non-empty, so that the engine releases the wrapped op's tensors too
+
     def backward(self, g):
         view_fn, fn = self.args
         res = g.clone()
@@ -58,6 +60,7 @@ class CopySlices(Node):
         return (res,) + grads[1:]
 
     def _release(self):
+        self._saved = None
         self.args[1]._release()
 
 
