@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -108,50 +109,104 @@ def sync(lib):
     lib.cuda.synchronize()
 
 
+def _peak_of_step(lib, step):
+    """Peak GPU memory in use during one step: torch's allocator statistics, and for
+    distgrad a CuPy memory hook that follows the pool's allocations and frees."""
+    if lib is torch:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    cp = dg.backend.cupy()
+    pool = cp.get_default_memory_pool()
+
+    class Peak(cp.cuda.MemoryHook):
+        name = "distgrad_bench_peak"
+
+        def __init__(self):
+            self.used = self.peak = pool.used_bytes()
+
+        def malloc_postprocess(self, **kw):
+            self.used += kw["mem_size"]
+            self.peak = max(self.peak, self.used)
+
+        def free_postprocess(self, **kw):
+            self.used -= kw["mem_size"]
+
+    sync(dg)
+    hook = Peak()
+    with hook:
+        step()
+        sync(dg)
+    return hook.peak
+
+
 def measure(lib, name, checkpoint, steps, rounds):
     if lib is torch:
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
     else:
         dg.cuda.empty_cache()
     step = job(lib, name, checkpoint)
     for _ in range(2):
         step()
     sync(lib)
-    if lib is torch:
-        torch.cuda.reset_peak_memory_stats()
-    pool = dg.backend.cupy().get_default_memory_pool() if lib is dg else None
     best = float("inf")
-    peak = 0
     for _ in range(rounds):
         t0 = time.perf_counter()
         for _ in range(steps):
             step()
-            if pool is not None:
-                peak = max(peak, pool.used_bytes())
         sync(lib)
         best = min(best, (time.perf_counter() - t0) / steps)
-    if lib is torch:
-        peak = torch.cuda.max_memory_allocated()
+    peak = _peak_of_step(lib, step)
+    del step
     return best, peak
+
+
+def profile(name, steps):
+    """The Python functions distgrad's step spends its time in (host side)."""
+    import cProfile
+    import pstats
+
+    step = job(dg, name, False)
+    step()
+    sync(dg)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    sync(dg)
+    prof.disable()
+    print(f"--- profile of {steps} distgrad {name} steps (host time, by own time)")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--models", default="MLP,GPT-mini", help="comma-separated: MLP, GPT-mini")
+    ap.add_argument("--profile", action="store_true", help="also print a host-side profile of each model's step")
     args = ap.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
     if not dg.cuda.is_available():
         sys.exit("bench/gpu_step.py needs a GPU (CuPy and CUDA); none is available here")
     if torch is not None:
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    print(f"GPU: {dg.backend.cupy().cuda.runtime.getDeviceProperties(0)['name'].decode()}; fp32, TF32 off")
-    for name in ("MLP", "GPT-mini"):
+    print(f"GPU: {dg.backend.cupy().cuda.runtime.getDeviceProperties(0)['name'].decode()}; fp32, TF32 off; "
+          f"best of {args.rounds} rounds of {args.steps} steps")
+    for name in args.models.split(","):
+        if args.profile:
+            profile(name, args.steps)
         res = {}
         for ck in (False, True):
             for lib in ([dg] + ([torch] if torch is not None else [])):
-                res[(lib.__name__, ck)] = measure(lib, name, ck, args.steps, args.rounds)
+                try:
+                    res[(lib.__name__, ck)] = measure(lib, name, ck, args.steps, args.rounds)
+                except Exception:  # report and go on with the other runs
+                    traceback.print_exc()
+                    res[(lib.__name__, ck)] = (float("nan"), 0)
         for ck in (False, True):
             t, m = res[("distgrad", ck)]
             line = f"{name}{' + checkpointing' if ck else ''}: distgrad {t * 1e3:7.1f} ms, peak {m / 2 ** 30:5.2f} GiB"
@@ -162,6 +217,7 @@ def main():
             print(line)
         t0, m0 = res[("distgrad", False)]
         t1, m1 = res[("distgrad", True)]
+        m0 = m0 or float("nan")
         print(f"{name} checkpointing in distgrad: peak {m1 / m0:.2f} x (goal <= 0.4) at {t1 / t0:.2f} x the time (goal <= 1.3)")
 
 

@@ -140,9 +140,7 @@ def module_for(dev) -> object:
 def as_array(data, dtype=None, dev=None):
     """Turn a Python scalar, nested list or array into an array on ``dev``."""
     if dev is None or device(dev).type == "cpu":
-        if is_device_array(data):
-            data = data.get()
-        return np.asarray(data, dtype=dtype)
+        return np.asarray(to_numpy(data), dtype=dtype)
     return to_device(np.asarray(data, dtype=dtype) if not is_device_array(data) else data, dev)
 
 
@@ -150,7 +148,7 @@ def to_device(arr, dev):
     """``arr`` on device ``dev`` (the same array when it is already there)."""
     d = device(dev)
     if d.type == "cpu":
-        return arr.get() if is_device_array(arr) else arr
+        return to_numpy(arr)
     cp = cupy()
     index = _cuda_index(d)
     if is_device_array(arr) and arr.device.id == index:
@@ -161,7 +159,53 @@ def to_device(arr, dev):
 
 def to_numpy(arr):
     """A host (numpy) array with ``arr``'s values (a copy for device arrays)."""
-    return arr.get() if is_device_array(arr) else arr
+    if is_device_array(arr):
+        flush_checks()
+        return arr.get()
+    return arr
+
+
+def item(arr):
+    """``arr``'s single value as a Python number (a GPU value is read, so the checks
+    that ops deferred are run first)."""
+    if type(arr) is not np.ndarray and is_device_array(arr):
+        flush_checks()
+    return arr.item()
+
+
+# ------------------------------------------------------------- deferred checks
+# An op that validates its input against the data (an index in range, a class
+# target below C) would make the GPU wait if it read the verdict at once. On a GPU
+# the verdict stays a device flag and is read with the next value the program
+# reads (``item()``, ``cpu()``, ``synchronize()``), as PyTorch's device-side
+# asserts surface at the next synchronization. On the CPU it is checked at once.
+_pending: list = []
+_MAX_PENDING = 256
+
+
+def check(bad, error: type, message) -> None:
+    """Raise ``error(message())`` when the 0-d boolean array ``bad`` is true: at once
+    on the CPU, at the next read of a GPU value on a GPU."""
+    if not is_device_array(bad):
+        if bad:
+            raise error(message())
+        return
+    _pending.append((bad, error, message))
+    if len(_pending) >= _MAX_PENDING:
+        flush_checks()
+
+
+def flush_checks() -> None:
+    """Read the deferred checks' flags (one small copy) and raise the first failure."""
+    if not _pending:
+        return
+    items = _pending[:]
+    _pending.clear()
+    flags = _cupy.stack([b.reshape(()) for b, _, _ in items]).get()
+    for (_, error, message), bad in zip(items, flags):
+        if bad:
+            raise error(f"{message()} (checked on the GPU; the op ran earlier, and this is the "
+                        "first value read since)")
 
 
 def same_device(a, b) -> bool:
@@ -174,6 +218,7 @@ def same_device(a, b) -> bool:
 def synchronize(dev=None) -> None:
     if _cupy is None:
         return
+    flush_checks()
     if dev is None:
         _cupy.cuda.Device().synchronize()
     else:

@@ -271,7 +271,7 @@ class Tensor:
                 f"a Tensor with {self._data.size} elements cannot be converted to Scalar; "
                 "index one element first, or use .tolist()"
             )
-        return self._data.item()
+        return backend.item(self._data)
 
     def tolist(self):
         return backend.to_numpy(self._data).tolist()
@@ -301,7 +301,7 @@ class Tensor:
     def __index__(self):
         if self._data.dtype.kind not in "iub" or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be converted to an index")
-        return int(self._data.item())
+        return int(backend.item(self._data))
 
     def __bool__(self):
         if self._data.size != 1:
@@ -309,7 +309,7 @@ class Tensor:
                 f"Boolean value of Tensor with {self._data.size} values is ambiguous; "
                 "use .any() or .all()"
             )
-        return bool(self._data.item())
+        return bool(backend.item(self._data))
 
     def __len__(self):
         if self._data.ndim == 0:

@@ -185,3 +185,173 @@ def test_trainer_debug_run_on_gpu(tmp_path):
         capture_output=True, text=True, timeout=300, cwd=root)
     assert out.returncode == 0, out.stderr
     assert "done: 10 steps" in out.stdout
+
+
+# ------------------------------------------------------------- fused row kernels
+@pytest.fixture
+def unfused():
+    """Run the block with the fused GPU kernels turned off (the array code instead)."""
+    from distgrad.ops import cuda_kernels
+
+    def call(fn):
+        cuda_kernels.enabled = False
+        try:
+            return fn()
+        finally:
+            cuda_kernels.enabled = True
+    return call
+
+
+def _value_and_grads(fn, tensors):
+    out = fn()
+    grads = dg.autograd.grad(out.sum() if out.ndim else out, tensors, allow_unused=True)
+    return out.detach().cpu().numpy(), [None if g is None else g.cpu().numpy() for g in grads]
+
+
+@gpu
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_cross_entropy_matches_unfused(unfused, dtype, tol, reduction, weighted):
+    rng = np.random.default_rng(0)
+    n, c = 37, 1000
+    x = dg.tensor((rng.standard_normal((n, c)) * 4).astype(dtype), device="cuda", requires_grad=True)
+    t_host = rng.integers(0, c, n)
+    t_host[[3, 10]] = -100                      # ignored rows
+    t = dg.tensor(t_host, device="cuda")
+    w = dg.tensor(rng.uniform(0.5, 2, c).astype(dtype), device="cuda") if weighted else None
+    F = dg.nn.functional
+
+    def f():
+        return F.cross_entropy(x, t, weight=w, reduction=reduction)
+
+    assert f().grad_fn.name() == "CrossEntropyLossBackward0"       # the fused path ran
+    assert unfused(f).grad_fn.name() != "CrossEntropyLossBackward0"
+    v1, g1 = _value_and_grads(f, [x])
+    v0, g0 = unfused(lambda: _value_and_grads(f, [x]))
+    np.testing.assert_allclose(v1, v0, rtol=tol, atol=tol)
+    np.testing.assert_allclose(g1[0], g0[0], rtol=tol, atol=tol)
+    assert np.all(g1[0][[3, 10]] == 0)
+
+
+@gpu
+def test_fused_cross_entropy_extremes_and_double_backward(unfused):
+    F = dg.nn.functional
+    x_host = np.array([[1000.0, 0.0, -1000.0], [-np.inf, 0.0, 1.0], [5.0, 5.0, 5.0]])
+    x = dg.tensor(x_host, device="cuda", requires_grad=True)
+    t = dg.tensor([0, 2, 1], device="cuda")
+    loss = F.cross_entropy(x, t)
+    ref = unfused(lambda: F.cross_entropy(x, t))
+    np.testing.assert_allclose(loss.item(), ref.item(), rtol=1e-12)
+    assert np.isfinite(loss.item())
+    # create_graph: the gradient is itself differentiable, as with the unfused ops
+    xs = dg.tensor(np.random.default_rng(1).standard_normal((4, 6)), device="cuda", requires_grad=True)
+    ts = dg.tensor([1, 0, 5, 3], device="cuda")
+
+    def gg():
+        (g,) = dg.autograd.grad(F.cross_entropy(xs, ts), xs, create_graph=True)
+        (h,) = dg.autograd.grad((g * g).sum(), xs)
+        return g.detach().cpu().numpy(), h.cpu().numpy()
+
+    (g1, h1), (g0, h0) = gg(), unfused(gg)
+    np.testing.assert_allclose(g1, g0, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(h1, h0, rtol=1e-10, atol=1e-12)
+
+
+@gpu
+def test_fused_cross_entropy_bad_target_raises_at_the_next_read():
+    x = dg.randn(4, 5, device="cuda", requires_grad=True)
+    loss = dg.nn.functional.cross_entropy(x, dg.tensor([0, 1, 7, 2], device="cuda"))
+    with pytest.raises(IndexError, match="Target 7 is out of bounds for 5 classes"):
+        loss.item()
+
+
+@gpu
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-11), (np.float32, 1e-4)])
+@pytest.mark.parametrize("shape,normalized", [((6, 9, 512), (512,)), ((5, 3, 7), (3, 7)), ((2, 1), (1,))])
+@pytest.mark.parametrize("affine", [True, False])
+def test_fused_layer_norm_matches_unfused(unfused, dtype, tol, shape, normalized, affine):
+    rng = np.random.default_rng(2)
+    x = dg.tensor((rng.standard_normal(shape) * 3 + 1).astype(dtype), device="cuda", requires_grad=True)
+    tensors = [x]
+    w = b = None
+    if affine:
+        w = dg.tensor(rng.standard_normal(normalized).astype(dtype), device="cuda", requires_grad=True)
+        b = dg.tensor(rng.standard_normal(normalized).astype(dtype), device="cuda", requires_grad=True)
+        tensors += [w, b]
+    gy = dg.tensor(rng.standard_normal(shape).astype(dtype), device="cuda")
+
+    def f():
+        return dg.nn.functional.layer_norm(x, normalized, w, b, eps=1e-5) * gy
+
+    v1, g1 = _value_and_grads(f, tensors)
+    v0, g0 = unfused(lambda: _value_and_grads(f, tensors))
+    np.testing.assert_allclose(v1, v0, rtol=tol, atol=tol)
+    for a, c in zip(g1, g0):
+        np.testing.assert_allclose(a, c, rtol=tol, atol=tol * 10)
+
+
+@gpu
+def test_fused_layer_norm_double_backward_matches_unfused(unfused):
+    rng = np.random.default_rng(3)
+    x = dg.tensor(rng.standard_normal((3, 8)), device="cuda", requires_grad=True)
+    w = dg.tensor(rng.standard_normal(8), device="cuda", requires_grad=True)
+
+    def gg():
+        y = dg.nn.functional.layer_norm(x, (8,), w, None)
+        (g,) = dg.autograd.grad((y ** 3).sum(), x, create_graph=True)
+        return [t.cpu().numpy() for t in dg.autograd.grad(g.sum(), [x, w])]
+
+    for a, b in zip(gg(), unfused(gg)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+# ------------------------------------------------------- deferred range checks
+@gpu
+def test_bad_embedding_index_raises_at_the_next_read_not_before():
+    emb = dg.nn.Embedding(10, 4).to("cuda")
+    out = emb(dg.tensor([1, 12], device="cuda"))      # no host read here: the GPU need not wait
+    assert out.shape == (2, 4)
+    with pytest.raises(IndexError, match="embedding: index out of range.*got values from 1 to 12"):
+        out.sum().item()
+    assert emb(dg.tensor([1, 2], device="cuda")).sum().item() == pytest.approx(
+        emb.weight[1:3].sum().item(), rel=1e-6)        # the failed check was cleared
+
+
+@gpu
+def test_bad_gather_index_raises_at_synchronize():
+    x = dg.randn(3, 4, device="cuda")
+    x.gather(1, dg.tensor([[0], [4], [1]], device="cuda"))
+    with pytest.raises(IndexError, match=r"gather\(\): index 4 is out of bounds for dimension 1 with size 4"):
+        dg.cuda.synchronize()
+
+
+# ------------------------------------------------------------ multi-rank GPU
+@gpu
+def test_two_rank_gpu_run_equals_the_one_process_gpu_run(tmp_path):
+    """Two ranks on the GPUs there are (staged through host memory when they share
+    one, NCCL when each has its own) give the losses of the one-process run."""
+    import json
+    import shutil
+
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        mpiexec = None
+    if mpiexec is None:
+        pytest.skip("needs mpiexec and mpi4py")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    losses = {}
+    for name, extra in (("debug", ["--debug"]), ("np2", [])):
+        out_dir = tmp_path / name
+        proc = subprocess.run(
+            [sys.executable, "-m", "launch.cli", os.path.join(root, "configs", "debug.toml"), *extra,
+             "run.device=cuda", f'run.output_dir="{out_dir}"'],
+            capture_output=True, text=True, timeout=300, cwd=root)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        (run_dir,) = [p for p in out_dir.iterdir() if p.is_dir()]
+        with open(run_dir / "metrics.rank0.jsonl") as f:
+            losses[name] = [m["loss"] for m in map(json.loads, f) if "loss" in m]
+    assert len(losses["debug"]) == 10 and losses["debug"][0] != losses["debug"][-1]
+    np.testing.assert_allclose(losses["np2"], losses["debug"], rtol=1e-5)

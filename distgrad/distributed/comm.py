@@ -161,9 +161,17 @@ class MPICommunicator(Communicator):
         import cupy
 
         host = self._staging.host(arr)
-        cupy.cuda.get_current_stream().synchronize()
-        arr.ravel().get(out=host)
+        with cupy.cuda.Device(arr.device.id):  # the current device is per thread
+            cupy.cuda.get_current_stream().synchronize()
+            arr.ravel().get(out=host)
         return host
+
+    @staticmethod
+    def _stage_in(arr, host):
+        import cupy
+
+        with cupy.cuda.Device(arr.device.id):
+            arr.ravel().set(host)
 
     def allreduce_(self, arr, op=SUM):
         if self.size == 1:
@@ -180,7 +188,7 @@ class MPICommunicator(Communicator):
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=mop)
         if op == AVG:
             host /= self.size
-        arr.ravel().set(host)
+        self._stage_in(arr, host)
         return None
 
     def iallreduce_(self, arr, op=SUM):
@@ -194,7 +202,7 @@ class MPICommunicator(Communicator):
             if op == AVG:
                 np.true_divide(host, self.size, out=host)
             if host is not arr:
-                arr.ravel().set(host)
+                self._stage_in(arr, host)
 
         return Request(req, finish)
 
@@ -206,7 +214,7 @@ class MPICommunicator(Communicator):
             return None
         host = self._stage_out(arr)
         self.comm.Bcast(host, root=root)
-        arr.ravel().set(host)
+        self._stage_in(arr, host)
         return None
 
     def allgather(self, arr):

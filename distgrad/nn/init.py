@@ -82,7 +82,7 @@ def eye_(tensor):
     from ..ops.creation import eye
 
     with no_grad():
-        return tensor.copy_(eye(*tensor.shape, dtype=tensor.dtype))
+        return tensor.copy_(eye(*tensor.shape, dtype=tensor.dtype, device=tensor.device))
 
 
 def xavier_uniform_(tensor, gain: float = 1.0, generator=None):

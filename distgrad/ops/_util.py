@@ -4,7 +4,7 @@ from __future__ import annotations
 from numbers import Number
 
 from .. import dtype as _dt
-from ..backend import array_module, freeze
+from ..backend import array_module, freeze, ndarray
 from ..tensor import Tensor, _wrap, _wrap_dim
 
 __all__ = ["Tensor", "_wrap", "array_module", "as_tensor_arg", "dims_arg", "wrap_dim",
@@ -18,9 +18,10 @@ def scalar_operand(v, arr):
     """``v`` as the other operand of ``arr``. For a float array and a Python number,
     a cached 0-d array of the array's dtype: the same result (PyTorch's promotion
     keeps the tensor's dtype), but numpy runs it much faster than with a Python
-    scalar. Anything else is returned as it is."""
+    scalar. Anything else is returned as it is (CuPy takes a Python number as a
+    kernel argument, which is what it runs fastest)."""
     dt = arr.dtype
-    if dt.kind == "f" and (type(v) is float or type(v) is int):
+    if dt.kind == "f" and (type(v) is float or type(v) is int) and type(arr) is ndarray:
         key = (v, dt)
         z = _SCALARS.get(key)
         if z is None:

@@ -13,6 +13,12 @@ from ..random import rng
 from ..tensor import Tensor, _wrap
 
 
+def _make(device, fn, *args, **kwargs):
+    """``fn`` (an array-module function name: zeros, ones, ...) called on the module
+    that allocates on ``device``: a device array is made there, never copied over."""
+    return getattr(backend.module_for(device), fn)(*args, **kwargs)
+
+
 def _finish(data, requires_grad=False, device=None) -> Tensor:
     """Wrap a host array as a tensor on ``device`` (inference-marked in inference mode)."""
     t = _wrap(backend.as_array(data, dev=device))
@@ -97,15 +103,15 @@ def from_numpy(ndarray) -> Tensor:
 
 
 def zeros(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.zeros(_size(size), _float(dtype)), requires_grad, device)
+    return _finish(_make(device, "zeros", _size(size), _float(dtype)), requires_grad, device)
 
 
 def ones(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.ones(_size(size), _float(dtype)), requires_grad, device)
+    return _finish(_make(device, "ones", _size(size), _float(dtype)), requires_grad, device)
 
 
 def empty(*size, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.empty(_size(size), _float(dtype)), requires_grad, device)
+    return _finish(_make(device, "empty", _size(size), _float(dtype)), requires_grad, device)
 
 
 def full(size, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -114,7 +120,7 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad=False) -> T
             dtype = _dt.bool
         elif isinstance(fill_value, int):
             dtype = _dt.int64
-    return _finish(np.full(_size((size,)), fill_value, _float(dtype)), requires_grad, device)
+    return _finish(_make(device, "full", _size((size,)), fill_value, _float(dtype)), requires_grad, device)
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -125,7 +131,7 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad=Fa
     vals = [v.item() if isinstance(v, Tensor) else v for v in (start, end, step)]
     if dtype is None:
         dtype = _dt.int64 if all(isinstance(v, int) for v in vals) else _dt.get_default_dtype()
-    return _finish(np.arange(*vals, dtype=_dt.to_np(dtype)), requires_grad, device)
+    return _finish(_make(device, "arange", *vals, dtype=_dt.to_np(dtype)), requires_grad, device)
 
 
 def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -135,7 +141,7 @@ def linspace(start, end, steps, *, dtype=None, device=None, requires_grad=False)
 
 
 def eye(n, m=None, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.eye(n, m, dtype=_float(dtype)), requires_grad, device)
+    return _finish(_make(device, "eye", n, m, dtype=_float(dtype)), requires_grad, device)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
@@ -170,9 +176,11 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
 
 def normal(mean, std, size=None, *, generator=None) -> Tensor:
     if size is None:
-        m = mean._data if isinstance(mean, Tensor) else mean
-        s = std._data if isinstance(std, Tensor) else std
-        return _finish(rng(generator).normal(m, s).astype(_dt.get_default_dtype().np))
+        m = backend.to_numpy(mean._data) if isinstance(mean, Tensor) else mean
+        s = backend.to_numpy(std._data) if isinstance(std, Tensor) else std
+        like = mean if isinstance(mean, Tensor) else std
+        dev = backend.device_of(like._data) if isinstance(like, Tensor) else None
+        return _finish(rng(generator).normal(m, s).astype(_dt.get_default_dtype().np), device=dev)
     return _finish(rng(generator).normal(mean, std, _size((size,))).astype(_dt.get_default_dtype().np))
 
 
@@ -182,7 +190,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None) -> Ten
     g = rng(generator)
     rows = p.reshape(-1, p.shape[-1])
     out = np.stack([g.choice(p.shape[-1], num_samples, replace=replacement, p=r) for r in rows])
-    return _finish(out.reshape(p.shape[:-1] + (num_samples,)).astype(np.int64))
+    return _finish(out.reshape(p.shape[:-1] + (num_samples,)).astype(np.int64),
+                   device=backend.device_of(input._data))
 
 
 # ---------------------------------------------------------------- *_like
@@ -195,20 +204,23 @@ def _like_device(input, device):
 
 
 def zeros_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.zeros(input._data.shape, _like_dtype(input, dtype)), requires_grad, _like_device(input, device))
+    dev = _like_device(input, device)
+    return _finish(_make(dev, "zeros", input._data.shape, _like_dtype(input, dtype)), requires_grad, dev)
 
 
 def ones_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.ones(input._data.shape, _like_dtype(input, dtype)), requires_grad, _like_device(input, device))
+    dev = _like_device(input, device)
+    return _finish(_make(dev, "ones", input._data.shape, _like_dtype(input, dtype)), requires_grad, dev)
 
 
 def empty_like(input, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.empty(input._data.shape, _like_dtype(input, dtype)), requires_grad, _like_device(input, device))
+    dev = _like_device(input, device)
+    return _finish(_make(dev, "empty", input._data.shape, _like_dtype(input, dtype)), requires_grad, dev)
 
 
 def full_like(input, fill_value, *, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _finish(np.full(input._data.shape, fill_value, _like_dtype(input, dtype)), requires_grad,
-                   _like_device(input, device))
+    dev = _like_device(input, device)
+    return _finish(_make(dev, "full", input._data.shape, fill_value, _like_dtype(input, dtype)), requires_grad, dev)
 
 
 def randn_like(input, *, dtype=None, device=None, requires_grad=False, generator=None) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from numbers import Integral
 
+from .. import backend
 from ..autograd.function import Node, as_view, record
 from ._util import Tensor, _wrap, array_module, as_tensor_arg, wrap_dim
 
@@ -170,8 +171,11 @@ def _check_index(op, input, dim, index):
                 f"apart from dimension {dim}"
             )
     size = input._data.shape[dim] if input._data.ndim else 1
-    if index._data.size and (index._data.max() >= size or index._data.min() < -size):
-        raise IndexError(f"{op}(): index {int(index._data.max())} is out of bounds for dimension {dim} with size {size}")
+    if index._data.size:
+        lo, hi = index._data.min(), index._data.max()
+        backend.check((hi >= size) | (lo < -size), IndexError, lambda: (
+            f"{op}(): index {int(hi) if int(hi) >= size else int(lo)} is out of bounds for dimension "
+            f"{dim} with size {size}"))
 
 
 class GatherBackward0(Node):
@@ -179,7 +183,7 @@ class GatherBackward0(Node):
         shape, dim, index = self.args
         from .creation import zeros
 
-        return scatter_add(zeros(shape, dtype=g.dtype), dim, index, g)
+        return scatter_add(zeros(shape, dtype=g.dtype, device=g.device), dim, index, g)
 
 
 def gather(input, dim, index, *, sparse_grad=False):
@@ -247,7 +251,7 @@ class IndexSelectBackward0(Node):
         shape, dim, index = self.args
         from .creation import zeros
 
-        return index_add(zeros(shape, dtype=g.dtype), dim, index, g)
+        return index_add(zeros(shape, dtype=g.dtype, device=g.device), dim, index, g)
 
 
 def index_select(input, dim, index):

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from .. import backend
 from .. import random as _random
 from ..autograd.function import Node, record
 from ..autograd.grad_mode import state as _grad_state
-from . import pointwise
+from . import cuda_kernels, pointwise
 from . import reduction as _red
 from ..backend import errstate, freeze
 from ._util import Tensor, _wrap, array_module, wrap_dim
@@ -67,7 +70,7 @@ class EmbeddingBackward0(Node):
             g2 = g2.masked_fill((flat == padding_idx).unsqueeze(1), 0.0)
         from .creation import zeros
 
-        return zeros(num, dim, dtype=g.dtype).index_add(0, flat, g2)
+        return zeros(num, dim, dtype=g.dtype, device=g.device).index_add(0, flat, g2)
 
 
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
@@ -79,11 +82,11 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
             "use .long()"
         )
     num = weight._data.shape[0]
-    if idx.size and (idx.max() >= num or idx.min() < 0):
-        raise IndexError(
+    if idx.size:
+        lo, hi = idx.min(), idx.max()
+        backend.check((hi >= num) | (lo < 0), IndexError, lambda: (
             f"embedding: index out of range: indices must be in [0, {num}), got values from "
-            f"{int(idx.min())} to {int(idx.max())}"
-        )
+            f"{int(lo)} to {int(hi)}"))
     if padding_idx is not None and padding_idx < 0:
         padding_idx += num
     if max_norm is not None:
@@ -122,8 +125,10 @@ class NativeLayerNormBackward0(Node):
     def backward(self, g):
         saved = self.saved_tensors
         x = saved[0]
-        dims, eps, has_w, has_b = self.args
+        dims, eps, has_w, has_b, stats = self.args
         if not _grad_state.enabled:
+            if stats is not None and g._data.dtype == x._data.dtype:
+                return _layer_norm_backward_fused(self, g, saved, stats)
             return _layer_norm_backward_arrays(self, g, saved)
         # Building a graph (create_graph=True): xhat is recomputed from x with tensor
         # ops, so this formula can itself be differentiated.
@@ -148,7 +153,7 @@ class NativeLayerNormBackward0(Node):
 def _layer_norm_backward_arrays(node, g, saved):
     """The same formula as above on arrays, for the usual backward that builds no
     graph: a few passes over memory instead of a dozen tensor ops."""
-    dims, eps, has_w, has_b = node.args
+    dims, eps, has_w, has_b, _ = node.args
     x, gd = saved[0]._data, g._data
     f = x.dtype.type
     xc = x - x.mean(axis=dims, keepdims=True)
@@ -174,10 +179,56 @@ def _layer_norm_backward_arrays(node, g, saved):
     return tuple(grads)
 
 
+def _layer_norm_backward_fused(node, g, saved, stats):
+    """The GPU row kernel: the input's gradient in one pass, and ``g * xhat``, whose
+    column sums are the weight's gradient."""
+    dims, _, has_w, has_b, _ = node.args
+    x = saved[0]._data
+    xp = array_module(x)
+    nshape = x.shape[x.ndim - len(dims):]
+    c = math.prod(nshape)
+    x2 = xp.ascontiguousarray(x).reshape(-1, c)
+    g2 = xp.ascontiguousarray(g._data).reshape(-1, c)
+    w = xp.ascontiguousarray(saved[1]._data).reshape(c) if has_w else None
+    need_w = has_w and node.needs(1)
+    gx, gxh = cuda_kernels.layer_norm_backward(x2, g2, w, *stats, node.needs(0), need_w)
+    grads = [_wrap(gx.reshape(x.shape)) if gx is not None else None]
+    if has_w:
+        grads.append(_wrap(gxh.sum(axis=0).reshape(nshape)) if need_w else None)
+    if has_b:
+        grads.append(_wrap(g2.sum(axis=0).reshape(nshape)) if node.needs(len(grads)) else None)
+    return tuple(grads)
+
+
+def _layer_norm_fused(input, dims, weight, bias, eps):
+    """LayerNorm by the GPU row kernel, or None where it does not apply (another
+    dtype, weights of another dtype, an empty normalized shape)."""
+    x = input._data
+    if not cuda_kernels.rows_supported(x) or any(
+            t is not None and t._data.dtype != x.dtype for t in (weight, bias)):
+        return None
+    xp = array_module(x)
+    c = math.prod(x.shape[x.ndim - len(dims):])
+    if c == 0:
+        return None
+    x2 = xp.ascontiguousarray(x).reshape(-1, c)
+    w = xp.ascontiguousarray(weight._data).reshape(c) if weight is not None else None
+    b = xp.ascontiguousarray(bias._data).reshape(c) if bias is not None else None
+    y, mean, rstd = cuda_kernels.layer_norm_forward(x2, w, b, eps)
+    inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
+    saved = (input, weight) if weight is not None else (input,)
+    return record(NativeLayerNormBackward0, y.reshape(x.shape), inputs, saved,
+                  args=(dims, eps, weight is not None, bias is not None, (mean, rstd)))
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     dims, _ = _norm_dims(input, normalized_shape, "layer_norm")
     x = input._data
     xp = array_module(x)
+    if xp is not np:
+        out = _layer_norm_fused(input, dims, weight, bias, eps)
+        if out is not None:
+            return out
     mean = x.mean(axis=dims, keepdims=True)
     xc = x - mean
     var = (xc * xc).mean(axis=dims, keepdims=True)
@@ -189,7 +240,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
     saved = (input, weight) if weight is not None else (input,)
     return record(NativeLayerNormBackward0, y, inputs, saved,
-                  args=(dims, eps, weight is not None, bias is not None))
+                  args=(dims, eps, weight is not None, bias is not None, None))
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):
@@ -241,7 +292,7 @@ class NllLossBackward0(Node):
 
         coef = -g / denom if g._data.ndim == 0 else -g
         src = (coef * w_t).unsqueeze(1)
-        return zeros(shape, dtype=g.dtype).scatter_add(1, target.unsqueeze(1), src)
+        return zeros(shape, dtype=g.dtype, device=g.device).scatter_add(1, target.unsqueeze(1), src)
 
 
 def _classes_last(input, target, op):
@@ -277,9 +328,9 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     xp = array_module(x._data)
     td = t._data
     valid = td != ignore_index
-    if ((td[valid] < 0) | (td[valid] >= c)).any():
-        bad = td[valid][(td[valid] < 0) | (td[valid] >= c)][0]
-        raise IndexError(f"nll_loss: Target {int(bad)} is out of bounds for {c} classes")
+    out_of_range = valid & ((td < 0) | (td >= c))
+    backend.check(out_of_range.any(), IndexError,
+                  lambda: f"nll_loss: Target {int(td[out_of_range][0])} is out of bounds for {c} classes")
     safe_t = xp.where(valid, td, 0)
     w = xp.ones(c, x._data.dtype) if weight is None else weight._data.astype(x._data.dtype)
     w_t = xp.where(valid, w[safe_t], 0).astype(x._data.dtype)
@@ -303,10 +354,69 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     return out
 
 
+class CrossEntropyLossBackward0(Node):
+    """Backward of the fused GPU cross-entropy: ``coef * (softmax(x) - one_hot(t))``
+    in one pass over the logits."""
+
+    def backward(self, g):
+        (x,) = self.saved_tensors
+        target, lse, w_t, denom, reduction = self.args
+        gd = g._data
+        if not _grad_state.enabled:
+            coef = w_t * (gd / denom) if reduction == "mean" else w_t * gd
+            xd = array_module(x._data).ascontiguousarray(x._data)
+            return _wrap(cuda_kernels.cross_entropy_backward(xd, target, lse, coef.astype(xd.dtype)))
+        # Building a graph (create_graph=True): the same formula with tensor ops.
+        xp = array_module(x._data)
+        coef = (g / _wrap(denom) if reduction == "mean" else g) * _wrap(w_t)
+        one_hot = (xp.arange(x._data.shape[1])[None, :] == target[:, None]).astype(x._data.dtype)
+        return coef.unsqueeze(1) * (_red.softmax(x, 1) - _wrap(one_hot))
+
+
+def _cross_entropy_fused(input, target, weight, ignore_index, reduction):
+    """Softmax with cross-entropy by the GPU row kernels, for (N, C) logits and class
+    indices; None where they do not apply (the unfused ops then run, and raise the
+    errors for bad shapes)."""
+    x = input._data
+    if (not cuda_kernels.rows_supported(x) or x.ndim != 2 or not isinstance(target, Tensor)
+            or target._data.dtype.kind not in "iu" or target._data.shape != x.shape[:1]
+            or reduction not in ("mean", "sum", "none")
+            or (weight is not None and weight._data.dtype != x.dtype)):
+        return None
+    xp = array_module(x)
+    n, c = x.shape
+    t = xp.ascontiguousarray(target._data.astype(xp.int64, copy=False))
+    valid = t != ignore_index
+    out_of_range = valid & ((t < 0) | (t >= c))
+    backend.check(out_of_range.any(), IndexError,
+                  lambda: f"cross_entropy: Target {int(t[out_of_range][0])} is out of bounds for {c} classes")
+    lse, loss = cuda_kernels.cross_entropy_forward(xp.ascontiguousarray(x), t, ignore_index)
+    if weight is None:
+        w_t = valid.astype(x.dtype)
+    else:
+        w_t = xp.where(valid, weight._data[xp.where(valid, t, 0)], 0).astype(x.dtype)
+        loss = loss * w_t
+    if reduction == "none":
+        data, denom = loss, None
+    elif reduction == "sum":
+        data, denom = loss.sum(), None
+    else:
+        denom = w_t.sum()
+        data = loss.sum() / denom  # NaN when every target is ignored, as in PyTorch
+    # Ignored rows have w_t = 0, so their gradient is 0 whatever their target.
+    return record(CrossEntropyLossBackward0, data, (input,), (input,),
+                  args=(t, lse, w_t, denom, reduction))
+
+
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
                   label_smoothing=0.0):
     """log_softmax over the class dim (1, or 0 for an unbatched input) and nll_loss;
-    ``target`` holds class indices, or class probabilities (a float tensor)."""
+    ``target`` holds class indices, or class probabilities (a float tensor). On a GPU,
+    (N, C) logits with class indices take one fused kernel each way."""
+    if not label_smoothing and array_module(input._data) is not np:
+        out = _cross_entropy_fused(input, target, weight, ignore_index, reduction)
+        if out is not None:
+            return out
     cdim = 0 if input._data.ndim == 1 else 1
     logp = _red.log_softmax(input, cdim)
     c = input._data.shape[cdim]
@@ -329,11 +439,11 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     smooth = -wl.sum(cdim) * valid.to(logp.dtype)
     if reduction == "mean":
         if weight is None:
-            denom = valid.sum().item()
+            denom = valid.sum().to(logp.dtype)
         else:
             t_safe = pointwise.where(valid, target, 0)
-            denom = (weight[t_safe] * valid.to(weight.dtype)).sum().item()
-        smooth = smooth.sum() / denom
+            denom = (weight[t_safe] * valid.to(weight.dtype)).sum()
+        smooth = smooth.sum() / denom  # a tensor: reading it would make a GPU wait
     else:
         smooth = _reduce(smooth, reduction, "cross_entropy")
     return nll * (1 - label_smoothing) + smooth * (label_smoothing / c)

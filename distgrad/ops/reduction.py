@@ -189,7 +189,7 @@ class MaxBackward0(Node):
         from .indexing import scatter_add
         from .creation import zeros
 
-        z = zeros(shape, dtype=g.dtype)
+        z = zeros(shape, dtype=g.dtype, device=g.device)
         return scatter_add(z, d, idx, g)
 
 

@@ -52,7 +52,7 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if T > self.context:
             raise ValueError(f"GPT: sequence of {T} tokens is longer than the context of {self.context}")
-        x = self.drop(self.tok(idx) + self.pos(arange(T)))
+        x = self.drop(self.tok(idx) + self.pos(arange(T, device=idx.device)))
         for block in self.blocks:
             x = checkpoint(block, x) if self.checkpoint_blocks and self.training else block(x)
         return self.head(self.ln_f(x))
