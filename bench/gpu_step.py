@@ -163,6 +163,47 @@ def measure(lib, name, checkpoint, steps, rounds):
     return best, peak
 
 
+def host_share(lib, step, n=5):
+    """Host time until ``step()`` returns against the step's whole time, averaged over
+    ``n`` steps that each start on an idle GPU: near 1 means the GPU waits on Python."""
+    host = total = 0.0
+    for _ in range(n):
+        sync(lib)
+        t0 = time.perf_counter()
+        step()
+        t1 = time.perf_counter()
+        sync(lib)
+        host += t1 - t0
+        total += time.perf_counter() - t0
+    return host / n, total / n
+
+
+def kernels(name, steps=2, top=22):
+    """GPU kernel times of a distgrad step and a PyTorch step, from PyTorch's profiler
+    (CUPTI sees every kernel in the process, CuPy's included)."""
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    for lib in (dg, torch):
+        step = job(lib, name, False)
+        step()
+        sync(lib)
+        h, t = host_share(lib, step)
+        print(f"--- {lib.__name__} {name}: host {h * 1e3:.1f} ms of a {t * 1e3:.1f} ms step (idle GPU at start)")
+        with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                step()
+            sync(lib)
+        events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+        attr = "device_time_total" if hasattr(events[0], "device_time_total") else "cuda_time_total"
+        events.sort(key=lambda e: getattr(e, attr), reverse=True)
+        total = sum(getattr(e, attr) for e in events)
+        print(f"    GPU kernel time {total / steps / 1e3:.1f} ms per step in {sum(e.count for e in events) // steps} "
+              f"launches; the top {top}:")
+        for e in events[:top]:
+            print(f"    {getattr(e, attr) / steps / 1e3:7.2f} ms {e.count // steps:5d}x  {e.key[:110]}")
+        del step
+
+
 def profile(name, steps):
     """The Python functions distgrad's step spends its time in (host side)."""
     import cProfile
@@ -187,6 +228,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="MLP,GPT-mini", help="comma-separated: MLP, GPT-mini")
     ap.add_argument("--profile", action="store_true", help="also print a host-side profile of each model's step")
+    ap.add_argument("--kernels", action="store_true",
+                    help="also print the GPU kernels of each model's step, distgrad's and PyTorch's")
     args = ap.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
     if not dg.cuda.is_available():
@@ -199,6 +242,8 @@ def main():
     for name in args.models.split(","):
         if args.profile:
             profile(name, args.steps)
+        if args.kernels and torch is not None:
+            kernels(name)
         res = {}
         for ck in (False, True):
             for lib in ([dg] + ([torch] if torch is not None else [])):

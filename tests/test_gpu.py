@@ -54,15 +54,28 @@ def test_cpu_never_imports_cupy():
 
 
 # --------------------------------------------------------------- with a GPU
-def _on(tensors, device):
-    out = []
-    for t in tensors:
-        if isinstance(t, dg.Tensor):
-            c = t.detach().to(device)
-            out.append(c.requires_grad_(t.requires_grad) if t.is_floating_point() else c)
-        else:
-            out.append(t)
-    return out
+def _on(value, device):
+    """``value`` (a tensor, or a list, tuple or dict holding tensors) with fresh copies
+    of its tensors on ``device``, as leaves that require grad where the originals do."""
+    if isinstance(value, dg.Tensor):
+        c = value.detach().to(device)
+        return c.requires_grad_(value.requires_grad) if value.is_floating_point() else c
+    if isinstance(value, (list, tuple)):
+        return type(value)(_on(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _on(v, device) for k, v in value.items()}
+    return value
+
+
+def _leaves(value):
+    """The tensors that require grad in ``value`` (nested as in ``_on``), in order."""
+    if isinstance(value, dg.Tensor):
+        return [value] if value.requires_grad else []
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _leaves(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _leaves(v)]
+    return []
 
 
 def _op_cases():
@@ -77,19 +90,20 @@ def _op_cases():
 @pytest.mark.parametrize("op,args,kwargs", list(_op_cases()) if HAS_CUDA else [])
 def test_every_op_on_gpu_matches_cpu(op, args, kwargs):
     cpu_args = list(args)
-    gpu_args = _on(args, "cuda")
+    gpu_args, gpu_kwargs = _on(list(args), "cuda"), _on(kwargs, "cuda")
     out_c = op.fn(dg, *cpu_args, **kwargs)
-    out_g = op.fn(dg, *gpu_args, **kwargs)
+    out_g = op.fn(dg, *gpu_args, **gpu_kwargs)
     outs_c = out_c if isinstance(out_c, (tuple, list)) else (out_c,)
     outs_g = out_g if isinstance(out_g, (tuple, list)) else (out_g,)
     for c, g in zip(outs_c, outs_g):
         assert g.device.type == "cuda"
         np.testing.assert_allclose(g.cpu().detach().numpy(), c.detach().numpy(), rtol=1e-10, atol=1e-12)
-    diff = [a for a in cpu_args if isinstance(a, dg.Tensor) and a.requires_grad]
+    diff = _leaves([cpu_args, kwargs])
     if not diff or not outs_c[0].requires_grad:
         return
     gc = dg.autograd.grad(sum(o.sum() for o in outs_c if o.requires_grad), diff, allow_unused=True)
-    gdiff = [a for a in gpu_args if isinstance(a, dg.Tensor) and a.requires_grad]
+    gdiff = _leaves([gpu_args, gpu_kwargs])
+    assert len(gdiff) == len(diff)
     gg = dg.autograd.grad(sum(o.sum() for o in outs_g if o.requires_grad), gdiff, allow_unused=True)
     for a, b in zip(gc, gg):
         if a is None:
