@@ -247,3 +247,36 @@ def freeze(arr):
     if type(arr) is np.ndarray:
         arr.flags.writeable = False
     return arr
+
+
+# ------------------------------------------------------------ fast reductions
+_ONES: dict = {}
+
+
+def sum_leading(arr, k: int):
+    """The sum of ``arr`` over its first ``k`` axes. On a GPU, for a C-contiguous float
+    array this is a matrix-vector product with a vector of ones (cuBLAS), many times
+    faster than CuPy's generic reduction over non-contiguous axes (bias and LayerNorm
+    weight gradients are such sums)."""
+    if (type(arr) is np.ndarray or not is_device_array(arr) or arr.dtype.kind != "f"
+            or arr.dtype.itemsize < 4 or not arr.flags.c_contiguous or not 0 < k < arr.ndim):
+        return arr.sum(axis=tuple(range(k)))
+    rest = arr.shape[k:]
+    m = arr.size // max(1, _prod(rest))
+    if m == 0 or arr.size == 0:
+        return arr.sum(axis=tuple(range(k)))
+    key = (m, arr.dtype.str, arr.device.id)
+    ones = _ONES.get(key)
+    if ones is None:
+        if len(_ONES) > 64:
+            _ONES.clear()
+        with _cupy.cuda.Device(arr.device.id):
+            ones = _ONES[key] = _cupy.ones(m, arr.dtype)
+    return (ones @ arr.reshape(m, -1)).reshape(rest)
+
+
+def _prod(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n

@@ -217,9 +217,58 @@ __global__ void layer_norm_backward(const T* x, const T* g, const T* w, const T*
         out[j] = rstd * (gh - ma - xhat * mb);
     }
 }
+
+template<typename T> __device__ T block_max(T v, T* sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int warps = (blockDim.x + 31) >> 5;
+    for (int o = 16; o > 0; o >>= 1) { const T u = __shfl_down_sync(0xffffffffu, v, o); v = u > v ? u : v; }
+    __syncthreads();
+    if (lane == 0) sh[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = lane < warps ? sh[lane] : neg_inf<T>();
+        for (int o = 16; o > 0; o >>= 1) { const T u = __shfl_down_sync(0xffffffffu, v, o); v = u > v ? u : v; }
+        if (lane == 0) sh[0] = v;
+    }
+    __syncthreads();
+    return sh[0];
+}
+
+// y = softmax(x * scale) over each row; with causal, row r of each (L, C) matrix
+// takes columns 0..r%L only (the others are 0), as softmax after a causal -inf mask.
+template<typename T>
+__global__ void softmax_forward(const T* x, long long C, long long L, T scale, int causal, T* y) {
+    __shared__ T sh[32];
+    const long long row = blockIdx.x;
+    const long long limit = causal ? (row % L) + 1 < C ? (row % L) + 1 : C : C;
+    const T* xr = x + row * C;
+    T* yr = y + row * C;
+    T m = neg_inf<T>();
+    for (long long j = threadIdx.x; j < limit; j += blockDim.x) { const T v = xr[j] * scale; m = v > m ? v : m; }
+    m = block_max(m, sh);
+    T s = T(0);
+    for (long long j = threadIdx.x; j < limit; j += blockDim.x) s += exp(xr[j] * scale - m);
+    const T inv = T(1) / block_sum(s, sh);
+    for (long long j = threadIdx.x; j < C; j += blockDim.x)
+        yr[j] = j < limit ? exp(xr[j] * scale - m) * inv : T(0);
+}
+
+// gx = scale * y * (g - sum(g * y)) over each row.
+template<typename T>
+__global__ void softmax_backward(const T* y, const T* g, long long C, T scale, T* gx) {
+    __shared__ T sh[32];
+    const long long row = blockIdx.x;
+    const T* yr = y + row * C;
+    const T* gr = g + row * C;
+    T acc = T(0);
+    for (long long j = threadIdx.x; j < C; j += blockDim.x) acc += gr[j] * yr[j];
+    const T dot = block_sum(acc, sh);
+    T* out = gx + row * C;
+    for (long long j = threadIdx.x; j < C; j += blockDim.x) out[j] = scale * yr[j] * (gr[j] - dot);
+}
 """
 _ROW_KERNELS = ("cross_entropy_forward", "cross_entropy_backward", "layer_norm_forward",
-                "layer_norm_backward")
+                "layer_norm_backward", "softmax_forward", "softmax_backward")
 
 
 @functools.lru_cache(maxsize=None)
@@ -298,3 +347,29 @@ def layer_norm_backward(x, g, w, mean, rstd, need_x: bool, need_gxh: bool):
         _row_kernel("layer_norm_backward", x.dtype)(
             (n,), (_threads(c),), (x, g, _ptr(w), mean, rstd, np.int64(c), _ptr(gx), _ptr(gxh)))
     return gx, gxh
+
+
+def softmax_forward(x, scale: float = 1.0, causal: bool = False):
+    """Softmax over the last axis of a C-contiguous array, of ``x * scale``; with
+    ``causal``, each (L, C) matrix's row r takes columns 0..r only."""
+    cp = backend.cupy()
+    y = cp.empty_like(x)
+    c = x.shape[-1]
+    rows = x.size // c if c else 0
+    if rows:
+        L = x.shape[-2] if x.ndim >= 2 else 1
+        _row_kernel("softmax_forward", x.dtype)(
+            (rows,), (_threads(c),), (x, np.int64(c), np.int64(L), x.dtype.type(scale), np.int32(causal), y))
+    return y
+
+
+def softmax_backward(y, g, scale: float = 1.0):
+    """``scale * y * (g - sum(g * y))`` over the last axis (C-contiguous arrays)."""
+    cp = backend.cupy()
+    gx = cp.empty_like(y)
+    c = y.shape[-1]
+    rows = y.size // c if c else 0
+    if rows:
+        _row_kernel("softmax_backward", y.dtype)(
+            (rows,), (_threads(c),), (y, g, np.int64(c), y.dtype.type(scale), gx))
+    return gx

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import backend
 from .. import random as _random
-from ..autograd.function import Node, record
+from ..autograd.function import OUTPUT, Node, record
 from ..autograd.grad_mode import state as _grad_state
 from . import cuda_kernels, pointwise
 from . import reduction as _red
@@ -194,9 +194,9 @@ def _layer_norm_backward_fused(node, g, saved, stats):
     gx, gxh = cuda_kernels.layer_norm_backward(x2, g2, w, *stats, node.needs(0), need_w)
     grads = [_wrap(gx.reshape(x.shape)) if gx is not None else None]
     if has_w:
-        grads.append(_wrap(gxh.sum(axis=0).reshape(nshape)) if need_w else None)
+        grads.append(_wrap(backend.sum_leading(gxh, 1).reshape(nshape)) if need_w else None)
     if has_b:
-        grads.append(_wrap(g2.sum(axis=0).reshape(nshape)) if node.needs(len(grads)) else None)
+        grads.append(_wrap(backend.sum_leading(g2, 1).reshape(nshape)) if node.needs(len(grads)) else None)
     return tuple(grads)
 
 
@@ -506,12 +506,38 @@ def _causal_bias(L, S, dtype, xp):
     return bias
 
 
+class ScaledSoftmaxBackward0(Node):
+    """Backward of softmax(x * scale) over the last dim (causal-masked or not)."""
+
+    def backward(self, g):
+        (y,) = self.saved_tensors
+        scale = self.args
+        if not _grad_state.enabled and g._data.dtype == y._data.dtype:
+            xp = array_module(y._data)
+            return _wrap(cuda_kernels.softmax_backward(xp.ascontiguousarray(y._data),
+                                                       xp.ascontiguousarray(g._data), scale))
+        return y * (g - (g * y).sum(-1, keepdim=True)) * scale
+
+
+def _scaled_softmax(scores, scale, causal):
+    """The GPU row kernel for softmax(scores * scale) with the causal mask applied
+    inside it: one pass each way instead of a scale, a mask add and a softmax."""
+    x = array_module(scores._data).ascontiguousarray(scores._data)
+    y = cuda_kernels.softmax_forward(x, scale, causal)
+    return record(ScaledSoftmaxBackward0, y, (scores,), (OUTPUT,), args=scale)
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                                  is_causal=False, scale=None, enable_gqa=False):
     """softmax(q @ k^T * scale + mask) @ v, over the last two dims."""
     L, S = query._data.shape[-2], key._data.shape[-2]
     if scale is None:
         scale = 1.0 / math.sqrt(query._data.shape[-1])
+    if attn_mask is None and cuda_kernels.rows_supported(query._data) and L and S:
+        attn = _scaled_softmax(query @ key.transpose(-2, -1), scale, is_causal)
+        if dropout_p > 0.0:
+            attn = dropout(attn, dropout_p)
+        return attn @ value
     scores = (query @ key.transpose(-2, -1)) * scale
     xp = array_module(query._data)
     if is_causal:

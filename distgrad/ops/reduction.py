@@ -8,7 +8,10 @@ from collections import namedtuple
 
 from .. import dtype as _dt
 from ..autograd.function import OUTPUT, Node, record
-from ..backend import errstate
+from ..autograd.grad_mode import state as _grad_state
+from .. import backend
+from ..backend import errstate, ndarray
+from . import cuda_kernels
 from ._util import Tensor, _wrap, array_module, dims_arg, wrap_dim
 
 _max_t = namedtuple("max", ["values", "indices"])
@@ -47,7 +50,12 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):
     npd = _dt.to_np(dtype)
     if npd is None and x.dtype.kind in "biu":
         npd = _dt.int64.np
-    data = x.sum(axis=axes, keepdims=keepdim, dtype=npd)
+    if npd is None and axes == tuple(range(len(axes))) and type(x) is not ndarray:
+        data = backend.sum_leading(x, len(axes))  # fast on a GPU
+        if keepdim:
+            data = data.reshape((1,) * len(axes) + data.shape)
+    else:
+        data = x.sum(axis=axes, keepdims=keepdim, dtype=npd)
     return record(SumBackward0, array_module(x).asarray(data), (input,), args=(x.shape, kshape))
 
 
@@ -404,6 +412,11 @@ class SoftmaxBackward0(Node):
     def backward(self, g):
         (y,) = self.saved_tensors
         d = self.args
+        if (not _grad_state.enabled and d == y._data.ndim - 1 and cuda_kernels.rows_supported(y._data)
+                and g._data.dtype == y._data.dtype):
+            xp = array_module(y._data)  # the GPU row kernel: one pass
+            return _wrap(cuda_kernels.softmax_backward(xp.ascontiguousarray(y._data),
+                                                       xp.ascontiguousarray(g._data)))
         return y * (g - (g * y).sum(dim=d, keepdim=True))
 
 
@@ -421,7 +434,11 @@ def softmax(input, dim, dtype=None):
     elif x.dtype.kind != "f":
         x = x.astype(_dt.get_default_dtype().np)
     d = wrap_dim(dim, x.ndim, "softmax")
-    return record(SoftmaxBackward0, _softmax_arr(x, d), (input,), (OUTPUT,), args=d)
+    if d == x.ndim - 1 and cuda_kernels.rows_supported(x):
+        data = cuda_kernels.softmax_forward(array_module(x).ascontiguousarray(x))  # one GPU pass
+    else:
+        data = _softmax_arr(x, d)
+    return record(SoftmaxBackward0, data, (input,), (OUTPUT,), args=d)
 
 
 class LogSoftmaxBackward0(Node):
