@@ -71,3 +71,63 @@ def test_causal_attention_masks_the_future():
     out2 = F.scaled_dot_product_attention(q, q, v2, is_causal=True)
     np.testing.assert_array_equal(out[..., :3, :].numpy(), out2[..., :3, :].numpy())
     assert not np.allclose(out[..., 3:, :].numpy(), out2[..., 3:, :].numpy())
+
+
+# ---------------------------------------------- leaf gradients kept without a copy
+def _shares(a, b):
+    return np.shares_memory(a.detach().numpy(), b.detach().numpy())
+
+
+def test_a_leaf_keeps_an_unshared_gradient_and_still_accumulates():
+    lin = dg.nn.Linear(3, 4)
+    x = dg.randn(5, 3)
+    lin(x).sum().backward()
+    first = lin.weight.grad.numpy().copy()
+    np.testing.assert_allclose(first, np.tile(x.numpy().sum(0), (4, 1)), rtol=1e-12)
+    lin(x).sum().backward()                     # accumulates in place into the kept array
+    np.testing.assert_allclose(lin.weight.grad.numpy(), 2 * first, rtol=1e-12)
+
+
+def test_a_gradient_delivered_to_two_leaves_is_not_shared():
+    a, b = dg.randn(3, requires_grad=True), dg.randn(3, requires_grad=True)
+    (a + b).sum().backward()
+    assert not _shares(a.grad, b.grad)
+    a.grad.mul_(5)
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones(3))
+
+
+def test_a_post_accumulate_hook_changing_a_grad_leaves_the_others_alone():
+    a, b = dg.randn(2, 3, requires_grad=True), dg.randn(2, 3, requires_grad=True)
+    a.register_post_accumulate_grad_hook(lambda p: p.grad.mul_(0))
+    (a * 1 + b * 1).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), np.zeros((2, 3)))
+    np.testing.assert_array_equal(b.grad.numpy(), np.ones((2, 3)))
+
+
+def test_a_gradient_a_custom_function_keeps_is_copied():
+    kept = []
+
+    class Keep(dg.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            out = g * 2
+            kept.append(out)
+            return out
+
+    x = dg.randn(4, requires_grad=True)
+    Keep.apply(x).sum().backward()
+    assert not _shares(x.grad, kept[0])
+
+
+def test_a_gradient_seen_by_a_tensor_hook_is_copied():
+    seen = []
+    x = dg.randn(4, requires_grad=True)
+    y = x * 3
+    y.register_hook(lambda g: seen.append(g))
+    (y * 1).sum().backward()
+    assert not _shares(x.grad, seen[0])
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(4, 3.0))

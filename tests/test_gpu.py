@@ -426,3 +426,64 @@ def test_sums_over_leading_axes_match_the_cpu(dtype):
     b = dg.nn.Linear(7, 3).to("cuda").to(x.dtype)
     b(x).sum().backward()
     np.testing.assert_allclose(b.bias.grad.cpu().numpy(), np.full(3, 16 * 33), rtol=1e-6)
+
+
+@gpu
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-11), (np.float32, 2e-5)])
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_attention_node_matches_unfused(unfused, dtype, tol, causal):
+    """The one-node GPU attention (batched products reading transposed operands in
+    place) on q, k, v that are strided views, as a GPT block makes them."""
+    rng = np.random.default_rng(7)
+    B, T, H, D = 2, 9, 3, 4
+    qkv = dg.tensor(rng.standard_normal((B, T, 3 * H * D)).astype(dtype), device="cuda", requires_grad=True)
+    gy = dg.tensor(rng.standard_normal((B, H, T, D)).astype(dtype), device="cuda")
+
+    def f():
+        q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
+        return dg.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal) * gy
+
+    assert f().grad_fn.next_functions[0][0].name() == "ScaledDotProductAttentionBackward0"
+    v1, g1 = _value_and_grads(f, [qkv])
+    v0, g0 = unfused(lambda: _value_and_grads(f, [qkv]))
+    np.testing.assert_allclose(v1, v0, rtol=tol, atol=tol)
+    np.testing.assert_allclose(g1[0], g0[0], rtol=tol, atol=tol)
+
+    def gg():
+        (g,) = dg.autograd.grad(f().sum(), qkv, create_graph=True)
+        return dg.autograd.grad((g * g).sum(), qkv)[0].cpu().numpy()
+    if dtype == np.float64:
+        np.testing.assert_allclose(gg(), unfused(gg), rtol=1e-9, atol=1e-10)
+
+
+@gpu
+@pytest.mark.parametrize("transa", [False, True])
+@pytest.mark.parametrize("transb", [False, True])
+def test_batched_products_with_transposed_operands(transa, transb):
+    from distgrad.ops import cuda_kernels
+
+    cp = backend.cupy()
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((3, 4, 5) if not transa else (3, 5, 4))
+    b = rng.standard_normal((3, 5, 6) if not transb else (3, 6, 5))
+    want = (a.transpose(0, 2, 1) if transa else a) @ (b.transpose(0, 2, 1) if transb else b)
+    for dt, tol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        got = cuda_kernels.bmm(cp.asarray(a, dt), cp.asarray(b, dt), transa, transb).get()
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@gpu
+def test_fused_sgd_matches_cpu():
+    rng = np.random.default_rng(9)
+    w0 = rng.standard_normal((4, 6))
+    grads = [rng.standard_normal((4, 6)) for _ in range(3)]
+    for kw in ({}, {"momentum": 0.9, "weight_decay": 0.01}, {"momentum": 0.9, "nesterov": True}):
+        finals = []
+        for device in ("cpu", "cuda"):
+            p = dg.nn.Parameter(dg.tensor(w0, device=device))
+            opt = dg.optim.SGD([p], lr=0.1, **kw)
+            for g in grads:
+                p.grad = dg.tensor(g, device=device)
+                opt.step()
+            finals.append(p.detach().cpu().numpy())
+        np.testing.assert_allclose(finals[1], finals[0], rtol=1e-12, atol=1e-14)

@@ -8,8 +8,11 @@ early as possible. No recursion, and the same graph always gives the same bits.
 """
 from __future__ import annotations
 
+import sys
 from heapq import heappop, heappush
 from numbers import Number
+
+import numpy as np
 
 from ..backend import array_module
 from ..tensor import Tensor, _wrap
@@ -234,7 +237,14 @@ def _run(roots, grads, retain_graph, create_graph, inputs, accumulate):
                 if d:
                     deps[nxt] = d
                 elif nxt._is_accumulator and (plain or nxt not in captures):
-                    _accumulate(nxt.variable, buffers.pop(nxt, None), create_graph)
+                    gb = buffers.pop(nxt, None)
+                    # The leaf may keep this gradient's memory instead of a copy when
+                    # nothing else can see it: it came straight from a built-in backward
+                    # (no hooks) and only this loop holds it (res, g and gb).
+                    owned = (gb is g and g is not None and not fn._slow and fn._fresh_grads
+                             and _refcount(g) <= _OWN_REFS)
+                    _accumulate(nxt.variable, gb, create_graph, owned)
+                    gb = None
                 elif cand is None:
                     cand = nxt
                 elif nxt._seq > cand._seq:
@@ -344,21 +354,52 @@ def _leaf_hooks(v, g):
     return g
 
 
-def _accumulate(v, g, create_graph):
-    g = _leaf_hooks(v, g)
+def _accumulate(v, g, create_graph, owned=False):
+    if v._hooks:
+        g = _leaf_hooks(v, g)
+        owned = False
     if g is None:
         return
-    _store_grad(v, g, create_graph)
+    _store_grad(v, g, create_graph, owned)
     if v._post_acc_hooks:
         for h in tuple(v._post_acc_hooks.values()):
             h(v)
 
 
-def _store_grad(v, g, create_graph):
+_refcount = sys.getrefcount
+
+
+def _own_refs() -> int:
+    """What ``_refcount`` reports for an object held only as the engine loop holds an
+    unshared gradient (in a tuple and two locals), measured here rather than assumed,
+    since interpreters count temporaries differently."""
+    g = object()
+    res = (None, g)
+    gb = g
+    n = _refcount(g)
+    del res, gb
+    return n
+
+
+_OWN_REFS = _own_refs()
+
+
+def _stealable(arr) -> bool:
+    """An array a leaf's ``.grad`` may take over: it owns its memory, is contiguous and
+    writable, and no other tensor or view refers to it."""
+    return (arr.base is None and arr.flags.c_contiguous
+            and (type(arr) is not np.ndarray or arr.flags.writeable) and _refcount(arr) <= 3)
+
+
+def _store_grad(v, g, create_graph, owned=False):
     old = v._grad
     if old is None:
-        # A copy: the incoming gradient may be shared with other tensors.
-        v._grad = g if create_graph else _wrap(g._data.copy())
+        if create_graph:
+            v._grad = g
+        elif owned and _stealable(g._data):
+            v._grad = _wrap(g._data)
+        else:  # a copy: the incoming gradient may be shared with other tensors
+            v._grad = _wrap(g._data.copy())
     elif create_graph or old._requires_grad:
         v._grad = old + g
     else:

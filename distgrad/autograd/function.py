@@ -59,6 +59,7 @@ class Node:
     _node_pre_hooks = None
     _node_post_hooks = None
     _is_accumulator = False
+    _fresh_grads = True      # backward returns new tensors (or views/its input), never saved ones
     _metadata = None
 
     def name(self) -> str:
@@ -292,6 +293,7 @@ class FunctionCtx(Node):
     """The ``ctx`` of a custom Function; it is also the node in the graph."""
 
     needs_input_grad = ()
+    _fresh_grads = False     # a user's backward may return tensors it keeps elsewhere
     _to_save = ()
     _non_differentiable = ()
     _dirty = ()

@@ -1,5 +1,5 @@
 """Fused GPU kernels for ops where one pass over memory instead of several pays:
-GELU and its gradient and the Adam/AdamW update (CuPy ElementwiseKernels), and
+GELU and its gradient and the SGD and Adam/AdamW updates (CuPy ElementwiseKernels), and
 the row kernels of softmax with cross-entropy and of LayerNorm (a RawModule, one
 thread block per row).
 
@@ -45,6 +45,8 @@ def _kernel(name: str):
             "T x, T g", "T d",
             _GELU_ERF + "d = g * (cdf + x * exp(-0.5 * x * x) * 0.3989422804014327);",
             "distgrad_gelu_erf_grad")
+    if name == "sgd":
+        return cp.ElementwiseKernel("T d, T lr", "T p", "p -= lr * d", "distgrad_sgd")
     if name == "adam":
         return cp.ElementwiseKernel(
             "T g, T b1, T b2, T step_size, T inv_sqrt_bc2, T eps, T decay",
@@ -65,6 +67,11 @@ def gelu(x, approximate: str):
 
 def gelu_grad(x, g, approximate: str):
     return _kernel("gelu_tanh_grad" if approximate == "tanh" else "gelu_erf_grad")(x, g)
+
+
+def sgd_update(p, d, lr) -> None:
+    """In place: ``p -= lr * d``."""
+    _kernel("sgd")(d, p.dtype.type(lr), p)
 
 
 def adam_update(p, g, m, v, b1, b2, step_size, inv_sqrt_bc2, eps, decay) -> None:
@@ -373,3 +380,38 @@ def softmax_backward(y, g, scale: float = 1.0):
         _row_kernel("softmax_backward", y.dtype)(
             (rows,), (_threads(c),), (y, g, np.int64(c), y.dtype.type(scale), gx))
     return gx
+
+
+# ------------------------------------------------------- batched matrix products
+def bmm(a, b, transa: bool = False, transb: bool = False):
+    """``op(a) @ op(b)`` for C-contiguous 3-D float arrays (batch, rows, cols), where
+    ``op`` transposes the last two dims when asked: one cuBLAS strided-batched call
+    that reads the transposed operands in place (CuPy's matmul copies them first)."""
+    from cupy.cuda import device
+    from cupy_backends.cuda.api import runtime
+    from cupy_backends.cuda.libs import cublas
+
+    cp = backend.cupy()
+    nb, ra, ca = a.shape
+    _, rb, cb = b.shape
+    m, k = (ca, ra) if transa else (ra, ca)
+    n = rb if transb else cb
+    c = cp.empty((nb, m, n), a.dtype)
+    if c.size == 0:
+        return c
+    if k == 0:
+        c.fill(0)
+        return c
+    double = a.dtype == np.float64
+    one = np.array(1, a.dtype)
+    zero = np.array(0, a.dtype)
+    # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a row-major
+    # matrix read column-major is its transpose: so B comes first, each transposed
+    # exactly when it was asked to be.
+    cublas.gemmStridedBatchedEx(
+        device.get_cublas_handle(), int(transb), int(transa), n, m, k, one.ctypes.data,
+        b.data.ptr, runtime.CUDA_R_64F if double else runtime.CUDA_R_32F, cb, rb * cb,
+        a.data.ptr, runtime.CUDA_R_64F if double else runtime.CUDA_R_32F, ca, ra * ca,
+        zero.ctypes.data, c.data.ptr, runtime.CUDA_R_64F if double else runtime.CUDA_R_32F, n, m * n,
+        nb, cublas.CUBLAS_COMPUTE_64F if double else cublas.CUBLAS_COMPUTE_32F, cublas.CUBLAS_GEMM_DEFAULT)
+    return c

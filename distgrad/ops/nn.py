@@ -527,12 +527,70 @@ def _scaled_softmax(scores, scale, causal):
     return record(ScaledSoftmaxBackward0, y, (scores,), (OUTPUT,), args=scale)
 
 
+class ScaledDotProductAttentionBackward0(Node):
+    """Backward of the GPU attention: five batched products and one softmax pass,
+    with the transposed operands read in place."""
+
+    def backward(self, g):
+        q, k, v, p = self.saved_tensors
+        scale, causal = self.args
+        if _grad_state.enabled:  # create_graph: the same formulas with tensor ops
+            attn = _scaled_softmax(q @ k.transpose(-2, -1), scale, causal)
+            dp = g @ v.transpose(-2, -1)
+            ds = attn * (dp - (dp * attn).sum(-1, keepdim=True)) * scale
+            return ds @ k, ds.transpose(-2, -1) @ q, attn.transpose(-2, -1) @ g
+        p = p._data
+        xp = array_module(p)
+        nb, L, S = p.shape
+
+        def flat(t, rows):
+            return xp.ascontiguousarray(t._data).reshape(nb, rows, -1)
+
+        gd = flat(g, L)
+        vc = flat(v, S)
+        dv = _wrap(cuda_kernels.bmm(p, gd, transa=True).reshape(v._data.shape)) if self.needs(2) else None
+        if not (self.needs(0) or self.needs(1)):
+            return None, None, dv
+        ds = cuda_kernels.softmax_backward(p, cuda_kernels.bmm(gd, vc, transb=True), scale)
+        dq = _wrap(cuda_kernels.bmm(ds, flat(k, S)).reshape(q._data.shape)) if self.needs(0) else None
+        dk = (_wrap(cuda_kernels.bmm(ds, flat(q, L), transa=True).reshape(k._data.shape))
+              if self.needs(1) else None)
+        return dq, dk, dv
+
+
+def _attention_fused(query, key, value, scale, causal):
+    """softmax(q k^T * scale, causal) v on the GPU with the batched products and the
+    softmax row kernel; None where it does not apply (broadcast batch dims, mixed
+    dtypes)."""
+    q, k, v = query._data, key._data, value._data
+    if (q.ndim < 3 or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]) or q.shape[-1] != k.shape[-1]
+            or k.shape[-2] != v.shape[-2] or not (q.dtype == k.dtype == v.dtype)):
+        return None
+    xp = array_module(q)
+    lead, L, S = q.shape[:-2], q.shape[-2], k.shape[-2]
+    nb = math.prod(lead)
+    qc = xp.ascontiguousarray(q).reshape(nb, L, -1)
+    kc = xp.ascontiguousarray(k).reshape(nb, S, -1)
+    vc = xp.ascontiguousarray(v).reshape(nb, S, -1)
+    p = cuda_kernels.softmax_forward(cuda_kernels.bmm(qc, kc, transb=True), scale, causal)
+    out = cuda_kernels.bmm(p, vc).reshape(lead + (L, v.shape[-1]))
+    # The attention weights are saved as a tensor, so checkpointing can drop them too.
+    return record(ScaledDotProductAttentionBackward0, out, (query, key, value),
+                  (query, key, value, _wrap(p)), args=(scale, causal))
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                                  is_causal=False, scale=None, enable_gqa=False):
-    """softmax(q @ k^T * scale + mask) @ v, over the last two dims."""
+    """softmax(q @ k^T * scale + mask) @ v, over the last two dims. On a GPU, without
+    a mask tensor, one node: batched products and a causal softmax row kernel."""
     L, S = query._data.shape[-2], key._data.shape[-2]
     if scale is None:
         scale = 1.0 / math.sqrt(query._data.shape[-1])
+    if (attn_mask is None and dropout_p == 0.0 and cuda_kernels.rows_supported(query._data)
+            and L and S):
+        out = _attention_fused(query, key, value, scale, is_causal)
+        if out is not None:
+            return out
     if attn_mask is None and cuda_kernels.rows_supported(query._data) and L and S:
         attn = _scaled_softmax(query @ key.transpose(-2, -1), scale, is_causal)
         if dropout_p > 0.0:

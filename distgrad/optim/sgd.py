@@ -1,6 +1,9 @@
 """Stochastic gradient descent with momentum, Nesterov momentum and weight decay."""
 from __future__ import annotations
 
+import numpy as np
+
+from ..ops import cuda_kernels
 from ..tensor import _wrap
 from .optimizer import Optimizer, required
 
@@ -44,6 +47,9 @@ class SGD(Optimizer):
                         b *= f(mom)
                         b += f(1 - damp) * d if damp else d
                     d = d + f(mom) * buf._data if nesterov else buf._data
-                x -= f(lr) * d
+                if type(x) is np.ndarray:
+                    x -= f(lr) * d
+                else:  # one fused GPU kernel instead of a multiply and a subtract
+                    cuda_kernels.sgd_update(x, d, lr)
                 p._vc[0] += 1
         return loss
