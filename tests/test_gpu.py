@@ -391,16 +391,21 @@ def test_fused_softmax_matches_unfused(unfused, dtype, tol):
 @gpu
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("L,S", [(7, 7), (5, 9), (9, 5)])
-def test_fused_attention_softmax_matches_unfused(unfused, causal, L, S):
+@pytest.mark.parametrize("kv_batch,node", [(2, "ScaledDotProductAttentionBackward0"),
+                                           (1, "ScaledSoftmaxBackward0")])
+def test_fused_attention_softmax_matches_unfused(unfused, causal, L, S, kv_batch, node):
+    """Same batch dims: the one-node attention; broadcast k and v: the scaled causal
+    softmax kernel between matmuls."""
     rng = np.random.default_rng(5)
     q, k, v = (dg.tensor(rng.standard_normal(s), device="cuda", requires_grad=True)
-               for s in ((2, 3, L, 8), (2, 3, S, 8), (2, 3, S, 8)))
+               for s in ((2, 3, L, 8), (kv_batch, 3, S, 8), (kv_batch, 3, S, 8)))
     gy = dg.tensor(rng.standard_normal((2, 3, L, 8)), device="cuda")
 
     def f():
         return dg.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=0.3) * gy
 
-    assert "ScaledSoftmaxBackward0" in str(f().grad_fn.next_functions[0][0].next_functions)
+    top = f().grad_fn.next_functions[0][0]
+    assert node in (top.name(), str(top.next_functions))
     v1, g1 = _value_and_grads(f, [q, k, v])
     v0, g0 = unfused(lambda: _value_and_grads(f, [q, k, v]))
     np.testing.assert_allclose(v1, v0, rtol=1e-11, atol=1e-12)

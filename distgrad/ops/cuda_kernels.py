@@ -21,7 +21,7 @@ _GELU_TANH = """
     const T k = 0.7978845608028654;
     const T c = 0.044715;
     T u = k * (x + c * x * x * x);
-    T s = 1 / (1 + exp(-2 * u));
+    T s = (T)0.5 * (1 + tanh(u));
 """
 _GELU_ERF = """
     T cdf = 0.5 * (1 + erf(x * 0.7071067811865476));

@@ -574,7 +574,9 @@ def _attention_fused(query, key, value, scale, causal):
     vc = xp.ascontiguousarray(v).reshape(nb, S, -1)
     p = cuda_kernels.softmax_forward(cuda_kernels.bmm(qc, kc, transb=True), scale, causal)
     out = cuda_kernels.bmm(p, vc).reshape(lead + (L, v.shape[-1]))
-    # The attention weights are saved as a tensor, so checkpointing can drop them too.
+    # The inputs themselves are saved (a double backward differentiates through them;
+    # backward makes its contiguous copies again), and the attention weights as a
+    # tensor, so checkpointing can drop them too.
     return record(ScaledDotProductAttentionBackward0, out, (query, key, value),
                   (query, key, value, _wrap(p)), args=(scale, causal))
 
