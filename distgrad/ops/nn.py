@@ -193,10 +193,14 @@ def _layer_norm_backward_fused(node, g, saved, stats):
     need_w = has_w and node.needs(1)
     gx, gxh = cuda_kernels.layer_norm_backward(x2, g2, w, *stats, node.needs(0), need_w)
     grads = [_wrap(gx.reshape(x.shape)) if gx is not None else None]
+    def col_sums(a):  # kept unreshaped when already shaped: a view would be copied into .grad
+        r = backend.sum_leading(a, 1)
+        return _wrap(r if r.shape == nshape else r.reshape(nshape))
+
     if has_w:
-        grads.append(_wrap(backend.sum_leading(gxh, 1).reshape(nshape)) if need_w else None)
+        grads.append(col_sums(gxh) if need_w else None)
     if has_b:
-        grads.append(_wrap(backend.sum_leading(g2, 1).reshape(nshape)) if node.needs(len(grads)) else None)
+        grads.append(col_sums(g2) if node.needs(len(grads)) else None)
     return tuple(grads)
 
 
