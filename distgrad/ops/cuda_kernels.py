@@ -273,9 +273,19 @@ __global__ void softmax_backward(const T* y, const T* g, long long C, T scale, T
     T* out = gx + row * C;
     for (long long j = threadIdx.x; j < C; j += blockDim.x) out[j] = scale * yr[j] * (gr[j] - dot);
 }
+
+// y[r, j] += b[j] for a C-contiguous (M, N) y: rows on the grid's y axis (no index
+// division per element, which CuPy's broadcasting add pays).
+template<typename T>
+__global__ void add_bias(T* y, const T* b, long long M, long long N) {
+    const long long j = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    const T bj = b[j];
+    for (long long row = blockIdx.y; row < M; row += gridDim.y) y[row * N + j] += bj;
+}
 """
 _ROW_KERNELS = ("cross_entropy_forward", "cross_entropy_backward", "layer_norm_forward",
-                "layer_norm_backward", "softmax_forward", "softmax_backward")
+                "layer_norm_backward", "softmax_forward", "softmax_backward", "add_bias")
 
 
 @functools.lru_cache(maxsize=None)
@@ -415,3 +425,11 @@ def bmm(a, b, transa: bool = False, transb: bool = False):
         zero.ctypes.data, c.data.ptr, runtime.CUDA_R_64F if double else runtime.CUDA_R_32F, n, m * n,
         nb, cublas.CUBLAS_COMPUTE_64F if double else cublas.CUBLAS_COMPUTE_32F, cublas.CUBLAS_GEMM_DEFAULT)
     return c
+
+
+def add_bias_(y, b) -> None:
+    """In place: ``y += b`` for a C-contiguous (M, N) ``y`` and a contiguous (N,) ``b``."""
+    m, n = y.shape
+    if m and n:
+        _row_kernel("add_bias", y.dtype)(
+            ((n + 255) // 256, min(m, 65535)), (256,), (y, b, np.int64(m), np.int64(n)))

@@ -55,7 +55,12 @@ def linear(input, weight, bias=None):
     y = x.reshape(-1, x.shape[-1]) @ w.T
     if bias is None:
         return record(MmBackward0, y.reshape(lead + (w.shape[0],)), (input, weight), (input, weight))
-    y += bias._data
+    b = bias._data
+    if (type(y) is not np.ndarray and b.dtype == y.dtype and b.ndim == 1 and cuda_kernels.rows_supported(y)
+            and y.flags.c_contiguous):
+        cuda_kernels.add_bias_(y, array_module(b).ascontiguousarray(b))
+    else:
+        y += b
     return record(AddmmBackward0, y.reshape(lead + (w.shape[0],)), (input, weight, bias), (input, weight))
 
 
