@@ -139,14 +139,21 @@ def test_fused_adamw_matches_cpu():
     rng = np.random.default_rng(0)
     w0 = rng.standard_normal((5, 7))
     grads = [rng.standard_normal((5, 7)) for _ in range(4)]
+    _same_steps_on_cpu_and_gpu(lambda ps: dg.optim.AdamW(ps, lr=1e-2, weight_decay=0.1), w0, grads)
+
+
+def _same_steps_on_cpu_and_gpu(make_optimizer, w0, grads):
+    """The parameter after the optimizer's steps with ``grads``, on the CPU and on
+    the GPU (the fused update there), agree."""
     finals = []
     for device in ("cpu", "cuda"):
         p = dg.nn.Parameter(dg.tensor(w0, device=device))
-        opt = dg.optim.AdamW([p], lr=1e-2, weight_decay=0.1)
+        opt = make_optimizer([p])
         for g in grads:
             p.grad = dg.tensor(g, device=device)
             opt.step()
         finals.append(p.detach().cpu().numpy())
+    assert not np.array_equal(finals[0], w0)
     np.testing.assert_allclose(finals[1], finals[0], rtol=1e-12, atol=1e-14)
 
 
@@ -483,15 +490,7 @@ def test_fused_sgd_matches_cpu():
     w0 = rng.standard_normal((4, 6))
     grads = [rng.standard_normal((4, 6)) for _ in range(3)]
     for kw in ({}, {"momentum": 0.9, "weight_decay": 0.01}, {"momentum": 0.9, "nesterov": True}):
-        finals = []
-        for device in ("cpu", "cuda"):
-            p = dg.nn.Parameter(dg.tensor(w0, device=device))
-            opt = dg.optim.SGD([p], lr=0.1, **kw)
-            for g in grads:
-                p.grad = dg.tensor(g, device=device)
-                opt.step()
-            finals.append(p.detach().cpu().numpy())
-        np.testing.assert_allclose(finals[1], finals[0], rtol=1e-12, atol=1e-14)
+        _same_steps_on_cpu_and_gpu(lambda ps, kw=kw: dg.optim.SGD(ps, lr=0.1, **kw), w0, grads)
 
 
 @gpu
