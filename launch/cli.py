@@ -3,14 +3,18 @@ process (``--debug``)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
-from distgrad.train.config import ConfigError, load, to_toml
+from distgrad.train import checkpoint, records
+from distgrad.train.config import ConfigError, differences, load, to_toml
 
 from . import mpi
 from .hostfile import HostError, check_capacity, parse_hostfile, parse_hosts
@@ -21,14 +25,19 @@ USAGE_EPILOG = """examples:
   distgrad-launch configs/quickstart.toml --debug          # one process, same loss curve
   distgrad-launch configs/multinode.toml --hostfile hosts.txt --np 16 --dry-run
   distgrad-launch configs/quickstart.toml --resume runs/quickstart-20260101-120000
+  distgrad-launch --resume runs/quickstart-20260101-120000 train.steps=400   # train longer
 """
+
+# After Ctrl-C (or SIGTERM), how long the job has to stop before it is forced down.
+GRACE_S = 10.0
 
 
 def _parser():
     ap = argparse.ArgumentParser(
         prog="distgrad-launch", description=__doc__, epilog=USAGE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("config", help="the experiment's TOML file")
+    ap.add_argument("config", nargs="?", help="the experiment's TOML file (with --resume, default: "
+                                             "the run's own config.toml)")
     ap.add_argument("overrides", nargs="*", metavar="key.path=value",
                     help="override config keys, e.g. train.steps=100 optim.lr=1e-3")
     ap.add_argument("--np", type=int, help="number of ranks (default: dist.np of the config)")
@@ -43,15 +52,6 @@ def _parser():
     return ap
 
 
-def _new_run_dir(cfg) -> str:
-    base = os.path.join(cfg["run"]["output_dir"], f"{cfg['run']['name']}-{time.strftime('%Y%m%d-%H%M%S')}")
-    path, n = base, 1
-    while os.path.exists(path):
-        n += 1
-        path = f"{base}-{n}"
-    return path
-
-
 def _thread_env(env: dict, ranks_here: int) -> dict:
     """One BLAS/OpenMP pool per rank, sized so the ranks on a machine share its cores."""
     env = dict(env)
@@ -64,6 +64,14 @@ def _thread_env(env: dict, ranks_here: int) -> dict:
 def main(argv=None) -> int:
     args = _parser().parse_intermixed_args(argv)
     overrides = list(args.overrides)
+    config = args.config
+    if args.resume and (config is None or ("=" in config and not os.path.exists(config))):
+        # distgrad-launch --resume RUN [key=value ...]: the run's own config
+        overrides = ([config] if config else []) + overrides
+        config = os.path.join(args.resume, "config.toml")
+    if config is None:
+        print("distgrad-launch: error: give the config file (or --resume RUN_DIR)", file=sys.stderr)
+        return 2
     if args.np is not None:
         overrides.append(f"dist.np={args.np}")
     if args.hostfile:
@@ -73,7 +81,7 @@ def main(argv=None) -> int:
     if args.launcher:
         overrides.append(f"dist.launcher={_quote(args.launcher)}")
     try:
-        cfg = load(args.config, overrides, world_size=1 if args.debug else None)
+        cfg = load(config, overrides, world_size=1 if args.debug else None)
         d = cfg["dist"]
         hosts = None
         if d["hostfile"]:
@@ -87,27 +95,25 @@ def main(argv=None) -> int:
         return 2
 
     if args.resume:
-        run_dir = args.resume
-        problem = _resume_problem(run_dir, cfg)
-        if problem:
-            print(f"distgrad-launch: error: --resume {run_dir}: {problem}", file=sys.stderr)
-            return 2
+        run_dir = os.path.abspath(args.resume)
+        verdict = _resume_verdict(run_dir, cfg)
+        if verdict is not None:
+            status, message = verdict
+            print(f"distgrad-launch: {'error: ' if status else ''}--resume {args.resume}: {message}",
+                  file=sys.stderr if status else sys.stdout)
+            return status
     else:
-        run_dir = _new_run_dir(cfg)
-    program = [sys.executable, "-m", "distgrad.train", run_dir] + (["--resume"] if args.resume else [])
+        run_dir = None  # created when the job starts, not by a dry run
+
+    def program(rd):
+        return [sys.executable, "-m", "distgrad.train", rd] + (["--resume"] if args.resume else [])
 
     if args.debug:
         if args.dry_run:
-            print(f"would run in this process: {shlex.join(program)}")
+            print(f"would run in this process: {shlex.join(program(run_dir or '<new run directory>'))}")
             return 0
-        _write_config(run_dir, cfg)
-        from distgrad.train.trainer import Trainer
-
-        try:
-            Trainer(cfg, run_dir, resume=bool(args.resume)).run()
-        except KeyboardInterrupt:
-            return 130
-        return 0
+        return _debug_run(cfg, run_dir or records.create_run_dir(cfg["run"]["output_dir"], cfg["run"]["name"]),
+                          bool(args.resume))
 
     flavor = "srun" if d["launcher"] == "srun" else None
     try:
@@ -118,10 +124,18 @@ def main(argv=None) -> int:
     flavor = flavor or mpi.detect_flavor(exe)
     ranks_here = d["np"] if not hosts else max(s for _, s in hosts)
     env = _thread_env(os.environ, ranks_here)
+    if sys.stdout.isatty():
+        # The ranks' stdout is a pipe to mpiexec; rank 0 draws its progress bar for this terminal.
+        env["DISTGRAD_TTY"] = "1"
+        env["DISTGRAD_COLUMNS"] = str(shutil.get_terminal_size().columns)
+    if args.dry_run:
+        run_dir = run_dir or os.path.join(cfg["run"]["output_dir"], f"{cfg['run']['name']}-<timestamp>")
+    else:
+        run_dir = run_dir or records.create_run_dir(cfg["run"]["output_dir"], cfg["run"]["name"])
     # The hostfile is rewritten in the form the MPI in use reads best.
     machinefile = (os.path.join(run_dir, "machinefile") if flavor == "mpich" else os.path.join(run_dir, "hostfile")
                    ) if d["hostfile"] and flavor in ("mpich", "openmpi") else None
-    cmd = mpi.build_command(flavor, exe, d["np"], program, mpi.exported_env(env), hosts=hosts,
+    cmd = mpi.build_command(flavor, exe, d["np"], program(run_dir), mpi.exported_env(env), hosts=hosts,
                             hostfile=d["hostfile"], machinefile=machinefile,
                             is_root=hasattr(os, "geteuid") and os.geteuid() == 0)
     if args.dry_run:
@@ -132,27 +146,64 @@ def main(argv=None) -> int:
         with open(machinefile, "w") as f:
             f.write(mpi.hydra_machinefile(hosts) if flavor == "mpich" else mpi.openmpi_hostfile(hosts))
     print(f"distgrad-launch: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    return _run(cmd, env)
+    return _report(run_dir, _run(cmd, env))
 
 
-def _resume_problem(run_dir: str, cfg: dict) -> str | None:
-    """Why RUN_DIR cannot be resumed with this config (checked before anything in it
-    is touched), or None."""
-    import json
+def _debug_run(cfg: dict, run_dir: str, resume: bool) -> int:
+    """The run in this process, importing user code as the ranks do (``python -m``
+    puts the current directory first on the path)."""
+    import bdb
 
-    from distgrad.train import checkpoint
-    from distgrad.train.config import config_hash
+    from distgrad.train.trainer import NonFiniteStop, ResumeRefused, Trainer
 
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    _write_config(run_dir, cfg)
+    try:
+        Trainer(cfg, run_dir, resume=resume).run()
+    except KeyboardInterrupt:
+        return 130
+    except bdb.BdbQuit:
+        print("distgrad-launch: quit from the debugger", file=sys.stderr)
+        return 130
+    except NonFiniteStop:
+        return 1
+    except ResumeRefused as e:
+        print(f"distgrad-launch: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _resume_verdict(run_dir: str, cfg: dict):
+    """Why RUN_DIR cannot be resumed with this config, as (exit status, message), or
+    (0, message) when the run has nothing left to do; None when it can go on.
+    Checked before anything in the run directory is touched."""
     if not os.path.isdir(run_dir):
-        return "no such run directory"
-    step = checkpoint.latest(run_dir)
+        return 2, "no such run directory"
+    step, damaged = checkpoint.find_resumable(run_dir)
     if step is None:
-        return "it holds no complete checkpoint"
+        why = "; ".join(f"step {s}: {r}" for s, r in damaged) or "it holds no checkpoint"
+        return 2, f"no usable checkpoint ({why})"
     with open(checkpoint.paths(run_dir, step)[1]) as f:
-        saved = json.load(f).get("config_hash")
-    if saved != config_hash(cfg):
-        return (f"its checkpoint (step {step}) was made with a different config; resume with the "
-                f"run's own config: distgrad-launch {os.path.join(run_dir, 'config.toml')} --resume {run_dir}")
+        meta = json.load(f)
+    saved = meta.get("config")
+    if saved is None:
+        return None  # an older checkpoint without its config: the ranks compare hashes
+    changed = differences(saved, cfg)
+    if changed:
+        keys = "; ".join(f"{k} = {a!r} in the run, {b!r} now" for k, a, b in changed)
+        return 2, (f"its checkpoint (step {step}) was made with a different config: {keys}. Only "
+                   "the length of the run, the intervals, progress, checkpoints kept and the "
+                   "dist section may change on resume; resume with the run's own config: "
+                   f"distgrad-launch --resume {run_dir}")
+    t = cfg["train"]
+    total = t["steps"] if t["steps"] is not None else t["epochs"] * meta.get("steps_per_epoch", 0)
+    if step >= total:
+        return 0, (f"the run has finished (its last checkpoint is of step {step}, and this config "
+                   f"trains {total} steps); nothing to do. To train longer: distgrad-launch --resume "
+                   f"{run_dir} train.steps=N with N > {step}")
+    for k, a, b in differences(saved, cfg, resumable=True):
+        print(f"distgrad-launch: --resume: {k} changes from {a!r} to {b!r}", file=sys.stderr)
     return None
 
 
@@ -163,14 +214,107 @@ def _write_config(run_dir: str, cfg: dict) -> None:
 
 
 def _run(cmd: list, env: dict) -> int:
-    """Run the job with this terminal's output; Ctrl-C reaches every rank through
-    mpiexec, and the job's exit status becomes ours."""
-    proc = subprocess.Popen(cmd, env=env)
-    while True:
+    """Run the job with this terminal's output; the job's exit status becomes ours.
+    Ctrl-C (or SIGTERM) is passed on to every rank through mpiexec; a job that has
+    not stopped ``GRACE_S`` seconds later (a rank stopped or stuck in native code)
+    is forced down, mpiexec and every process it started."""
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    relay = threading.Thread(target=_relay_stderr, args=(proc.stderr,), daemon=True)
+    relay.start()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupted_at, forced = None, False
+    try:
+        while True:
+            try:
+                rc = proc.wait(timeout=0.2 if interrupted_at else None)
+                break
+            except subprocess.TimeoutExpired:
+                if not forced and time.monotonic() - interrupted_at > GRACE_S:
+                    forced = _force_down(proc)
+            except KeyboardInterrupt:
+                if interrupted_at is None:
+                    interrupted_at = time.monotonic()
+                    proc.send_signal(signal.SIGINT)
+                elif not forced:  # a second Ctrl-C: no more waiting
+                    forced = _force_down(proc)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    relay.join(5)
+    rc = _status(rc)
+    return 130 if interrupted_at is not None and rc != 0 else rc
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# Hydra's own words on Ctrl-C, which the launcher handles itself.
+_HYDRA_NOISE = ("Press Ctrl-C again to force abort", "Sending Ctrl-C to processes as requested")
+
+
+def _relay_stderr(stream) -> None:
+    for line in iter(stream.readline, b""):
+        if not any(n.encode() in line for n in _HYDRA_NOISE):
+            sys.stderr.buffer.write(line)
+            sys.stderr.buffer.flush()
+
+
+def _force_down(proc) -> bool:
+    print("distgrad-launch: the job did not stop after the interrupt (a rank may be stopped or stuck); "
+          "killing mpiexec and every process it started", file=sys.stderr, flush=True)
+    for pid in reversed(_descendants(proc.pid)):
         try:
-            return _status(proc.wait())
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # already gone
+            continue
+    proc.kill()
+    return True
+
+
+def _descendants(pid: int) -> list:
+    """``pid`` and every process below it (Linux /proc; just ``pid`` elsewhere)."""
+    children = {}
+    try:
+        entries = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return [pid]
+    for p in entries:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def _report(run_dir: str, rc: int) -> int:
+    """After the job: make sure summary.json says how it ended, and say it once more."""
+    if rc == 0:
+        return rc
+    summary = records.read_summary(run_dir)
+    status = summary.get("status")
+    if status == "failed":
+        rank = summary.get("failed_rank")
+        error = str(summary.get("error")).splitlines()[0]
+        print(f"distgrad-launch: the run failed on rank {rank} ({summary.get('failed_host')}) at step "
+              f"{summary.get('step')} ({summary.get('phase')}): {error}\n"
+              f"distgrad-launch: see {os.path.join(run_dir, f'rank{rank}.log')} and "
+              f"{records.summary_path(run_dir)}", file=sys.stderr)
+    elif rc == 130 or status == "interrupted":
+        if status != "interrupted":
+            records.write_summary(run_dir, status="interrupted")
+    else:
+        error = (f"the job ended with exit status {rc} and no rank recorded why (a rank was killed "
+                 "by a signal or the out-of-memory killer, or lost its host?); see the rank*.log files")
+        records.write_summary(run_dir, status="failed", error=error)
+        print(f"distgrad-launch: {error}", file=sys.stderr)
+    return rc
 
 
 def _status(rc: int) -> int:

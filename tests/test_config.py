@@ -378,9 +378,12 @@ def test_config_hash_ignores_where_and_how_many(tmp_path):
     assert config_hash(load(path, world_size=1)) == h
     assert config_hash(load(path, ["train.progress=false", "train.log_interval=1",
                                    "train.checkpoint_interval=3", "train.keep_checkpoints=5"])) == h
+    # how long the run goes on does not change the steps already taken (a resume may extend it)
+    assert config_hash(load(path, ["train.steps=11"])) == h
+    assert config_hash(load(path, ["dist.timeout_s=5", "train.on_nonfinite=skip_step"])) == h
 
 
-@pytest.mark.parametrize("override", ["optim.lr=1e-3", "run.seed=1", "train.steps=11", "model.width=64",
+@pytest.mark.parametrize("override", ["optim.lr=1e-3", "run.seed=1", "train.loss=mse", "model.width=64",
                                       "optim.betas=[0.9,0.99]", "train.global_batch=64"])
 def test_config_hash_changes_with_what_shapes_training(tmp_path, override):
     path = write(tmp_path, BASE)

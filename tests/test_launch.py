@@ -351,23 +351,23 @@ def test_dry_run_debug(tmp_path):
 
 
 def test_dry_run_resume(tmp_path):
-    import json
-
+    import distgrad as dg
     from distgrad.train import checkpoint
     from distgrad.train.config import config_hash, load
 
     run_dir = tmp_path / "runs" / "old"
     run_dir.mkdir(parents=True)
-    # Without a complete checkpoint there is nothing to resume: refused, nothing written.
+    # Without a usable checkpoint there is nothing to resume: refused, nothing written.
     proc = launch(tmp_path, QUICKSTART, "--dry-run", "--mpiexec", fake_mpiexec(tmp_path, "mpich"),
                   "--resume", str(run_dir))
-    assert proc.returncode == 2 and "no complete checkpoint" in proc.stderr
+    assert proc.returncode == 2 and "no usable checkpoint" in proc.stderr, proc.stderr
     assert os.listdir(run_dir) == []
     # A checkpoint made with this config can be resumed.
-    tensors, meta = checkpoint.paths(str(run_dir), 3)
-    open(tensors, "wb").close()
-    with open(meta, "w") as f:
-        json.dump({"config_hash": config_hash(load(QUICKSTART, ["train.global_batch=48", "train.micro_batch=1"]))}, f)
+    cfg = load(QUICKSTART, ["train.global_batch=48", "train.micro_batch=1"])
+    model = dg.nn.Linear(2, 2)
+    opt = dg.optim.SGD(model.parameters(), lr=0.1)
+    checkpoint.save(str(run_dir), 3, model, opt, None,
+                    {"config": cfg, "config_hash": config_hash(cfg), "steps_per_epoch": 100}, keep=2)
     cmd = dry_run(tmp_path, "mpich", "--resume", str(run_dir))
     assert program_part(cmd)[-2:] == [str(run_dir), "--resume"]
 

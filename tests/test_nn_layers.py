@@ -494,6 +494,24 @@ def test_mse_loss(torch, rng, reduction):
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("beta", [1.0, 0.3, 0.0])
+def test_smooth_l1_loss(torch, rng, reduction, beta):
+    # differences on both sides of beta, away from the kink where the gradient jumps
+    a = rng.standard_normal((4, 5)) * 2
+    b = a + rng.choice([-3.0, -0.1, 0.05, 2.5], size=(4, 5))
+    check_fn(lambda x, y: F.smooth_l1_loss(x, y, reduction=reduction, beta=beta),
+             lambda x, y: torch.nn.functional.smooth_l1_loss(x, y, reduction=reduction, beta=beta),
+             [a, b], rng)
+    check_fn(lambda x, y: nn.SmoothL1Loss(reduction=reduction, beta=beta)(x, y),
+             lambda x, y: torch.nn.SmoothL1Loss(reduction=reduction, beta=beta)(x, y), [a, b], rng)
+
+
+def test_smooth_l1_loss_rejects_negative_beta():
+    with pytest.raises(ValueError, match="negative values for beta"):
+        F.smooth_l1_loss(dg.randn(3), dg.randn(3), beta=-1.0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("variant", ["plain", "pos_weight", "weight", "both"])
 def test_bce_with_logits(torch, rng, reduction, variant):
     x = rng.standard_normal((5, 3)) * 4

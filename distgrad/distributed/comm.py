@@ -38,6 +38,18 @@ class Communicator:
         self.allreduce_(arr, op)
         return Request()
 
+    def ibroadcast_(self, arr, root: int = 0) -> "Request":
+        self.broadcast_(arr, root)
+        return Request()
+
+    def iallgather(self, arr) -> "Request":
+        """Start gathering every rank's ``arr``; the request's ``result`` is the list."""
+        return Request(result=self.allgather(arr))
+
+    def ibarrier(self) -> "Request":
+        self.barrier()
+        return Request()
+
     def allgather(self, arr) -> list:
         raise NotImplementedError
 
@@ -63,11 +75,13 @@ class Communicator:
 
 
 class Request:
-    """A collective in flight. ``test()`` makes progress and returns True once done."""
+    """A collective in flight. ``test()`` makes progress and returns True once done;
+    ``result`` holds what it produced (if anything) once it is done."""
 
-    def __init__(self, mpi_request=None, finish=None):
+    def __init__(self, mpi_request=None, finish=None, result=None):
         self._req = mpi_request
         self._finish = finish
+        self.result = result
 
     def test(self) -> bool:
         if self._req is not None and not self._req.Test():
@@ -216,6 +230,25 @@ class MPICommunicator(Communicator):
         self.comm.Bcast(host, root=root)
         self._stage_in(arr, host)
         return None
+
+    def ibroadcast_(self, arr, root=0):
+        if self.size == 1:
+            return Request()
+        host = arr if self._on_host(arr) else self._stage_out(arr)
+        req = self.comm.Ibcast(host, root=root)
+        return Request(req, None if host is arr else (lambda: self._stage_in(arr, host)))
+
+    def iallgather(self, arr):
+        host = np.ascontiguousarray(arr if self._on_host(arr) else self._stage_out(arr).copy())
+        out = np.empty((self.size,) + host.shape, host.dtype)
+        req = self.comm.Iallgather(host, out)
+        xp = array_module(arr)
+        request = Request(req)
+        request._finish = lambda: setattr(request, "result", [xp.asarray(o) for o in out])
+        return request
+
+    def ibarrier(self):
+        return Request(self.comm.Ibarrier())
 
     def allgather(self, arr):
         host = arr if self._on_host(arr) else self._stage_out(arr).copy()

@@ -5,6 +5,7 @@ import contextlib
 
 from ..nn.module import Module
 from . import group as _group
+from . import monitor
 from .reducer import Reducer
 
 _MiB = 1024 * 1024
@@ -79,6 +80,7 @@ class DistributedDataParallel(Module):
                 "DistributedDataParallel: the previous backward pass has not finished reducing "
                 "gradients; did a backward pass raise an error?"
             )
+        monitor.at("forward")
         comm = self.reducer.comm
         if self.broadcast_buffers and comm.size > 1 and self.reducer.sync:
             for b in self.module.buffers():

@@ -8,7 +8,12 @@ import threading
 
 from ..tensor import Tensor
 from . import comm as _comm
-from . import failure
+from . import failure, monitor
+
+# PyTorch's default: a collective that waits longer than this fails instead of hanging.
+DEFAULT_TIMEOUT = 600.0
+# Ranks that wait longer than this in one collective get a stall report on stderr.
+DEFAULT_STALL_REPORT = 60.0
 
 
 class ReduceOp:
@@ -22,7 +27,8 @@ class ReduceOp:
 class _World:
     comm: _comm.Communicator | None = None
     backend: str | None = None
-    timeout: float | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    seq: int = 0        # collectives issued through this module, the same count on every rank
 
 
 _world = _World()
@@ -68,10 +74,12 @@ def _make_comm(backend: str) -> _comm.Communicator:
 
 def init_process_group(backend: str | None = "auto", init_method=None, timeout=None,
                        world_size: int = -1, rank: int = -1, store=None, group_name: str = "",
-                       device_id=None) -> None:
+                       device_id=None, stall_report=DEFAULT_STALL_REPORT) -> None:
     """Join the job: rank and world size come from MPI (world size 1 works without
     mpiexec). ``backend``: 'mpi', 'nccl' or 'auto'. ``timeout`` (seconds or a
-    timedelta) bounds how long a collective may wait before the job is aborted."""
+    timedelta; default 10 minutes, as PyTorch's) bounds how long any collective may
+    wait before it fails, naming the ranks that did not join it. A wait longer than
+    ``stall_report`` seconds prints a report of where every rank is (0: never)."""
     if _world.comm is not None:
         raise RuntimeError("trying to initialize the default process group twice!")
     backend = (backend or "auto").lower()
@@ -84,18 +92,34 @@ def init_process_group(backend: str | None = "auto", init_method=None, timeout=N
         raise ValueError(f"init_process_group: world_size={world_size} but MPI started {c.size} ranks")
     if rank not in (-1, c.rank):
         raise ValueError(f"init_process_group: rank={rank} but MPI says this is rank {c.rank}")
-    if isinstance(timeout, datetime.timedelta):
-        timeout = timeout.total_seconds()
+    timeout = _seconds(timeout, "timeout", DEFAULT_TIMEOUT)
+    stall_report = _seconds(stall_report, "stall_report", 0.0)
     _world.comm = c
     _world.backend = c.name
     _world.timeout = timeout
+    _world.seq = 0
     failure.install(c)
+    monitor.start(c, stall_report)
+
+
+def _seconds(value, name: str, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    value = float(value)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"init_process_group: {name} must be a finite number of seconds >= 0, got {value!r}")
+    if name == "timeout" and value == 0:
+        raise ValueError("init_process_group: timeout must be positive: every wait needs a bound")
+    return value
 
 
 def destroy_process_group(group=None) -> None:
+    monitor.leave("finished")
     _world.comm = None
     _world.backend = None
-    _world.timeout = None
+    _world.timeout = DEFAULT_TIMEOUT
     failure.uninstall()
 
 
@@ -142,14 +166,32 @@ def default_comm() -> _comm.Communicator:
     return _require()
 
 
-def collective_timeout() -> float | None:
+def collective_timeout() -> float:
     return _world.timeout
 
 
+def _next_key(what: str):
+    _world.seq += 1
+    return ("collective", _world.seq), f"{what} (collective #{_world.seq})"
+
+
+def wait_for(request, what: str):
+    """Drive a started collective (a ``Request``) to its end within the job's timeout;
+    returns its ``result``."""
+    c = _require()
+    if c.size > 1:
+        key, text = _next_key(what)
+        monitor.wait(request.test, text, key, _world.timeout)
+    request.wait()
+    return request.result
+
+
 def run_with_timeout(fn, what: str):
-    """Run a blocking collective; with a timeout set, fail (naming it) instead of hanging."""
-    timeout = _world.timeout
-    if timeout is None:
+    """Run a blocking collective in a helper thread and wait for it within the job's
+    timeout, so a rank that never joins makes it fail (naming the missing ranks)
+    instead of hanging. For collectives with no non-blocking form (objects)."""
+    c = _require()
+    if c.size == 1:
         return fn()
     box = {}
 
@@ -161,12 +203,8 @@ def run_with_timeout(fn, what: str):
 
     t = threading.Thread(target=target, name=f"distgrad-{what}", daemon=True)
     t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise RuntimeError(
-            f"rank {_world.comm.rank}: {what} did not complete within {timeout:g} s; another rank "
-            "may have failed or be stuck"
-        )
+    key, text = _next_key(what)
+    monitor.wait(lambda: not t.is_alive(), text, key, _world.timeout)
     if "error" in box:
         raise box["error"]
     return box.get("result")
@@ -194,6 +232,12 @@ def _check(tensor, op_name):
         raise ValueError(f"{op_name}: tensors must be contiguous; call .contiguous() first")
 
 
+def _on_host(tensor) -> bool:
+    import numpy as np
+
+    return isinstance(tensor._data, np.ndarray)
+
+
 def _bump(tensor):
     tensor._vc[0] += 1
 
@@ -202,7 +246,10 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     """Reduce ``tensor`` across ranks in place (SUM by default)."""
     c = _require()
     _check(tensor, "all_reduce")
-    run_with_timeout(lambda: c.allreduce_(tensor._data, op), "all_reduce")
+    if _on_host(tensor):
+        wait_for(c.iallreduce_(tensor._data, op), "all_reduce")
+    else:  # a device transport's own all-reduce (NCCL), not the staged one
+        run_with_timeout(lambda: c.allreduce_(tensor._data, op), "all_reduce")
     _bump(tensor)
     return Work() if async_op else None
 
@@ -212,7 +259,10 @@ def broadcast(tensor, src=0, group=None, async_op=False):
     _check(tensor, "broadcast")
     if not 0 <= src < c.size:
         raise ValueError(f"broadcast: src={src} is not a rank of this world of size {c.size}")
-    run_with_timeout(lambda: c.broadcast_(tensor._data, src), "broadcast")
+    if _on_host(tensor):
+        wait_for(c.ibroadcast_(tensor._data, src), "broadcast")
+    else:
+        run_with_timeout(lambda: c.broadcast_(tensor._data, src), "broadcast")
     _bump(tensor)
     return Work() if async_op else None
 
@@ -223,7 +273,7 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     _check(tensor, "all_gather")
     if len(tensor_list) != c.size:
         raise ValueError(f"all_gather: tensor_list has {len(tensor_list)} entries for {c.size} ranks")
-    parts = run_with_timeout(lambda: c.allgather(tensor._data), "all_gather")
+    parts = wait_for(c.iallgather(tensor._data), "all_gather")
     for dst, part in zip(tensor_list, parts):
         if tuple(dst.shape) != tuple(part.shape):
             raise ValueError(f"all_gather: output tensor of shape {list(dst.shape)} for input of shape {list(part.shape)}")
@@ -256,5 +306,5 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
 
 def barrier(group=None, async_op=False, device_ids=None):
     c = _require()
-    run_with_timeout(c.barrier, "barrier")
+    wait_for(c.ibarrier(), "barrier")
     return Work() if async_op else None

@@ -21,6 +21,7 @@ import time
 from ..autograd.engine import queue_callback
 from ..backend import array_module
 from ..tensor import _wrap
+from . import monitor
 from .comm import SUM
 
 
@@ -152,6 +153,7 @@ class Reducer:
 
     # ------------------------------------------------------------- backward
     def _begin(self) -> None:
+        monitor.at("backward")
         self.active = True
         self.marked = [False] * len(self.params)
         if not self.rebuilt:
@@ -228,12 +230,10 @@ class Reducer:
             if self.find_unused:  # the same on every rank, so the collective pairs up
                 used = self._globally_used(used)
             for b in self.buckets:
-                if not b.done.wait(self.timeout):
-                    raise RuntimeError(
-                        f"DistributedDataParallel (rank {self.comm.rank}): the all-reduce of bucket "
-                        f"{b.index} of {len(self.buckets)} in step {self.step} did not finish within "
-                        f"{self.timeout:g} s; another rank may have failed or be stuck"
-                    )
+                what = (f"DistributedDataParallel's all-reduce of gradient bucket {b.index} of "
+                        f"{len(self.buckets)} in step {self.step}")
+                monitor.wait(b.done.is_set, what, ("bucket", self.step, b.index), self.timeout,
+                             event=b.done)
                 if b.error is not None:
                     raise RuntimeError(
                         f"DistributedDataParallel (rank {self.comm.rank}): the all-reduce of bucket "

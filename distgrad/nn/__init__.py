@@ -4,5 +4,5 @@ from .module import Module
 from .modules import (GELU, BCEWithLogitsLoss, CausalSelfAttention, CrossEntropyLoss, Dropout,
                       Embedding, Identity, L1Loss, LayerNorm, Linear, LogSoftmax, ModuleDict,
                       ModuleList, MSELoss, NLLLoss, ReLU, RMSNorm, Sequential, Sigmoid, SiLU,
-                      Softmax, Tanh)
+                      SmoothL1Loss, Softmax, Tanh)
 from .parameter import Buffer, Parameter

@@ -2,7 +2,7 @@
 from ..ops.indexing import one_hot
 from ..ops.nn import (binary_cross_entropy_with_logits, cross_entropy, dropout, embedding,
                       l1_loss, layer_norm, linear, mse_loss, nll_loss, normalize, rms_norm,
-                      scaled_dot_product_attention, softmin)
+                      scaled_dot_product_attention, smooth_l1_loss, softmin)
 from ..ops.pointwise import gelu, relu, sigmoid, silu, softplus, tanh
 from ..ops.reduction import log_softmax, softmax
 
@@ -10,5 +10,5 @@ __all__ = [
     "binary_cross_entropy_with_logits", "cross_entropy", "dropout", "embedding", "gelu",
     "l1_loss", "layer_norm", "linear", "log_softmax", "mse_loss", "nll_loss", "normalize",
     "one_hot", "relu", "rms_norm", "scaled_dot_product_attention", "sigmoid", "silu", "softmax",
-    "softmin", "softplus", "tanh",
+    "smooth_l1_loss", "softmin", "softplus", "tanh",
 ]

@@ -480,6 +480,19 @@ def l1_loss(input, target, reduction="mean"):
     return _reduce((input - target).abs(), reduction, "l1_loss")
 
 
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """Squared error (halved, over ``beta``) where |input - target| < beta, absolute
+    error (less beta/2) elsewhere, as ``torch.nn.functional.smooth_l1_loss``."""
+    if beta < 0:
+        raise ValueError("smooth_l1_loss does not support negative values for beta.")
+    d = input - target
+    a = d.abs()
+    if beta == 0:
+        return _reduce(a, reduction, "smooth_l1_loss")
+    loss = pointwise.where(a < beta, d * d * (0.5 / beta), a - 0.5 * beta)
+    return _reduce(loss, reduction, "smooth_l1_loss")
+
+
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
     if input._data.shape != target._data.shape:

@@ -10,6 +10,7 @@ import copy
 import difflib
 import hashlib
 import json
+import math
 import sys
 
 if sys.version_info >= (3, 11):
@@ -86,7 +87,17 @@ SCHEMA = {
                            minimum=1, optional=True),
         "steps": Key(int, None, "optimizer steps to run (give steps or epochs)", minimum=1, optional=True),
         "epochs": Key(int, None, "passes over the training data (give steps or epochs)", minimum=1, optional=True),
-        "checkpoint_activations": Key(bool, False, "recompute each block's activations in backward"),
+        "loss": Key(str, "cross_entropy", "training loss: 'cross_entropy' (class indices or probabilities "
+                                         "along the output's last dim), 'mse', 'l1', 'smooth_l1', "
+                                         "'bce_with_logits', or a function by import path "
+                                         "'package.module:fn' taking (output, target)"),
+        "on_nonfinite": Key(str, "stop", "when the loss or gradient norm is NaN/Inf: 'stop' the run "
+                                         "(naming step, rank and value) or 'skip_step' (no update)",
+                            choices=("stop", "skip_step")),
+        "max_skipped_steps": Key(int, 10, "skip_step: stop after this many consecutive skipped steps",
+                                 minimum=1),
+        "checkpoint_activations": Key(bool, False, "recompute each block's activations in backward "
+                                                   "(gpt, mlp, or a model class taking checkpoint_blocks)"),
         "log_interval": Key(int, 10, "steps between log lines", minimum=1),
         "eval_interval": Key(int, 0, "steps between evaluations (0: only at the end)", minimum=0),
         "eval_batches": Key(int, 4, "global batches of validation data per evaluation", minimum=1),
@@ -98,7 +109,10 @@ SCHEMA = {
         "np": Key(int, 1, "ranks to start (overridden by --np)", minimum=1),
         "backend": Key(str, "auto", "collectives backend", choices=("auto", "mpi", "nccl")),
         "bucket_cap_mb": Key(float, 25.0, "gradient bucket size for the all-reduce", minimum=0.0),
-        "timeout_s": Key(float, None, "abort when a collective waits longer than this", minimum=0.0, optional=True),
+        "timeout_s": Key(float, 600.0, "seconds any collective may wait before the job is stopped, "
+                                       "naming the ranks that did not join", minimum=0.001),
+        "stall_report_s": Key(float, 60.0, "print where every rank is when a collective has waited "
+                                           "this long (0: never)", minimum=0.0),
         "find_unused_parameters": Key(bool, False, "allow parameters that get no gradient"),
         "launcher": Key(str, "mpiexec", "how ranks are started", choices=("mpiexec", "srun")),
         "hostfile": Key(str, None, "hostfile ('host slots=N' lines) for multi-node runs", optional=True),
@@ -132,6 +146,8 @@ def _check_value(where: str, spec: Key, value, source: str):
     ok = isinstance(value, t) and not (t in (int, float) and isinstance(value, bool))
     if not ok:
         raise ConfigError(f"{source}: {where} must be {_type_name(t)}, got {value!r} ({type(value).__name__})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: {where} = {value!r} is not a finite number")
     if spec.choices and value not in spec.choices:
         raise ConfigError(
             f"{source}: {where} = {value!r} is not one of {', '.join(map(repr, spec.choices))}"
@@ -221,22 +237,57 @@ def resolve(cfg: dict, source: str, world_size: int | None = None) -> dict:
     if not 0.0 < cfg["data"]["val_fraction"] < 1.0:
         raise ConfigError(f"{source}: data.val_fraction = {cfg['data']['val_fraction']} must be in (0, 1)")
     b = cfg["optim"]["betas"]
-    if len(b) != 2 or not all(isinstance(x, _NUM) and 0 <= x < 1 for x in b):
+    if len(b) != 2 or not all(isinstance(x, _NUM) and not isinstance(x, bool) and 0 <= x < 1 for x in b):
         raise ConfigError(f"{source}: optim.betas must be two numbers in [0, 1), got {b!r}")
     if d["hostfile"] and d["hosts"]:
         raise ConfigError(f"{source}: give dist.hostfile or dist.hosts, not both")
     return cfg
 
 
+# Keys a resumed run may change: they do not change the trajectory up to a checkpoint
+# (how long to train, how often to log, evaluate and save, how the ranks share the
+# work and talk, where the run is written).
+RESUMABLE = {
+    "run": {"name", "output_dir"},
+    "train": {"steps", "epochs", "accum_steps", "log_interval", "eval_interval", "eval_batches",
+              "checkpoint_interval", "keep_checkpoints", "progress", "on_nonfinite", "max_skipped_steps"},
+    "dist": set(SCHEMA["dist"]),
+}
+
+
+def trajectory(cfg: dict) -> dict:
+    """The part of a config that shapes the training trajectory (JSON types only)."""
+    out = {}
+    for sec, table in cfg.items():
+        if sec.startswith("_"):
+            continue
+        keep = {k: v for k, v in table.items() if k not in RESUMABLE.get(sec, ())}
+        if keep:
+            out[sec] = keep
+    return json.loads(json.dumps(out))
+
+
 def config_hash(cfg: dict) -> str:
     """A digest of everything that shapes the training run (not where it is written,
-    nor how many ranks share the work)."""
-    essential = {k: v for k, v in cfg.items() if k != "dist" and not k.startswith("_")}
-    essential["run"] = {k: v for k, v in cfg["run"].items() if k not in ("output_dir", "name")}
-    essential["train"] = {k: v for k, v in cfg["train"].items()
-                          if k not in ("accum_steps", "progress", "log_interval", "checkpoint_interval",
-                                       "keep_checkpoints")}
-    return hashlib.sha256(json.dumps(essential, sort_keys=True).encode()).hexdigest()[:16]
+    how long it runs, nor how many ranks share the work)."""
+    return hashlib.sha256(json.dumps(trajectory(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differences(saved: dict, cfg: dict, resumable: bool = False) -> list:
+    """[(key, saved value, new value)] where two configs differ, among the keys that
+    shape the trajectory (or, with ``resumable``, among those a resume may change).
+    A key missing from ``saved`` has its schema default."""
+    a, b = (json.loads(json.dumps(c)) for c in (saved, cfg))
+    out = []
+    for sec, table in SCHEMA.items():
+        for k, spec in table.items():
+            if (k in RESUMABLE.get(sec, ())) != resumable or (sec, k) == ("train", "accum_steps"):
+                continue
+            va = a.get(sec, {}).get(k, spec.default)
+            vb = b.get(sec, {}).get(k, spec.default)
+            if va != vb:
+                out.append((f"{sec}.{k}", va, vb))
+    return out
 
 
 def to_toml(cfg: dict) -> str:

@@ -102,4 +102,27 @@ def build_model(cfg: dict, data_info: dict) -> nn.Module:
             raise ValueError("model.name = 'mlp' needs a feature dataset such as data.name = 'digits'")
         return MLP(data_info["features"], data_info["classes"], m["width"], m["layers"], m["dropout"], ckpt)
     cls = import_object(m["name"], "model.name")
-    return cls(**m["kwargs"])
+    kwargs = dict(m["kwargs"])
+    if ckpt:
+        if not _takes(cls, "checkpoint_blocks"):
+            raise ValueError(
+                f"train.checkpoint_activations = true, but model.name = {m['name']!r} takes no "
+                "checkpoint_blocks argument, so distgrad cannot know which of its parts to "
+                "recompute. Give its __init__ a checkpoint_blocks=False parameter and, when it is "
+                "true, run each block through distgrad.utils.checkpoint.checkpoint in forward (as "
+                "distgrad.train.models.GPT does); or set train.checkpoint_activations = false")
+        kwargs["checkpoint_blocks"] = True
+    return cls(**kwargs)
+
+
+def _takes(cls, name: str) -> bool:
+    """Whether ``cls(...)`` names the parameter ``name`` (a bare **kwargs does not count:
+    it could swallow the argument unused)."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+    p = params.get(name)
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)

@@ -3,14 +3,20 @@
 Every rank runs the same loop. A step takes one global batch: this rank's
 ``accum_steps`` microbatches (DistributedSampler order), each backward inside
 ``no_sync()`` but the last, so the all-reduce runs once per step, overlapped with
-the last backward. Then gradient clipping, the optimizer and the schedule. Rank 0
-shows progress; every rank writes its metrics as JSON lines; checkpoints are
-written by rank 0 between barriers.
+the last backward. Then the gradient norm (clipped where configured), one small
+all-gather of every rank's loss and norm, the non-finite check, the optimizer and
+the schedule. Rank 0 shows progress; every rank writes its metrics and console
+output into the run directory; checkpoints are written by rank 0 and verified
+before a resume uses them.
 
 A debug run (world size 1) reaches the same global batch by accumulating more
 microbatches: step k uses exactly the samples the N-rank run uses at step k, so
 the loss curves agree (to float rounding; exactly when dropout is off and the
 ranks' summation order does not matter).
+
+Every collective waits within ``dist.timeout_s`` (``distributed.monitor``), and
+the monitor knows the phase each rank is in, for the stall report and for every
+failure message.
 """
 from __future__ import annotations
 
@@ -20,26 +26,38 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from .. import distributed as dist
-from ..dtype import set_default_dtype, to_dtype
-from .. import cuda, nn, optim
+from .. import cuda, distributed as dist, nn, optim
 from ..autograd.grad_mode import no_grad
 from ..data.dataloader import default_collate
 from ..data.sampler import DistributedSampler
-from ..nn import functional as F
+from ..distributed import failure, monitor
+from ..distributed.group import default_comm, run_with_timeout, wait_for
+from ..dtype import set_default_dtype, to_dtype
 from ..random import default_generator, manual_seed
 from . import checkpoint as ckpt
-from .config import config_hash
+from . import records
+from .config import config_hash, differences
 from .datasets import build_datasets
+from .losses import Objective
 from .models import build_model
 
 
-def lr_lambda(cfg: dict):
+class NonFiniteStop(RuntimeError):
+    """Training stopped on a non-finite loss, gradient norm or parameter. Every rank
+    raises it at the same step (they decide on the same gathered values)."""
+
+
+class ResumeRefused(RuntimeError):
+    """The run directory cannot be resumed with this config."""
+
+
+def lr_lambda(cfg: dict, total: int):
     """The schedule as a factor of the peak learning rate, step by step."""
-    s, total = cfg["schedule"], cfg["_total_steps"]
+    s = cfg["schedule"]
     lr, warm = cfg["optim"]["lr"], s["warmup_steps"]
     floor = s["min_lr"] / lr if lr else 0.0
 
@@ -71,15 +89,20 @@ def build_optimizer(cfg: dict, model: nn.Module):
 
 
 class _Progress:
-    """A tqdm bar on rank 0 (plain log lines where there is no terminal)."""
+    """A tqdm bar on rank 0 when the user's terminal shows it: this process's stdout,
+    or the launcher's (``DISTGRAD_TTY=1``: a rank's stdout is a pipe to mpiexec).
+    The bar goes to the terminal only; log lines also go to the rank's log."""
 
-    def __init__(self, enabled: bool, total: int, start: int):
+    def __init__(self, enabled: bool, total: int, start: int, terminal):
         self.bar = None
-        if enabled:
+        shown = terminal.isatty() or os.environ.get("DISTGRAD_TTY") == "1"
+        if enabled and shown:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
-                            mininterval=0.5, file=sys.stdout, disable=not sys.stdout.isatty())
+            cols = os.environ.get("DISTGRAD_COLUMNS")
+            self.bar = tqdm(total=total, initial=start, unit="step", mininterval=0.5, file=terminal,
+                            ncols=int(cols) if cols and cols.isdigit() else None,
+                            dynamic_ncols=not cols)
 
     def update(self, **postfix):
         if self.bar is not None:
@@ -87,14 +110,26 @@ class _Progress:
             self.bar.update(1)
 
     def write(self, text: str):
-        if self.bar is not None and not self.bar.disable:
-            self.bar.write(text)
-        else:
+        if self.bar is None:
+            print(text, flush=True)
+            return
+        with self.bar.external_write_mode():
             print(text, flush=True)
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+
+@dataclass
+class Position:
+    """Where training stands: optimizer steps done, the epoch and the step within it,
+    and the training time so far (seconds, across resumes)."""
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    elapsed: float = 0.0
 
 
 class Trainer:
@@ -102,28 +137,36 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.resume = resume
+        self.rank, self.world = 0, 1
+        self.console = None
 
     # ----------------------------------------------------------------- setup
+    def _join(self):
+        """Join the job, and from then on keep this rank's console output and record
+        any failure in the run directory."""
+        d = self.cfg["dist"]
+        if not dist.is_initialized():
+            dist.init_process_group(d["backend"], timeout=d["timeout_s"], stall_report=d["stall_report_s"])
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        monitor.at("startup", 0, "building the model and data")
+        if os.environ.get("DISTGRAD_NO_RANK_LOG") != "1":
+            self.console = records.ConsoleLog(self.run_dir, self.rank)
+        failure.on_fatal(self._record_fatal)
+
     def _setup(self):
         cfg = self.cfg
         d = cfg["dist"]
-        if not dist.is_initialized():
-            dist.init_process_group(d["backend"], timeout=d["timeout_s"])
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
         if self.world != d["np"]:
             raise RuntimeError(
                 f"this job has {self.world} ranks but its config was resolved for dist.np = {d['np']}; "
-                "start it with distgrad-launch (or mpiexec -n {np}) so the batch arithmetic holds".replace(
-                    "{np}", str(d["np"]))
-            )
+                f"start it with distgrad-launch (or mpiexec -n {d['np']}) so the batch arithmetic holds")
         t = cfg["train"]
         per_rank = t["global_batch"] // self.world
         if per_rank % t["micro_batch"] or t["global_batch"] % self.world:
             raise RuntimeError(
                 f"train.global_batch = {t['global_batch']} cannot be split into microbatches of "
                 f"{t['micro_batch']} on {self.world} ranks (the launcher checks this; was the config "
-                "resolved for another world size?)"
-            )
+                "resolved for another world size?)")
         self.accum = per_rank // t["micro_batch"]
         self.device = "cpu"
         if cfg["run"]["device"] == "cuda":
@@ -133,6 +176,7 @@ class Trainer:
             self.device = f"cuda:{local}"
         set_default_dtype(to_dtype(cfg["run"]["dtype"]))
         manual_seed(cfg["run"]["seed"])
+        self.objective = Objective(t["loss"])
         self.train_set, self.val_set, self.info = build_datasets(cfg)
         self.sampler = DistributedSampler(self.train_set, self.world, self.rank, shuffle=True,
                                           seed=cfg["run"]["seed"], drop_last=True)
@@ -140,10 +184,8 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise RuntimeError(
                 f"the training set ({len(self.train_set)} samples) is smaller than one global batch "
-                f"({t['global_batch']}); lower train.global_batch"
-            )
+                f"({t['global_batch']}); lower train.global_batch")
         self.total_steps = t["steps"] if t["steps"] is not None else t["epochs"] * self.steps_per_epoch
-        cfg["_total_steps"] = self.total_steps
         self.model = build_model(cfg, self.info).to(self.device)
         self.ddp = None
         if self.world > 1:
@@ -153,198 +195,376 @@ class Trainer:
                 self.model, bucket_cap_mb=d["bucket_cap_mb"], find_unused_parameters=d["find_unused_parameters"],
                 gradient_as_bucket_view=True)
         self.optimizer = build_optimizer(cfg, self.model)
-        self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.total_steps))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.hash = config_hash(cfg)
+        self.hosts = (run_with_timeout(lambda: default_comm().allgather_object(monitor.HOST),
+                                       "the start-up exchange of host names")
+                      if self.world > 1 else [monitor.HOST])
+        self.skipped = self.consecutive_skips = 0
 
-    def _forward_loss(self, x, y):
+    def _loss(self, x, y):
         x, y = x.to(self.device), y.to(self.device)
-        model = self.ddp if self.ddp is not None else self.model
-        out = model(x)
-        if out.dim() == 3:
-            out = out.reshape(-1, out.shape[-1])
-            y = y.reshape(-1)
-        return F.cross_entropy(out, y), out, y
+        model = self.ddp if self.ddp is not None and self.model.training else self.model
+        return self.objective(model(x), y)
+
+    def _rank_name(self, r: int) -> str:
+        return f"rank {r} ({self.hosts[r]})"
 
     # ------------------------------------------------------------------ data
-    def _batches(self, epoch: int, skip: int):
-        """This rank's microbatches of ``epoch``, grouped per step, from step ``skip``."""
-        self.sampler.set_epoch(epoch)
-        idx = list(self.sampler)
+    def _schedule(self, pos: Position):
+        """(step, this rank's microbatches, position after the step) for every step
+        from ``pos`` to the end."""
+        epoch, batch, step = pos.epoch, pos.batch, pos.step
         mb = self.cfg["train"]["micro_batch"]
         fetch = getattr(self.train_set, "__getitems__", None)
-        for s in range(skip, self.steps_per_epoch):
-            step = []
-            for a in range(self.accum):
-                lo = (s * self.accum + a) * mb
-                ids = idx[lo:lo + mb]
-                samples = fetch(ids) if fetch else [self.train_set[i] for i in ids]
-                step.append(default_collate(samples))
-            yield step
+        while step < self.total_steps:
+            self.sampler.set_epoch(epoch)
+            idx = list(self.sampler)
+            for s in range(batch, self.steps_per_epoch):
+                monitor.at("data", step + 1, "loading the step's microbatches")
+                micro = []
+                for a in range(self.accum):
+                    lo = (s * self.accum + a) * mb
+                    ids = idx[lo:lo + mb]
+                    micro.append(default_collate(fetch(ids) if fetch else [self.train_set[i] for i in ids]))
+                step += 1
+                after = (epoch + 1, 0) if s + 1 == self.steps_per_epoch else (epoch, s + 1)
+                yield step, micro, after
+                if step == self.total_steps:
+                    return
+            epoch, batch = epoch + 1, 0
 
-    def _evaluate(self):
-        """Loss and accuracy on the first ``eval_batches`` global batches of the
-        validation set (the same samples whatever the world size)."""
+    # ------------------------------------------------------------------ step
+    def _train_step(self, step: int, micro) -> dict:
+        self.optimizer.zero_grad()
+        n = len(micro)
+        losses = []
+        for i, (x, y) in enumerate(micro):
+            sync = self.ddp is None or i == n - 1
+            detail = f"microbatch {i + 1} of {n}"
+            with (self.ddp.no_sync() if not sync else contextlib.nullcontext()):
+                monitor.at("forward", step, detail)
+                loss, _, _ = self._loss(x, y)
+                monitor.at("backward", step, detail)
+                (loss / n).backward()
+            losses.append(loss.detach())
+        monitor.at("optimizer", step, "")
+        grads = [p.grad for p in self.params if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads)
+        clip = self.cfg["optim"]["grad_clip"]
+        if clip:
+            nn.utils.clip_grads_with_norm_(self.params, clip, norm)
+        # Read once the step's work is queued (on a GPU, reading waits for it).
+        local = sum(v.item() for v in losses) / n
+        every = self._gather(step, [local, float(norm.item())])
+        row = {"step": step, "loss": float(every[:, 0].mean()), "local_loss": local,
+               "grad_norm": float(every[self.rank, 1]), "lr": self.scheduler.get_last_lr()[0]}
+        problem = self._nonfinite(step, every)
+        if problem is None:
+            self.optimizer.step()
+            self.consecutive_skips = 0
+        else:
+            self._skip(step, problem, row)
+        self.scheduler.step()
+        return row
+
+    def _gather(self, step: int, values: list) -> np.ndarray:
+        """Every rank's ``values`` as rows of one array (one small collective)."""
+        mine = np.asarray(values, dtype=np.float64)
+        if self.world == 1:
+            return mine[None]
+        parts = wait_for(default_comm().iallgather(mine), f"the loss all-gather of step {step}")
+        return np.stack([np.asarray(p) for p in parts])
+
+    def _nonfinite(self, step: int, every: np.ndarray) -> str | None:
+        """What was non-finite at ``step`` (the same text on every rank), or None."""
+        bad = [r for r in range(self.world) if not math.isfinite(every[r, 0])]
+        norms = every[:, 1]
+        if not bad and np.isfinite(norms).all():
+            return None
+        parts = []
+        if bad:
+            parts.append("the loss is " + ", ".join(f"{every[r, 0]} on {self._rank_name(r)}" for r in bad))
+        if not np.isfinite(norms).all():
+            r = int(np.flatnonzero(~np.isfinite(norms))[0])
+            where = "" if self.world == 1 else " (after averaging over the ranks)"
+            parts.append(f"the gradient norm{where} is {norms[r]}"
+                         + ("" if bad else ", although the loss was finite on every rank"))
+        return f"step {step}: " + "; ".join(parts)
+
+    def _skip(self, step: int, problem: str, row: dict) -> None:
         t = self.cfg["train"]
-        model = self.ddp if self.ddp is not None else self.model
+        if t["on_nonfinite"] == "stop":
+            raise NonFiniteStop(
+                f"non-finite values at {problem}. The parameters were not updated and no "
+                f"checkpoint was written after step {step - 1}. Lower optim.lr, set optim.grad_clip, "
+                "check the data, or set train.on_nonfinite = 'skip_step' to skip such steps")
+        self.optimizer.zero_grad()
+        self.skipped += 1
+        self.consecutive_skips += 1
+        row.update(skipped=True, reason=problem)
+        if self.consecutive_skips >= t["max_skipped_steps"]:
+            raise NonFiniteStop(
+                f"{self.consecutive_skips} steps in a row were skipped for non-finite values (the "
+                f"last at {problem}); train.max_skipped_steps = {t['max_skipped_steps']}. The model "
+                "is not recovering: lower optim.lr, set optim.grad_clip, or check the data")
+        if self.rank == 0:
+            self.progress.write(f"step {step:6d}  skipped: non-finite values at {problem}; "
+                                "the parameters were not updated")
+
+    # ------------------------------------------------------------ evaluation
+    def _evaluate(self, step: int) -> dict | None:
+        """Loss (and accuracy, where it means something) on the first ``eval_batches``
+        global batches of the validation set (the same samples whatever the world size)."""
+        t = self.cfg["train"]
         total = min(len(self.val_set), t["eval_batches"] * t["global_batch"])
         idx = list(range(self.rank, total - total % self.world, self.world))
         mb = t["micro_batch"]
         fetch = getattr(self.val_set, "__getitems__", None)
-        loss_sum = correct = count = 0.0
-        model.eval()
+        sums = np.zeros(3)  # loss x count, correct, count
+        batches = range(0, len(idx), mb)
+        self.model.eval()
         try:
             with no_grad():
-                for lo in range(0, len(idx), mb):
+                for k, lo in enumerate(batches):
+                    monitor.at("eval", step, f"batch {k + 1} of {len(batches)}")
                     ids = idx[lo:lo + mb]
                     x, y = default_collate(fetch(ids) if fetch else [self.val_set[i] for i in ids])
-                    loss, out, yy = self._forward_loss(x, y)
-                    n = yy.numel()
-                    loss_sum += loss.item() * n
-                    correct += (out.argmax(-1) == yy).sum().item()
-                    count += n
+                    loss, count, correct = self._loss(x, y)
+                    sums += (loss.item() * count, 0.0 if correct is None else correct.item(), count)
         finally:
-            model.train()
-        totals = np.array([loss_sum, correct, count])
+            self.model.train()
         if self.world > 1:
-            dist.group.default_comm().allreduce_(totals)
-        if totals[2] == 0:
+            wait_for(default_comm().iallreduce_(sums), f"the evaluation all-reduce of step {step}")
+        if sums[2] == 0:
             return None
-        return {"eval_loss": totals[0] / totals[2], "eval_accuracy": totals[1] / totals[2]}
+        result = {"eval_loss": sums[0] / sums[2]}
+        if self.objective.has_accuracy:
+            result["eval_accuracy"] = sums[1] / sums[2]
+        return result
+
+    def _log_eval(self, step: int):
+        result = self._evaluate(step)
+        if result is not None:
+            self.metrics.write(dict(result, step=step, time=self._elapsed(), timestamp=time.time()))
+            if self.rank == 0:
+                acc = f"  eval accuracy {result['eval_accuracy']:.2%}" if "eval_accuracy" in result else ""
+                self.progress.write(f"step {step:6d}  eval loss {result['eval_loss']:.4f}{acc}")
+        return result
 
     # ----------------------------------------------------------- checkpoints
-    def _save(self, step: int, epoch: int, batch: int):
+    def _save(self, step: int, after: tuple) -> None:
+        monitor.at("save", step, "")
+        bad = [n for n, p in self.model.named_parameters() if not bool(p.detach().isfinite().all().item())]
+        if bad:  # the same on every rank: DDP keeps the parameters identical
+            shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise NonFiniteStop(
+                f"the parameters hold NaN or Inf after the update of step {step} ({shown}); the "
+                f"checkpoint of step {step} was not written. Lower optim.lr or set optim.grad_clip")
         if self.rank == 0:
-            meta = {"config_hash": self.hash, "epoch": epoch, "batch": batch,
+            meta = {"config_hash": self.hash, "config": self.cfg, "epoch": after[0], "batch": after[1],
                     "rng": default_generator._rng.bit_generator.state,
-                    "rng_seed": default_generator.initial_seed(), "world_size": self.world}
+                    "rng_seed": default_generator.initial_seed(), "world_size": self.world,
+                    "elapsed_s": self._elapsed(), "total_steps": self.total_steps,
+                    "steps_per_epoch": self.steps_per_epoch, "skipped_steps": self.skipped}
             ckpt.save(self.run_dir, step, self.model, self.optimizer, self.scheduler, meta,
                       self.cfg["train"]["keep_checkpoints"])
         if self.world > 1:
-            dist.barrier()
+            wait_for(default_comm().ibarrier(), f"the barrier after the checkpoint of step {step}")
 
-    def _restore(self):
-        step = ckpt.latest(self.run_dir)
+    def _choose_checkpoint(self) -> int:
+        """The newest checkpoint that verifies (rank 0 looks, everyone follows); damaged
+        newer ones are reported and set aside as ``*.damaged``."""
+        monitor.at("resume", 0, "verifying checkpoints")
+        found = ckpt.find_resumable(self.run_dir) if self.rank == 0 else None
+        if self.world > 1:
+            found = run_with_timeout(lambda: default_comm().broadcast_object(found, 0),
+                                     "the choice of the checkpoint to resume from")
+        step, damaged = found
+        if self.rank == 0:
+            for bad_step, reason in damaged:
+                self._set_aside(bad_step)
+                print(f"distgrad: --resume: the checkpoint of step {bad_step} is not usable: {reason}; "
+                      f"its files were renamed *.damaged", file=sys.stderr, flush=True)
+            if damaged and step is not None:
+                print(f"distgrad: --resume: falling back to the checkpoint of step {step}, which "
+                      "verifies", file=sys.stderr, flush=True)
         if step is None:
-            raise RuntimeError(f"--resume: no complete checkpoint in {self.run_dir}")
+            why = "; ".join(f"step {s}: {r}" for s, r in damaged) or "there are no checkpoint files"
+            raise ResumeRefused(f"--resume: no usable checkpoint in {self.run_dir} ({why})")
+        return step
+
+    def _stretch_schedule(self, before: int) -> None:
+        """A resume that changes the run's length: the schedule is this config's from
+        now on, including the learning rate of the next step."""
+        old = self.scheduler.get_last_lr()[0]
+        self.scheduler.step(self.scheduler.last_epoch)  # the same step, the new schedule
+        if self.rank == 0:
+            print(f"distgrad: --resume: the run now has {self.total_steps} steps instead of {before}; the "
+                  f"{self.cfg['schedule']['name']} schedule follows the new length, so the learning rate "
+                  f"of the next step is {self.scheduler.get_last_lr()[0]:.4g} (it was {old:.4g})",
+                  file=sys.stderr, flush=True)
+
+    def _set_aside(self, step: int) -> None:
+        for path in ckpt.paths(self.run_dir, step):
+            if os.path.exists(path):
+                os.replace(path, path + ".damaged")
+
+    def _restore(self, step: int) -> Position:
+        with open(ckpt.paths(self.run_dir, step)[1]) as f:
+            meta = json.load(f)
+        saved = meta.get("config")
+        changed = differences(saved, self.cfg) if saved is not None else (
+            [] if meta.get("config_hash") == self.hash else [("(a key this old checkpoint does not record)", "?", "?")])
+        if changed:
+            keys = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in changed)
+            raise ResumeRefused(
+                f"--resume: the checkpoint of step {step} in {self.run_dir} was made with another "
+                f"config ({keys}). Resume with the run's own config.toml, or start a new run")
         meta = ckpt.load(self.run_dir, step, self.model, self.optimizer, self.scheduler)
-        if meta["config_hash"] != self.hash:
-            raise RuntimeError(
-                f"--resume: the checkpoint in {self.run_dir} was made with a different config "
-                f"(hash {meta['config_hash']}, this config {self.hash}); resume with the run's "
-                "own config.toml, or start a new run"
-            )
+        if meta.get("total_steps", self.total_steps) != self.total_steps:
+            self._stretch_schedule(meta["total_steps"])
         default_generator._seed = meta["rng_seed"]
         default_generator._rng.bit_generator.state = meta["rng"]
-        return step, meta["epoch"], meta["batch"]
+        self.skipped = meta.get("skipped_steps", 0)
+        return Position(step, meta["epoch"], meta["batch"], meta.get("elapsed_s", 0.0))
 
     # ------------------------------------------------------------------ loop
+    def _elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
     def run(self) -> dict:
-        self._setup()
+        self._join()
+        try:
+            self._setup()
+            pos = Position()
+            if self.resume:
+                step = self._choose_checkpoint()
+                if step >= self.total_steps:
+                    return self._already_finished(step)
+                pos = self._restore(step)
+        except (KeyboardInterrupt, ResumeRefused):
+            self._close_console(keep=False)
+            raise
+        # (any other error: the failure hook prints it into the log and records it)
+        self._open_records(pos)
+        try:
+            self._loop(pos)
+        except NonFiniteStop as e:
+            if self.rank == 0:
+                print(f"distgrad: stopping: {e}", file=sys.stderr, flush=True)
+            self._close_records("failed", error=f"NonFiniteStop: {e}", agreed=True)
+            raise
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt) or type(e).__name__ == "BdbQuit"
+            self._close_records("interrupted" if interrupted else "failed",
+                                error=None if interrupted else f"{type(e).__name__}: {e}",
+                                close_console=interrupted)
+            raise
+        return self._close_records("completed")
+
+    def _open_records(self, pos: Position) -> None:
         t = self.cfg["train"]
-        step, epoch, batch = (self._restore() if self.resume else (0, 0, 0))
         os.makedirs(self.run_dir, exist_ok=True)
-        # Line-buffered: the steps a failed job did finish are on disk.
-        metrics = open(os.path.join(self.run_dir, f"metrics.rank{self.rank}.jsonl"), "a", buffering=1)
-        progress = _Progress(self.rank == 0 and t["progress"], self.total_steps, step)
-        tokens_per_sample = self.info.get("tokens_per_sample") or 0
+        if self.resume:
+            # Rows of steps after the checkpoint are logged again by this run.
+            records.truncate_metrics(self.run_dir, pos.step,
+                                     None if self.rank == 0 else {self.rank})
+        if self.console is not None:
+            self.console.keep()
+        terminal = self.console.terminal if self.console else sys.stdout
+        self.metrics = records.MetricsLog(self.run_dir, self.rank)
+        self.progress = _Progress(self.rank == 0 and t["progress"], self.total_steps, pos.step, terminal)
+        self.t0 = time.perf_counter() - pos.elapsed
+        self.start, self.last, self.eval_result = pos, {}, None
         if self.rank == 0:
-            progress.write(
+            records.write_summary(self.run_dir, status="running", error=None, failed_rank=None,
+                                  run_dir=self.run_dir, world_size=self.world, hosts=self.hosts,
+                                  total_steps=self.total_steps, resumed_from=pos.step if self.resume else None,
+                                  started=time.time())
+            self.progress.write(
                 f"distgrad: {self.world} rank(s), global batch {t['global_batch']} = micro "
                 f"{t['micro_batch']} x accum {self.accum} x world {self.world}; "
                 f"{sum(p.numel() for p in self.params):,} parameters; {self.total_steps} steps; "
-                f"run directory {self.run_dir}" + (f"; resuming at step {step}" if step else ""))
+                f"run directory {self.run_dir}" + (f"; resuming at step {pos.step}" if pos.step else ""))
         if os.environ.get("DISTGRAD_MARK_FIRST_STEP") and self.rank == 0:
             print(f"DISTGRAD_FIRST_STEP {time.time():.6f}", flush=True)
-        t0 = time.perf_counter()
-        start_step, last = step, {}
-        eval_result = None
-        try:
-            while step < self.total_steps:
-                for micro in self._batches(epoch, batch):
-                    loss_sum = self._train_step(micro)
-                    step += 1
-                    batch += 1
-                    loss = self._global_mean(loss_sum)
-                    elapsed = time.perf_counter() - t0
-                    rate = (step - start_step) * t["global_batch"] / elapsed
-                    last = {"step": step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                            "samples_per_s": rate, "tokens_per_s": rate * tokens_per_sample,
-                            "local_loss": loss_sum / self.accum, "time": elapsed}
-                    metrics.write(json.dumps(last) + "\n")
-                    progress.update(loss=f"{loss:.4f}", lr=f"{last['lr']:.2e}",
-                                    **({"tok/s": f"{last['tokens_per_s']:,.0f}"} if tokens_per_sample
-                                       else {"samples/s": f"{rate:,.0f}"}))
-                    if self.rank == 0 and (step % t["log_interval"] == 0 or step == self.total_steps):
-                        progress.write(f"step {step:6d}  loss {loss:.4f}  lr {last['lr']:.3e}  "
-                                       + (f"{last['tokens_per_s']:,.0f} tokens/s" if tokens_per_sample
-                                          else f"{rate:,.0f} samples/s"))
-                    if t["eval_interval"] and step % t["eval_interval"] == 0:
-                        eval_result = self._log_eval(step, metrics, progress)
-                    if step == self.total_steps or (t["checkpoint_interval"] and step % t["checkpoint_interval"] == 0):
-                        end_of_epoch = batch == self.steps_per_epoch
-                        self._save(step, epoch + 1 if end_of_epoch else epoch, 0 if end_of_epoch else batch)
-                    if step == self.total_steps:
-                        break
-                else:
-                    epoch, batch = epoch + 1, 0
-                    continue
-                break
-            if not t["eval_interval"] or step % t["eval_interval"]:
-                eval_result = self._log_eval(step, metrics, progress)
-        except KeyboardInterrupt:
-            progress.close()
-            if self.rank == 0:
-                last_ckpt = ckpt.latest(self.run_dir)
-                print(f"\ndistgrad: interrupted at step {step}; the last checkpoint is "
-                      f"{'step ' + str(last_ckpt) if last_ckpt is not None else 'none'} in {self.run_dir}",
-                      flush=True)
-            raise
-        finally:
-            metrics.close()
-        progress.close()
-        summary = dict(last, steps=step, world_size=self.world, run_dir=self.run_dir,
-                       wall_time_s=time.perf_counter() - t0, **(eval_result or {}))
-        if self.rank == 0:
-            with open(os.path.join(self.run_dir, "summary.json"), "w") as f:
-                json.dump(summary, f, indent=1)
-            extra = (f"  eval loss {summary['eval_loss']:.4f}  eval accuracy {summary['eval_accuracy']:.2%}"
-                     if eval_result else "")
+
+    def _record_fatal(self, exc_type, exc, where) -> None:
+        if self.console is not None:
+            self.console.keep()
+        records.record_failure(self.run_dir, self.rank, f"{exc_type.__name__}: {exc}", where=where,
+                               step=monitor.state.step, phase=monitor.state.phase)
+
+    def _loop(self, pos: Position) -> None:
+        t = self.cfg["train"]
+        tokens_per_sample = self.info.get("tokens_per_sample") or 0
+        step = pos.step
+        for step, micro, after in self._schedule(pos):
+            row = self._train_step(step, micro)
+            elapsed = self._elapsed()
+            rate = (step - self.start.step) * t["global_batch"] / max(1e-9, elapsed - self.start.elapsed)
+            row.update(samples_per_s=rate, tokens_per_s=rate * tokens_per_sample, time=elapsed,
+                       timestamp=time.time())
+            self.last = row
+            self.metrics.write(row)
+            speed = (f"{row['tokens_per_s']:,.0f} tokens/s" if tokens_per_sample else f"{rate:,.0f} samples/s")
+            self.progress.update(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}",
+                                 **{"tok/s" if tokens_per_sample else "samples/s": speed.split()[0]})
+            if self.rank == 0 and (step % t["log_interval"] == 0 or step == self.total_steps):
+                self.progress.write(f"step {step:6d}  loss {row['loss']:.4f}  lr {row['lr']:.3e}  "
+                                    f"grad norm {row['grad_norm']:.3g}  {speed}")
+            if t["eval_interval"] and step % t["eval_interval"] == 0:
+                self.eval_result = self._log_eval(step)
+            if step == self.total_steps or (t["checkpoint_interval"] and step % t["checkpoint_interval"] == 0):
+                self._save(step, after)
+        if not t["eval_interval"] or step % t["eval_interval"]:
+            self.eval_result = self._log_eval(step)
+        monitor.at("done", step, "")
+
+    def _close_records(self, status: str, close_console: bool = True, **fields) -> dict:
+        self.progress.close()
+        self.metrics.close()
+        step = self.last.get("step", self.start.step)
+        summary = dict(self.last, steps=step, world_size=self.world, run_dir=self.run_dir,
+                       wall_time_s=self._elapsed(), skipped_steps=self.skipped, **(self.eval_result or {}))
+        if status == "failed" and (self.rank == 0 or not fields.get("agreed")):
+            # An error every rank raised together is recorded once; any other by its rank.
+            summary.update(step=monitor.state.step, phase=monitor.state.phase)
+            records.record_failure(self.run_dir, self.rank, fields["error"], **summary)
+        elif self.rank == 0 and status != "failed":
+            summary = records.write_summary(self.run_dir, status=status, **summary)
+        if self.rank == 0 and status == "completed":
+            extra = f"  eval loss {summary['eval_loss']:.4f}" if "eval_loss" in summary else ""
+            if "eval_accuracy" in summary:
+                extra += f"  eval accuracy {summary['eval_accuracy']:.2%}"
             print(f"done: {step} steps in {summary['wall_time_s']:.1f} s  final loss "
-                  f"{summary.get('loss', float('nan')):.4f}{extra}\n"
-                  f"run directory: {self.run_dir}", flush=True)
+                  f"{summary.get('loss', float('nan')):.4f}{extra}\nrun directory: {self.run_dir}", flush=True)
+        if status == "interrupted" and self.rank == 0:
+            last_ckpt = ckpt.latest(self.run_dir)
+            print(f"\ndistgrad: interrupted at step {monitor.state.step}; the last checkpoint is "
+                  f"{'step ' + str(last_ckpt) if last_ckpt is not None else 'none'} in {self.run_dir}",
+                  flush=True)
+        if close_console:
+            self._close_console(keep=True)
         return summary
 
-    def _train_step(self, micro) -> float:
-        self.optimizer.zero_grad()
-        losses = []
-        for i, (x, y) in enumerate(micro):
-            sync = self.ddp is None or i == len(micro) - 1
-            with (self.ddp.no_sync() if not sync else contextlib.nullcontext()):
-                loss, _, _ = self._forward_loss(x, y)
-                (loss / len(micro)).backward()
-            losses.append(loss.detach())
-        # Read once the step's work is queued (on a GPU, reading waits for it).
-        loss_sum = sum(v.item() for v in losses)
-        if self.cfg["optim"]["grad_clip"]:
-            nn.utils.clip_grad_norm_(self.params, self.cfg["optim"]["grad_clip"])
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss_sum
+    def _close_console(self, keep: bool) -> None:
+        failure.clear_callbacks()
+        if self.console is not None:
+            if keep:
+                self.console.keep()
+            self.console.close()
+            self.console = None
 
-    def _global_mean(self, loss_sum: float) -> float:
-        """The step's loss over the global batch (every rank has as many samples)."""
-        if self.world == 1:
-            return loss_sum / self.accum
-        v = np.array([loss_sum / self.accum])
-        dist.group.default_comm().allreduce_(v)
-        return float(v[0] / self.world)
-
-    def _log_eval(self, step, metrics, progress):
-        result = self._evaluate()
-        if result is not None:
-            metrics.write(json.dumps(dict(result, step=step)) + "\n")
-            if self.rank == 0:
-                progress.write(f"step {step:6d}  eval loss {result['eval_loss']:.4f}  "
-                               f"eval accuracy {result['eval_accuracy']:.2%}")
-        return result
+    def _already_finished(self, step: int) -> dict:
+        """Resuming a run that has done all its steps: say so and change nothing."""
+        if self.rank == 0:
+            print(f"distgrad: {self.run_dir} has finished: its last checkpoint is of step {step} and "
+                  f"this config trains {self.total_steps} steps; nothing to do. To train longer, "
+                  "resume with a larger train.steps (or train.epochs)", flush=True)
+        self._close_console(keep=False)
+        summary = records.read_summary(self.run_dir)
+        summary["already_finished"] = True
+        return summary

@@ -1,0 +1,221 @@
+"""What a run leaves in its directory, besides checkpoints: the run directory
+itself (created atomically, so simultaneous launches never share one), each rank's
+metrics as JSON lines, each rank's console output (``rankN.log``) and
+``summary.json`` with the run's status (running, completed, failed, interrupted),
+its error and the failing rank.
+
+Every JSON file is strict (no bare ``NaN``: a non-finite number is written as
+``null``) and every file that is rewritten is replaced atomically.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import socket
+import sys
+import time
+
+
+def _map_floats(obj, fn, path: str = ""):
+    """``obj`` with every non-finite float replaced by ``fn(path, value)``, through
+    dicts, lists and tuples (tuples come back as lists, as JSON would make them)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return fn(path, obj)
+    if isinstance(obj, dict):
+        return {k: _map_floats(v, fn, f"{path}.{k}" if path else str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_map_floats(v, fn, f"{path}[{i}]") for i, v in enumerate(obj)]
+    return obj
+
+
+def non_finite_paths(obj) -> list:
+    """'key.path=value' of every non-finite float in ``obj``."""
+    bad = []
+    _map_floats(obj, lambda path, v: bad.append(f"{path}={v}"))
+    return bad
+
+
+def dumps_strict(obj, **kw) -> str:
+    """``json.dumps`` that writes standard JSON only: NaN and +-Inf become ``null``
+    (for metrics rows, where a diverged loss must not make the file unreadable)."""
+    return json.dumps(_map_floats(obj, lambda path, v: None), allow_nan=False, **kw)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data) -> None:
+    """Write ``data`` (bytes or text) through a temporary file beside ``path``, fsync,
+    rename, fsync the directory. On any failure the temporary file is removed and
+    ``path`` is as it was."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(os.path.dirname(path) or ".")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# ------------------------------------------------------------ run directory
+def create_run_dir(output_dir: str, name: str) -> str:
+    """A new run directory ``output_dir/name-YYYYmmdd-HHMMSS[-n]``, created with an
+    atomic mkdir: two launches in the same second get two directories."""
+    os.makedirs(output_dir, exist_ok=True)
+    base = os.path.join(output_dir, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    path, n = base, 1
+    while True:
+        try:
+            os.mkdir(path)
+            return os.path.abspath(path)
+        except FileExistsError:
+            n += 1
+            path = f"{base}-{n}"
+
+
+# ------------------------------------------------------------------ summary
+def summary_path(run_dir: str) -> str:
+    return os.path.join(run_dir, "summary.json")
+
+
+def read_summary(run_dir: str) -> dict:
+    try:
+        with open(summary_path(run_dir)) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def write_summary(run_dir: str, /, **fields) -> dict:
+    """Merge ``fields`` into summary.json (created if missing) and rewrite it."""
+    data = read_summary(run_dir)
+    data.update(fields)
+    data["updated"] = time.time()
+    atomic_write(summary_path(run_dir), dumps_strict(data, indent=1) + "\n")
+    return data
+
+
+def record_failure(run_dir: str, rank: int, error: str, /, **fields) -> None:
+    """Mark the run failed, unless a failure is already recorded (the first one is
+    the cause; later ones are its consequences)."""
+    if read_summary(run_dir).get("status") == "failed":
+        return
+    fields.update(status="failed", error=error, failed_rank=rank, failed_host=socket.gethostname())
+    write_summary(run_dir, **fields)
+
+
+# ------------------------------------------------------------------ metrics
+def metrics_path(run_dir: str, rank: int) -> str:
+    return os.path.join(run_dir, f"metrics.rank{rank}.jsonl")
+
+
+def truncate_metrics(run_dir: str, after_step: int, ranks=None) -> None:
+    """Drop the rows of steps after ``after_step`` (a resumed run logs them again).
+    ``ranks``: which ranks' files (default: every metrics file in the directory)."""
+    pattern = re.compile(r"^metrics\.rank(\d+)\.jsonl$")
+    for name in sorted(os.listdir(run_dir)):
+        m = pattern.match(name)
+        if not m or (ranks is not None and int(m.group(1)) not in ranks):
+            continue
+        path = os.path.join(run_dir, name)
+        with open(path) as f:
+            lines = f.readlines()
+        kept = [ln for ln in lines if _step_of(ln) <= after_step]
+        if len(kept) != len(lines):
+            atomic_write(path, "".join(ln if ln.endswith("\n") else ln + "\n" for ln in kept))
+
+
+def _step_of(line: str) -> float:
+    try:
+        row = json.loads(line)
+        return row.get("step", 0) if isinstance(row, dict) else math.inf
+    except ValueError:
+        return math.inf  # a torn last line of a killed run
+
+
+class MetricsLog:
+    """One rank's metrics, a JSON object per line, written through at once (the
+    rows of the steps a failed job did finish are on disk)."""
+
+    def __init__(self, run_dir: str, rank: int):
+        self.file = open(metrics_path(run_dir, rank), "a", buffering=1)
+
+    def write(self, row: dict) -> None:
+        self.file.write(dumps_strict(row) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# ------------------------------------------------------------- console log
+class _Tee(io.TextIOBase):
+    """Writes to the stream it replaces and to the rank's log file."""
+
+    def __init__(self, stream, log):
+        self.stream, self.log = stream, log
+
+    def write(self, text):
+        n = self.stream.write(text)
+        try:
+            self.log.write(text)
+        except ValueError:  # the log was closed at exit; the terminal still gets it
+            pass
+        return n
+
+    def flush(self):
+        self.stream.flush()
+        if not self.log.closed:
+            self.log.flush()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+    def fileno(self):
+        return self.stream.fileno()
+
+    @property
+    def encoding(self):
+        return self.stream.encoding
+
+
+class ConsoleLog:
+    """Copy everything this process prints (stdout and stderr, tracebacks included)
+    into ``rankN.log`` in the run directory, line-buffered. Until ``keep()`` the copy
+    is held in memory, so a run that turns out to have nothing to do leaves no trace."""
+
+    def __init__(self, run_dir: str, rank: int):
+        self.path = os.path.join(run_dir, f"rank{rank}.log")
+        self.file = io.StringIO()
+        self.saved = sys.stdout, sys.stderr
+        self.terminal = sys.stdout  # progress bars go here only: they are not log lines
+        self.out, self.err = _Tee(sys.stdout, self.file), _Tee(sys.stderr, self.file)
+        sys.stdout, sys.stderr = self.out, self.err
+
+    def keep(self) -> None:
+        """From now on, write the log file (with what was held so far)."""
+        if not isinstance(self.file, io.StringIO):
+            return
+        held = self.file.getvalue()
+        self.file = open(self.path, "a", buffering=1)
+        self.file.write(held)
+        self.out.log = self.err.log = self.file
+
+    def close(self) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if sys.stdout is self.out:
+            sys.stdout, sys.stderr = self.saved
+        self.file.close()
