@@ -29,7 +29,7 @@ USAGE_EPILOG = """examples:
 """
 
 # After Ctrl-C (or SIGTERM), how long the job has to stop before it is forced down.
-GRACE_S = 10.0
+GRACE_S = float(os.environ.get("DISTGRAD_INTERRUPT_GRACE_S", "10"))
 
 
 def _parser():
@@ -218,7 +218,10 @@ def _run(cmd: list, env: dict) -> int:
     Ctrl-C (or SIGTERM) is passed on to every rank through mpiexec; a job that has
     not stopped ``GRACE_S`` seconds later (a rank stopped or stuck in native code)
     is forced down, mpiexec and every process it started."""
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+    # mpiexec in a process group of its own: a Ctrl-C in the terminal reaches the launcher
+    # only, which passes exactly one on (Hydra takes a second one as "force abort").
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=os.setpgrp)
     relay = threading.Thread(target=_relay_stderr, args=(proc.stderr,), daemon=True)
     relay.start()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -303,7 +306,7 @@ def _report(run_dir: str, rc: int) -> int:
         rank = summary.get("failed_rank")
         error = str(summary.get("error")).splitlines()[0]
         print(f"distgrad-launch: the run failed on rank {rank} ({summary.get('failed_host')}) at step "
-              f"{summary.get('step')} ({summary.get('phase')}): {error}\n"
+              f"{summary.get('failed_step')} ({summary.get('failed_phase')}): {error}\n"
               f"distgrad-launch: see {os.path.join(run_dir, f'rank{rank}.log')} and "
               f"{records.summary_path(run_dir)}", file=sys.stderr)
     elif rc == 130 or status == "interrupted":

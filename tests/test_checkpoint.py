@@ -2,6 +2,7 @@
 give gradients bit-identical to a run without checkpointing, and keep less in memory."""
 import gc
 import tracemalloc
+import weakref
 
 import numpy as np
 import pytest
@@ -316,6 +317,116 @@ def test_checkpoint_sequential_keeps_fewer_tensors_alive():
     keep.backward()
 
 
+def tanh_stack(depth=16, width=256):
+    dg.manual_seed(0)
+    return nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(width, width, dtype=dg.float64), nn.Tanh())])
+
+
+def per_layer(m, x):
+    """One checkpoint per Linear+Tanh pair."""
+    for i in range(0, len(m), 2):
+        x = checkpoint(m[i:i + 2], x, use_reentrant=False)
+    return x
+
+
+def _peak_bytes(step):
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        step()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("grads", ["allocated before", "allocated in backward"])
+def test_per_layer_checkpointing_peaks_no_higher_than_no_checkpointing(grads):
+    """Each block's input and recomputed values are freed once its backward has run,
+    so recomputing one block at a time costs no more than keeping every activation,
+    also while backward allocates the gradients (a first step)."""
+    m = tanh_stack()
+    x = dg.tensor(np.random.default_rng(0).standard_normal((128, 256)))
+
+    def step(forward):
+        (forward(m, x) ** 2).sum().backward()
+
+    def peak(forward):
+        if grads == "allocated in backward":
+            m.zero_grad()
+        return _peak_bytes(lambda: step(forward))
+
+    step(plain)  # warm-up: with grads allocated before, later steps accumulate into them
+    plain_peak, ck_peak = peak(plain), peak(per_layer)
+    assert plain_peak > 16 * 128 * 256 * 8  # every layer's activation was held
+    assert ck_peak <= 1.1 * plain_peak, (ck_peak, plain_peak)
+
+
+class _Tanh(dg.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = x.tanh()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+def _scale_half_in_place(y, h):
+    y[:, :8].mul_(h[:, :8])  # a view modified in place: the base's history gets a CopySlices
+    return y.tanh()
+
+
+BLOCKS = {  # Linear + Tanh, its saved tensors held by different kinds of nodes
+    "built-in ops": lambda lin, h: lin(h).tanh(),
+    "a custom Function": lambda lin, h: _Tanh.apply(lin(h)),
+    "an in-place op on a view": lambda lin, h: _scale_half_in_place(lin(h), h),
+}
+
+
+@pytest.mark.parametrize("block", list(BLOCKS))
+def test_block_inputs_are_freed_as_soon_as_the_block_backward_has_run(block):
+    m = tanh_stack(depth=6, width=16)
+    h = dg.tensor(X, requires_grad=True)
+    outputs = []  # outputs[k] is the input of block k + 1
+    for i in range(0, len(m), 2):
+        h = checkpoint(BLOCKS[block], m[i], h, use_reentrant=False)
+        outputs.append(weakref.ref(h))
+    alive = []
+    # The first layer's gradient is final once every later block's backward has run.
+    m[0].weight.register_post_accumulate_grad_hook(
+        lambda p: alive.append([r() is not None for r in outputs[:-1]]))
+    loss = (h ** 2).sum()
+    del h
+    loss.backward()
+    assert alive == [[False] * 5]
+
+
+def test_a_partly_used_recomputation_is_freed_without_the_garbage_collector():
+    """Only the second layer's backward runs, so the recomputed first-layer values are
+    never unpacked; they must not sit in a reference cycle once the graph is gone."""
+    m = tanh_stack(depth=2, width=16)
+    made = []
+
+    def body(x):
+        h = m[:2](x)
+        made.append(weakref.ref(h))
+        return m[2:](h)
+
+    x = dg.tensor(X, requires_grad=True)
+    gc.disable()
+    try:
+        out = checkpoint(body, x, use_reentrant=False)
+        dg.autograd.grad((out ** 2).sum(), [m[2].weight])
+        del out
+        assert [r() is None for r in made] == [True, True]  # the forward's and the recomputation's
+    finally:
+        gc.enable()
+
+
 # ------------------------------------------------------ checkpoint_sequential
 @pytest.mark.parametrize("segments", [1, 2, 3, 7])
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
@@ -398,3 +509,182 @@ def test_checkpoint_input_modified_in_place_raises(reentrant):
     h.add_(1)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         (out ** 2).sum().backward()
+
+
+def _exp_doubled_in_place(x):
+    t = x.exp()  # saves its output
+    t.mul_(2.0)
+    return t
+
+
+def _tanh_half_doubled_in_place(lin, h):
+    y = lin(h).tanh()  # saves its output
+    y[:, :8].mul_(2.0)
+    return y.sum(-1)
+
+
+def _half_doubled(lin, h):
+    scale = dg.tensor(np.r_[np.full(8, 2.0), np.ones(8)])
+    return (lin(h).tanh() * scale).sum(-1)
+
+
+def _saved_input_grads(fn, ck):
+    dg.manual_seed(0)
+    lin = nn.Linear(16, 16, dtype=dg.float64)
+    x = dg.tensor(X, requires_grad=True)
+    out = checkpoint(fn, lin, x, use_reentrant=False) if ck else fn(lin, x)
+    (out ** 2).sum().backward()
+    return [arr(x.grad), arr(lin.weight.grad), arr(lin.bias.grad)]
+
+
+MODIFIED_AFTER_THE_LAST_SAVE = {  # (in place, the same computed out of place)
+    "exp doubled": (lambda lin, x: _exp_doubled_in_place(lin(x)), lambda lin, x: lin(x).exp() * 2.0),
+    "half of a tanh doubled through a view": (_tanh_half_doubled_in_place, _half_doubled),
+}
+
+
+@pytest.mark.parametrize("case", list(MODIFIED_AFTER_THE_LAST_SAVE))
+def test_a_saved_tensor_modified_in_place_after_the_last_save_gets_correct_gradients(case):
+    """Without checkpointing backward refuses (the saved value changed); the recomputation
+    stops once it has every saved tensor, so it gives them as they were saved, and the
+    gradients are those of the same function written out of place (as PyTorch's)."""
+    in_place, out_of_place = MODIFIED_AFTER_THE_LAST_SAVE[case]
+    with pytest.raises(RuntimeError, match="is at version 1; expected version 0"):
+        _saved_input_grads(in_place, ck=False)
+    assert_exact(_saved_input_grads(in_place, ck=True), _saved_input_grads(out_of_place, ck=False))
+
+
+def test_gradients_with_a_saved_tensor_modified_after_the_last_save_match_torch():
+    torch = pytest.importorskip("torch")
+    from torch.utils.checkpoint import checkpoint as tcheckpoint
+
+    ours = _saved_input_grads(_tanh_half_doubled_in_place, ck=True)
+    dg.manual_seed(0)
+    w, b = (arr(p).copy() for p in nn.Linear(16, 16, dtype=dg.float64).parameters())
+    lin = torch.nn.Linear(16, 16).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(w))
+        lin.bias.copy_(torch.from_numpy(b))
+    x = torch.tensor(X, requires_grad=True)
+    (tcheckpoint(_tanh_half_doubled_in_place, lin, x, use_reentrant=False) ** 2).sum().backward()
+    for a, t in zip(ours, [x.grad, lin.weight.grad, lin.bias.grad]):
+        np.testing.assert_allclose(a, t.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def _exp_doubled_then_used(x):
+    t = x.exp()
+    t.mul_(2.0)
+    return t * x  # saves t again, after the change: the recomputation changes it too
+
+
+def _exp_doubled_then_a_later_save(x):
+    t = x.exp()
+    t.mul_(2.0)
+    return t.sum() + (x * x).sum()
+
+
+@pytest.mark.parametrize("fn", [_exp_doubled_then_used, _exp_doubled_then_a_later_save])
+def test_a_saved_tensor_modified_in_place_before_a_later_save_raises_the_version_error(fn):
+    """The recomputation must run past the change to reach the later save, so the value exp
+    saved is no longer there: backward raises the error it raises without checkpointing
+    (PyTorch silently uses the changed value)."""
+    errors = []
+    for ck in (False, True):
+        x = dg.tensor(X, requires_grad=True)
+        out = checkpoint(fn, x, use_reentrant=False) if ck else fn(x)
+        with pytest.raises(RuntimeError) as e:
+            out.sum().backward()
+        errors.append(str(e.value))
+    assert errors[1] == errors[0]
+    assert "saved by ExpBackward0, is at version 1; expected version 0 instead" in errors[1]
+
+
+def test_a_tensor_the_function_saved_modified_in_place_after_the_forward_raises():
+    """A weight used inside and updated before backward: the recomputation would see the new
+    weight, the forward used the old one. Backward raises as without checkpointing (PyTorch
+    silently uses the new weight)."""
+    errors = []
+    for ck in (False, True):
+        dg.manual_seed(0)
+        lin = nn.Linear(16, 16, dtype=dg.float64)
+        x = dg.tensor(X, requires_grad=True)
+        out = checkpoint(lin, x, use_reentrant=False) if ck else lin(x)
+        v = lin.weight._version
+        with dg.no_grad():
+            lin.weight.mul_(0.5)
+        with pytest.raises(RuntimeError) as e:
+            (out ** 2).sum().backward()
+        errors.append(str(e.value))
+    assert errors[1] == errors[0]
+    assert f"is at version {v + 1}; expected version {v} instead" in errors[1]
+
+
+# ------------------------------------------------------------ double backward
+def second_order(model, forward, second="backward", seed=4):
+    """g = d loss / dx with create_graph, then the gradients of sum(g ** 2)."""
+    model.zero_grad()
+    x = dg.tensor(X, requires_grad=True)
+    dg.manual_seed(seed)
+    loss = (forward(model, x) ** 2).sum()
+    g, = dg.autograd.grad(loss, x, create_graph=True)
+    if second == "autograd.grad":
+        gs = dg.autograd.grad((g ** 2).sum(), [x, *model.parameters()])
+        return [arr(g).copy()] + [arr(t).copy() for t in gs]
+    (g ** 2).sum().backward()
+    return [arr(g).copy()] + grads_of(model, x)
+
+
+@pytest.mark.parametrize("second", ["backward", "autograd.grad"])
+def test_double_backward_through_a_checkpoint_equals_no_checkpointing(second):
+    m = mlp(dropout=0.2)
+    ref = second_order(m, plain, second)
+    got = second_order(m, lambda m, x: checkpoint(m, x, use_reentrant=False), second)
+    assert_exact(got, ref)
+
+
+def test_double_backward_through_nested_checkpoints_equals_no_checkpointing():
+    m = mlp(depth=4, dropout=0.2)
+
+    def fwd(m, x):
+        def outer(y):
+            h = checkpoint(m[3:6], m[:3](y), use_reentrant=False)
+            return m[6:9](h)
+        return m[9:](checkpoint(outer, x, use_reentrant=False))
+
+    assert_exact(second_order(m, fwd), second_order(m, plain))
+
+
+def test_double_backward_twice_with_retain_graph_then_a_first_order_backward():
+    """Each pass over the checkpointed nodes recomputes them again."""
+    def passes(forward):
+        m = mlp(dropout=0.2)
+        x = dg.tensor(X, requires_grad=True)
+        dg.manual_seed(6)
+        loss = (forward(m, x) ** 2).sum()
+        g, = dg.autograd.grad(loss, x, create_graph=True)
+        out = [arr(g).copy()]
+        for _ in range(2):
+            out += list(map(arr, dg.autograd.grad((g ** 2).sum(), [x, *m.parameters()], retain_graph=True)))
+        loss.backward()
+        return out + grads_of(m, x)
+
+    ref = passes(plain)
+    n = 1 + len(list(mlp().parameters()))
+    assert_exact(ref[1:1 + n], ref[1 + n:1 + 2 * n])  # the two second-order passes agree
+    assert_exact(passes(lambda m, x: checkpoint(m, x, use_reentrant=False)), ref)
+
+
+def test_double_backward_through_a_checkpoint_matches_torch():
+    torch = pytest.importorskip("torch")
+    from torch.utils.checkpoint import checkpoint as tcheckpoint
+
+    def run(lib, ckpt):
+        x = lib.tensor(X, requires_grad=True)
+        fn = lambda t: (t.sin() * t).exp().tanh()
+        loss = (ckpt(fn, x, use_reentrant=False) ** 2).sum()
+        g, = lib.autograd.grad(loss, x, create_graph=True)
+        (g ** 2).sum().backward()
+        return [g.detach().numpy().copy(), x.grad.numpy().copy()]
+
+    for a, b in zip(run(dg, checkpoint), run(torch, tcheckpoint)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)

@@ -220,10 +220,12 @@ def test_stalled_rank_fails_the_ddp_backward_after_the_timeout():
     assert job.elapsed < PROMPT, job.describe()
     assert "rank 1: stalling" in job.out, job.describe()
     assert "rank 0: step 1 finished" not in job.out, job.describe()
-    # rank 0 reports the timeout, naming the step and the bucket it waited for
+    # rank 0 reports the timeout, naming the backward pass and the bucket it waited for, and
+    # the rank that did not join it
     lines = [ln for ln in job.err.splitlines() if ln.startswith("[rank 0 ") and "Timeout" in ln]
-    assert any(re.search(r"\bbucket \d+", ln) and re.search(r"\bstep 1\b", ln) and "2 s" in ln
+    assert any(re.search(r"\bbucket \d+", ln) and "backward #2" in ln and "2 s" in ln
                for ln in lines), job.describe()
+    assert re.search(r"had not joined it:\n\s+rank 1 \(", job.err), job.describe()
 
 
 @needs_mpi

@@ -1,5 +1,7 @@
 """Hooks: tensor gradient hooks, post-accumulate-grad hooks (what the distributed
 reducer is built on), saved-tensor hooks, and grad_fn (node) hooks."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -348,6 +350,30 @@ def test_saved_tensors_hooks_identity_or_copy_keep_gradients(kind):
     loss.backward()
     np.testing.assert_array_equal(vals(x.grad), vals(ref_x.grad))
     np.testing.assert_array_equal(vals(w.grad), vals(ref_w.grad))
+
+
+@pytest.mark.parametrize("kind", ["clone", "numpy_copy"])
+def test_saved_tensors_hooks_that_copy_keep_second_order_gradients(kind):
+    """With create_graph, an unpacked tensor joins the graph where the saved one stood (as
+    in PyTorch), also when the hook gave back a copy: double backward is unchanged."""
+    rng = np.random.default_rng(2)
+    xv, wv = rng.standard_normal((4, 3)), rng.standard_normal((3, 2))
+    pack, unpack = {
+        "clone": (lambda t: t.detach().clone(), lambda t: t),
+        "numpy_copy": (lambda t: t.detach().numpy().copy(), lambda a: dg.tensor(a)),
+    }[kind]
+
+    def second_order(hooked):
+        x = dg.tensor(xv, requires_grad=True)
+        w = dg.tensor(wv, requires_grad=True)
+        with dg.autograd.graph.saved_tensors_hooks(pack, unpack) if hooked else contextlib.nullcontext():
+            h = (x @ w).tanh()
+            loss = (h * h.sigmoid()).sum() + (x.exp() * w.sum()).sum()
+        gx, gw = dg.autograd.grad(loss, [x, w], create_graph=True)
+        ((gx ** 2).sum() + (gw ** 2).sum()).backward()
+        return [vals(gx), vals(gw), vals(x.grad), vals(w.grad)]
+
+    assert second_order(True) == second_order(False)
 
 
 def test_saved_tensors_hooks_copy_protects_against_inplace_change():

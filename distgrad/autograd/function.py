@@ -48,6 +48,7 @@ class Node:
     _saved = ()              # tensors saved for backward; None once freed
     _versions = ()           # their versions when saved
     _unpack = None           # saved-tensor unpack hook, when they were packed
+    _saved_edges = ()        # when packed: where each saved tensor's gradient flows
     _out_data = None         # the output's data when the op saved its own output
     _out_vc = None
     _meta = None             # per input (shape, dtype), kept for ops with several inputs
@@ -89,8 +90,7 @@ class Node:
         if saved is None:
             raise RuntimeError(_FREED)
         if self._unpack is not None:
-            unpack = self._unpack
-            return [unpack(p) for p in saved]
+            return self._unpacked()
         out = []
         for t, v in zip(saved, self._versions):
             if t is OUTPUT:
@@ -107,10 +107,40 @@ class Node:
             out.append(t)
         return out
 
+    def _unpacked(self) -> list:
+        """The saved tensors, through the unpack hook. In grad mode (create_graph) each
+        one is joined to the graph where the saved tensor stood, as the tensor itself
+        would be, so that a recomputed or copied value still gives second-order gradients."""
+        unpack = self._unpack
+        out = []
+        for p, (fn, nr) in zip(self._saved, self._saved_edges):
+            if p is None:
+                out.append(None)
+                continue
+            try:
+                t = unpack(p)
+            except _SavedTensorModified as e:
+                raise _version_error(self, e.data, e.current, e.expected) from None
+            if fn is not None and _state.enabled:
+                joined = _new(Tensor)
+                joined._data = t._data
+                joined._vc = t._vc
+                joined._grad_fn = self if fn is OUTPUT else fn
+                joined._output_nr = nr
+                joined._requires_grad = True
+                t = joined
+            out.append(t)
+        return out
+
     def _release(self) -> None:
         if self._saved:
             self._saved = None
             self._out_data = None
+            if self._unpack is not None:
+                # The hook can pin much more than the saved tensors: a checkpoint
+                # frame with its inputs and recomputed values.
+                self._unpack = None
+                self._saved_edges = ()
 
     # ------------------------------------------------------------------- hooks
     def _register_tensor_prehook(self, nr: int, fn) -> RemovableHandle:
@@ -152,6 +182,16 @@ class AccumulateGrad(Node):
     def __init__(self, variable: Tensor):
         self.variable = variable
         self._seq = _next_seq()
+
+
+class _SavedTensorModified(Exception):
+    """Raised by an unpack hook when the tensor it would give back was modified in place
+    after it was saved (checkpointing checks its recomputed values so); the node that
+    saved it turns this into the version error that names the node."""
+
+    def __init__(self, data, current: int, expected: int):
+        super().__init__(data, current, expected)
+        self.data, self.current, self.expected = data, current, expected
 
 
 def _version_error(node: Node, data, current: int, expected: int) -> RuntimeError:
@@ -245,9 +285,7 @@ def record(cls, data, inputs: tuple, saved: tuple = (), args=None) -> Tensor:
 
 def _save(node: Node, saved: tuple, out: Tensor) -> None:
     if graph.hooks_stack:
-        pack, unpack = graph.hooks_stack[-1]
-        node._saved = tuple([pack(out if s is OUTPUT else s) for s in saved])
-        node._unpack = unpack
+        _pack(node, saved, out)
         return
     versions = []
     for s in saved:
@@ -264,6 +302,32 @@ def _save(node: Node, saved: tuple, out: Tensor) -> None:
             versions.append(s._vc[0])
     node._saved = saved
     node._versions = versions
+
+
+def _pack(node: Node, saved: tuple, out: Tensor = None) -> None:
+    """Save through the innermost saved-tensor hooks: keep what ``pack`` returns and,
+    for ``Node._unpacked``, where each tensor's gradient flows (``OUTPUT`` for the
+    node's own outputs, which would otherwise make a reference cycle)."""
+    pack, unpack = graph.hooks_stack[-1]
+    packed, edges = [], []
+    for s in saved:
+        if s is None:
+            packed.append(None)
+            edges.append(_NO_EDGE)
+            continue
+        if s is OUTPUT:
+            s, e = out, (OUTPUT, 0)
+        else:
+            if s._base is not None and s._view_version != s._vc[0]:
+                _refresh_view(s)
+            e = edge(s)
+            if e[0] is node:
+                e = (OUTPUT, e[1])
+        packed.append(pack(s))
+        edges.append(e)
+    node._saved = tuple(packed)
+    node._saved_edges = tuple(edges)
+    node._unpack = unpack
 
 
 def as_view(base: Tensor, out: Tensor, view_fn) -> Tensor:
@@ -324,7 +388,7 @@ class FunctionCtx(Node):
         if saved is None:
             raise RuntimeError(_FREED)
         if self._unpack is not None:
-            return tuple(None if p is None else self._unpack(p) for p in saved)
+            return tuple(self._unpacked())
         out = []
         for t, v in zip(saved, self._versions):
             if t is not None and t._vc[0] != v:
@@ -448,9 +512,7 @@ class Function(metaclass=_FunctionMeta):
             to_save = ctx._to_save
             ctx._to_save = ()
             if graph.hooks_stack:
-                pack, unpack = graph.hooks_stack[-1]
-                ctx._saved = tuple(None if t is None else pack(t) for t in to_save)
-                ctx._unpack = unpack
+                _pack(ctx, to_save)
             else:
                 for t in to_save:
                     if t is not None and t._is_inference:

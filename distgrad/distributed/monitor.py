@@ -24,8 +24,12 @@ import sys
 import threading
 import time
 
-PERIOD = 0.1          # seconds between the watcher's rounds
+PERIOD = 0.05         # seconds between the watcher's rounds
 HEARTBEAT = 1.0       # seconds between messages when nothing changed
+# Phases told to the others at once, from the thread that enters them (once a step or
+# less, so cheap); the rest are sent by the watcher, at most every PERIOD. A rank
+# entering a wait tells at once too: it has nothing better to do.
+_TELL_AT_ONCE = {"data", "optimizer", "eval", "save", "resume", "done"}
 _TAG = 7301
 HOST = socket.gethostname()
 
@@ -64,8 +68,46 @@ def at(phase: str, step: int | None = None, detail: str | None = None) -> None:
         if phase == s.phase:
             return
         detail = ""
+    told = phase in _TELL_AT_ONCE and phase != s.phase
     s.phase, s.detail, s.since = phase, detail, time.time()
     s.version += 1
+    if told and _watcher is not None:
+        _watcher.send(force=True)
+
+
+def _inject_faults(spec: str) -> None:
+    """``DISTGRAD_TEST_FAULT=KIND@RANK:PHASE:STEP[,...]``: when rank RANK enters PHASE of
+    STEP, it stops itself (SIGSTOP), is killed (SIGKILL), exits (``sys.exit(0)``),
+    raises, or sleeps N seconds (``sleep5``). The fault suite uses this to put a
+    fault exactly where it wants; without the variable ``at`` is not wrapped."""
+    import signal
+
+    faults = {}
+    for item in spec.split(","):
+        kind, _, where = item.partition("@")
+        rank, phase, step = where.split(":")
+        faults[(int(rank), phase, int(step))] = kind
+    plain = at
+
+    def at_with_faults(phase, step=None, detail=None):
+        plain(phase, step, detail)
+        kind = faults.pop((state.rank, phase, state.step), None)
+        if kind is None:
+            return
+        sys.stderr.write(f"[{whoami()}] test fault: {kind} at step {state.step}, {phase}\n")
+        sys.stderr.flush()
+        if kind == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
+        elif kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif kind == "exit":
+            sys.exit(0)
+        elif kind == "raise":
+            raise RuntimeError(f"test fault at step {state.step}, {phase}")
+        elif kind.startswith("sleep"):
+            time.sleep(float(kind[5:]))
+
+    globals()["at"] = at_with_faults
 
 
 def describe(snap=None, now: float | None = None) -> str:
@@ -108,22 +150,25 @@ class _Watcher:
         self.zero_missing = None  # what rank 0 last said had not joined its wait
         self.stop = threading.Event()
         self.lock = threading.Lock()
+        self.send_lock = threading.Lock()
         self.thread = threading.Thread(target=self._run, name="distgrad-monitor", daemon=True)
         self.thread.start()
 
     # --------------------------------------------------------------- messages
-    def _send(self, force: bool = False) -> None:
-        now = time.time()
-        if not force and state.version == self.sent_version and now - self.sent_at < HEARTBEAT:
-            return
-        self.pending = [r for r in self.pending if not r.Test()]
-        if len(self.pending) > 64 and not force:  # a peer is not draining: do not pile up
-            return
-        self.sent_version, self.sent_at = state.version, now
-        msg = (self.rank, HOST, os.getpid(), state.snapshot(), self._missing_for_others())
-        targets = range(1, self.size) if self.rank == 0 else (0,)
-        for dest in targets:
-            self.pending.append(self.comm.isend(msg, dest=dest, tag=_TAG))
+    def send(self, force: bool = False) -> None:
+        """Send this rank's whereabouts if they changed (or a heartbeat is due)."""
+        with self.send_lock:
+            now = time.time()
+            if not force and state.version == self.sent_version and now - self.sent_at < HEARTBEAT:
+                return
+            self.pending = [r for r in self.pending if not r.Test()]
+            if len(self.pending) > 64:  # a peer is not draining: do not pile up
+                return
+            self.sent_version, self.sent_at = state.version, now
+            msg = (self.rank, HOST, os.getpid(), state.snapshot(), self._missing_for_others())
+            targets = range(1, self.size) if self.rank == 0 else (0,)
+            for dest in targets:
+                self.pending.append(self.comm.isend(msg, dest=dest, tag=_TAG))
 
     def _receive(self) -> None:
         status = self.MPI.Status()
@@ -145,7 +190,7 @@ class _Watcher:
     def _run(self) -> None:
         while not self.stop.wait(PERIOD):
             try:
-                self._send()
+                self.send()
                 self._receive()
                 self._check_stall()
             except Exception as e:  # the watcher must never take the rank down
@@ -157,7 +202,7 @@ class _Watcher:
         self.stop.set()
         self.thread.join(timeout)
         try:
-            self._send(force=True)
+            self.send(force=True)
             deadline = time.monotonic() + timeout
             while self.pending and time.monotonic() < deadline:
                 self.pending = [r for r in self.pending if not r.Test()]
@@ -273,6 +318,8 @@ def wait(done, what: str, key, timeout: float | None, event: threading.Event | N
     start_time = time.time()
     state.wait = (key, what, start_time)
     state.version += 1
+    if _watcher is not None and state.rank != 0:  # rank 0 tells every rank: at its own pace
+        _watcher.send(force=True)
     try:
         pause = 20e-6
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -311,3 +358,7 @@ def _timeout_message(what: str, key, timeout: float) -> str:
     if table:
         return f"{msg}. These ranks had not joined it:\n{table}"
     return f"{msg}. Every rank this one knows of had joined it (a slow or broken link?)"
+
+
+if os.environ.get("DISTGRAD_TEST_FAULT"):
+    _inject_faults(os.environ["DISTGRAD_TEST_FAULT"])

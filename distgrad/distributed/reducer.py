@@ -231,7 +231,7 @@ class Reducer:
                 used = self._globally_used(used)
             for b in self.buckets:
                 what = (f"DistributedDataParallel's all-reduce of gradient bucket {b.index} of "
-                        f"{len(self.buckets)} in step {self.step}")
+                        f"{len(self.buckets)} (synchronized backward #{self.step + 1})")
                 monitor.wait(b.done.is_set, what, ("bucket", self.step, b.index), self.timeout,
                              event=b.done)
                 if b.error is not None:

@@ -198,10 +198,28 @@ class Trainer:
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.total_steps))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.hash = config_hash(cfg)
-        self.hosts = (run_with_timeout(lambda: default_comm().allgather_object(monitor.HOST),
-                                       "the start-up exchange of host names")
-                      if self.world > 1 else [monitor.HOST])
+        self.hosts = self._agree_on_the_run()
         self.skipped = self.consecutive_skips = 0
+
+    def _agree_on_the_run(self) -> list:
+        """Every rank's host name, after checking that all ranks will run the same
+        steps on data of the same size (a rank that runs one step more would wait
+        for the others forever)."""
+        mine = {"steps": self.total_steps, "steps per epoch": self.steps_per_epoch,
+                "training samples": len(self.train_set), "validation samples": len(self.val_set)}
+        if self.world == 1:
+            return [monitor.HOST]
+        everyone = run_with_timeout(lambda: default_comm().allgather_object((monitor.HOST, mine)),
+                                    "the start-up check that every rank runs the same steps")
+        hosts = [h for h, _ in everyone]
+        for r, (host, theirs) in enumerate(everyone):
+            for key, value in theirs.items():
+                if value != everyone[0][1][key]:
+                    raise RuntimeError(
+                        f"rank {r} ({host}) and rank 0 ({hosts[0]}) disagree on the run: {key} "
+                        f"{value} on rank {r}, {everyone[0][1][key]} on rank 0. Every rank must see "
+                        "the same data (the same dataset function and files on every host)")
+        return hosts
 
     def _loss(self, x, y):
         x, y = x.to(self.device), y.to(self.device)
@@ -270,12 +288,17 @@ class Trainer:
         return row
 
     def _gather(self, step: int, values: list) -> np.ndarray:
-        """Every rank's ``values`` as rows of one array (one small collective)."""
-        mine = np.asarray(values, dtype=np.float64)
+        """Every rank's ``values`` as rows of one array (one small collective, which
+        also checks that every rank is at the same step)."""
+        mine = np.asarray([step] + values, dtype=np.float64)
         if self.world == 1:
-            return mine[None]
+            return mine[None, 1:]
         parts = wait_for(default_comm().iallgather(mine), f"the loss all-gather of step {step}")
-        return np.stack([np.asarray(p) for p in parts])
+        every = np.stack([np.asarray(p) for p in parts])
+        if (every[:, 0] != step).any():
+            steps = ", ".join(f"{self._rank_name(r)} at step {int(v)}" for r, v in enumerate(every[:, 0]))
+            raise RuntimeError(f"the ranks are out of step ({steps}): they must run the same steps")
+        return every[:, 1:]
 
     def _nonfinite(self, step: int, every: np.ndarray) -> str | None:
         """What was non-finite at ``step`` (the same text on every rank), or None."""
@@ -296,6 +319,7 @@ class Trainer:
     def _skip(self, step: int, problem: str, row: dict) -> None:
         t = self.cfg["train"]
         if t["on_nonfinite"] == "stop":
+            self.metrics.write(dict(row, stopped=True, reason=problem, timestamp=time.time()))
             raise NonFiniteStop(
                 f"non-finite values at {problem}. The parameters were not updated and no "
                 f"checkpoint was written after step {step - 1}. Lower optim.lr, set optim.grad_clip, "
@@ -495,7 +519,7 @@ class Trainer:
         if self.console is not None:
             self.console.keep()
         records.record_failure(self.run_dir, self.rank, f"{exc_type.__name__}: {exc}", where=where,
-                               step=monitor.state.step, phase=monitor.state.phase)
+                               failed_step=monitor.state.step, failed_phase=monitor.state.phase)
 
     def _loop(self, pos: Position) -> None:
         t = self.cfg["train"]
@@ -531,7 +555,7 @@ class Trainer:
                        wall_time_s=self._elapsed(), skipped_steps=self.skipped, **(self.eval_result or {}))
         if status == "failed" and (self.rank == 0 or not fields.get("agreed")):
             # An error every rank raised together is recorded once; any other by its rank.
-            summary.update(step=monitor.state.step, phase=monitor.state.phase)
+            summary.update(failed_step=monitor.state.step, failed_phase=monitor.state.phase)
             records.record_failure(self.run_dir, self.rank, fields["error"], **summary)
         elif self.rank == 0 and status != "failed":
             summary = records.write_summary(self.run_dir, status=status, **summary)

@@ -4,13 +4,16 @@ rest during backward.
 The default (``use_reentrant=False``) is built on saved-tensor hooks: inside the
 segment every tensor an op saves is replaced by a placeholder; the first time
 backward unpacks one, the segment runs again (with the RNG state it had, so
-dropout draws the same mask) and its saved tensors fill the placeholders. The
-original graph is the one backward walks, so gradients are bit-identical to a
-run without checkpointing and each parameter's gradient is accumulated once.
+dropout draws the same mask) until it has saved them all, and they fill the
+placeholders. The original graph is the one backward walks (also the second time,
+with create_graph), so gradients are bit-identical to a run without checkpointing
+and each parameter's gradient is accumulated once. A recomputed value must be at
+the version its original was when saved; otherwise backward raises the version
+error it raises without checkpointing.
 """
 from __future__ import annotations
 
-from ..autograd.function import Function, _version_error
+from ..autograd.function import Function, _SavedTensorModified, _version_error
 from ..autograd.grad_mode import enable_grad
 from ..autograd.graph import saved_tensors_hooks
 from ..autograd import engine
@@ -38,8 +41,17 @@ class _Named:
         return self._name
 
 
+class _StopRecomputation(Exception):
+    """Raised once the recomputation has every saved tensor: the rest of the function
+    is not needed, and running it could modify them in place (as PyTorch's early stop)."""
+
+
 class _Recomputation:
-    """One checkpointed call: what is needed to run it again, and its saved tensors."""
+    """One checkpointed call: what is needed to run it again, and its saved tensors.
+
+    Only the nodes that saved into it hold it (through ``unpack``), and each lets go
+    once its backward has run, so a segment's inputs are freed as soon as they are
+    no longer needed; with retain_graph the nodes keep it for the next backward."""
 
     def __init__(self, function, args, kwargs, rng_state):
         self.function = function
@@ -47,41 +59,53 @@ class _Recomputation:
         self.kwargs = kwargs
         self.versions = _versions(list(args) + list(kwargs.values()))
         self.rng_state = rng_state
-        self.meta = []        # (shape, dtype) of each tensor saved in forward, in order
+        self.saved = []       # (shape, dtype, version) of each tensor saved in forward, in order
         self.storage = {}
 
     def pack(self, t):
-        self.meta.append((t._data.shape, t._data.dtype))
-        return len(self.meta) - 1
+        self.saved.append((t._data.shape, t._data.dtype, t._vc[0]))
+        return len(self.saved) - 1
 
     def unpack(self, i):
         if i not in self.storage:
             self._recompute()
-        return self.storage.pop(i)
+        t = self.storage.pop(i)
+        expected = self.saved[i][2]
+        if t._vc[0] != expected:
+            # Modified in place after it was saved: by the function itself, before its
+            # last saved tensor, or (one not made inside it) since the forward.
+            raise _SavedTensorModified(t._data, t._vc[0], expected)
+        return t
 
     def _recompute(self):
         _check_versions(self.versions, "checkpoint (an input of the checkpointed function)")
         storage = {}
 
         def pack(t):
-            storage[len(storage)] = t
+            # Bare values: the forward's nodes join them to the original graph, and a
+            # recomputed tensor's own graph would refer back to ``storage`` (a cycle).
+            storage[len(storage)] = t.detach()
+            if len(storage) == len(self.saved):
+                raise _StopRecomputation
             return len(storage) - 1
 
         current = default_generator.get_state() if self.rng_state is not None else None
         try:
             if self.rng_state is not None:
                 default_generator.set_state(self.rng_state)
-            with enable_grad(), saved_tensors_hooks(pack, lambda i: storage[i]):
+            with enable_grad(), saved_tensors_hooks(pack, storage.__getitem__):
                 self.function(*self.args, **self.kwargs)
+        except _StopRecomputation:
+            pass
         finally:
             if current is not None:
                 default_generator.set_state(current)
-        if len(storage) != len(self.meta) or any(
-            (t._data.shape, t._data.dtype) != m for t, m in zip(storage.values(), self.meta)
+        if len(storage) != len(self.saved) or any(
+            (t._data.shape, t._data.dtype) != m[:2] for t, m in zip(storage.values(), self.saved)
         ):
             raise RuntimeError(
                 "checkpoint: the recomputed forward saved different tensors than the original "
-                f"({len(storage)} instead of {len(self.meta)}, or of other shapes or dtypes). The "
+                f"({len(storage)} instead of {len(self.saved)}, or of other shapes or dtypes). The "
                 "checkpointed function must run the same ops on recomputation: avoid control flow "
                 "that depends on global state, and keep preserve_rng_state=True when it uses random ops."
             )
