@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -220,10 +221,12 @@ def _run(cmd: list, env: dict) -> int:
     is forced down, mpiexec and every process it started."""
     # mpiexec in a process group of its own: a Ctrl-C in the terminal reaches the launcher
     # only, which passes exactly one on (Hydra takes a second one as "force abort").
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            preexec_fn=os.setpgrp)
-    relay = threading.Thread(target=_relay_stderr, args=(proc.stderr,), daemon=True)
-    relay.start()
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=os.setpgrp)
+    relays = [threading.Thread(target=_relay, args=(src, dst), daemon=True)
+              for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+    for relay in relays:
+        relay.start()
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     interrupted_at, forced = None, False
     try:
@@ -242,7 +245,8 @@ def _run(cmd: list, env: dict) -> int:
                     forced = _force_down(proc)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    relay.join(5)
+    for relay in relays:
+        relay.join(5)
     rc = _status(rc)
     return 130 if interrupted_at is not None and rc != 0 else rc
 
@@ -252,14 +256,21 @@ def _raise_interrupt(signum, frame):
 
 
 # Hydra's own words on Ctrl-C, which the launcher handles itself.
-_HYDRA_NOISE = ("Press Ctrl-C again to force abort", "Sending Ctrl-C to processes as requested")
+_HYDRA_NOISE = re.compile(rb"[^\n]*(Press Ctrl-C again to force abort|Sending Ctrl-C to processes as "
+                          rb"requested)[^\n]*\n?")
 
 
-def _relay_stderr(stream) -> None:
-    for line in iter(stream.readline, b""):
-        if not any(n.encode() in line for n in _HYDRA_NOISE):
-            sys.stderr.buffer.write(line)
-            sys.stderr.buffer.flush()
+def _relay(source, sink) -> None:
+    """Pass the job's output on as it comes (progress bars redraw without a newline),
+    without Hydra's own Ctrl-C chatter."""
+    fd = source.fileno()
+    out = sink.buffer if hasattr(sink, "buffer") else sink
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return
+        out.write(_HYDRA_NOISE.sub(b"", chunk))
+        out.flush()
 
 
 def _force_down(proc) -> bool:

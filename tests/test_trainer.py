@@ -7,8 +7,6 @@ holds what it should.
 Every job runs in a new session with a timeout; a job that overruns is torn down with
 all its processes (Hydra's proxies and ranks run in sessions of their own, so the
 process group alone would miss them)."""
-import contextlib
-import json
 import os
 import shutil
 import signal
@@ -21,203 +19,9 @@ import numpy as np
 import pytest
 
 from distgrad.train import checkpoint as ckpt
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-QUICKSTART = os.path.join(REPO, "configs", "quickstart.toml")
-SMALL = ["train.steps=6", "train.log_interval=1", "train.checkpoint_interval=3", "model.width=32",
-         "data.max_bytes=20000", "train.progress=false"]
-TIMEOUT = 120   # backstop for any one job
-PROMPT = 30     # a failing or interrupted job must end within this (liveness, not a benchmark)
-LAUNCHER_VARS = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_")
-
-
-def _have_mpi():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec")) \
-        or shutil.which("mpiexec") is not None
-
-
-needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="2-rank runs need mpi4py and mpiexec "
-                                                       "(pip install -e '.[dev]')")
-
-
-# ------------------------------------------------------------ processes
-def _process_table():
-    """{pid: (ppid, start time)} from /proc."""
-    table = {}
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        table[int(p)] = (int(fields[1]), fields[19])
-    return table
-
-
-def _tree(pid):
-    """[(pid, start time)] of ``pid`` and all its descendants."""
-    table = _process_table()
-    children = {}
-    for p, (pp, _) in table.items():
-        children.setdefault(pp, []).append(p)
-    out = [(pid, table[pid][1])] if pid in table else []
-    todo = [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append((c, table[c][1]))
-            todo.append(c)
-    return out
-
-
-def _alive(procs):
-    table = _process_table()
-    alive = []
-    for pid, start in procs:
-        if pid in table and table[pid][1] == start:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    state = f.read().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z":
-                alive.append(pid)
-    return alive
-
-
-def _kill_tree(proc, procs=None):
-    """SIGKILL the launcher's process group and every process of its tree."""
-    procs = procs if procs is not None else _tree(proc.pid)
-    with contextlib.suppress(OSError):  # the group may be gone already
-        os.killpg(proc.pid, signal.SIGKILL)
-    for pid in _alive(procs):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-
-
-class Job:
-    def __init__(self, proc, args, out_dir):
-        self.proc, self.args, self.out_dir = proc, args, out_dir
-        self.start = time.monotonic()
-        self.rc = self.out = self.err = None
-        self.elapsed = None
-
-    def wait(self, timeout=TIMEOUT):
-        try:
-            self.out, self.err = self.proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(self.proc)
-            self.out, self.err = self.proc.communicate()
-            pytest.fail(f"did not finish within {timeout} s (a hang?); killed it\n{self.describe()}",
-                        pytrace=False)
-        self.rc = self.proc.returncode
-        self.elapsed = time.monotonic() - self.start
-        return self
-
-    @property
-    def output(self):
-        return (self.out or "") + (self.err or "")
-
-    @property
-    def run_dir(self):
-        dirs = [d for d in os.listdir(self.out_dir) if os.path.isdir(os.path.join(self.out_dir, d))]
-        assert len(dirs) == 1, (dirs, self.describe())
-        return os.path.join(self.out_dir, dirs[0])
-
-    def describe(self, limit=5000):
-        return (f"$ {' '.join(map(str, self.args))}\nexit status {self.rc}\n"
-                f"--- stdout\n{(self.out or '')[-limit:]}\n--- stderr\n{(self.err or '')[-limit:]}")
-
-
-def start(out_dir, *args, debug=False, env=None, pythonpath=()):
-    """Start ``distgrad-launch quickstart.toml SMALL ARGS run.output_dir=OUT_DIR`` in a new
-    session, in OUT_DIR's parent (a temporary directory)."""
-    os.makedirs(out_dir, exist_ok=True)
-    cmd = [sys.executable, "-m", "launch.cli", QUICKSTART, *SMALL, *args,
-           f'run.output_dir="{out_dir}"'] + (["--debug"] if debug else [])
-    e = {k: v for k, v in os.environ.items()
-         if not k.startswith(LAUNCHER_VARS) and k != "DISTGRAD_TEST_PAUSE_IN_SAVE"}
-    e["PYTHONPATH"] = os.pathsep.join([REPO, *map(str, pythonpath)]
-                                      + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else []))
-    e["PYTHONUNBUFFERED"] = "1"
-    e.update(env or {})
-    proc = subprocess.Popen(cmd, cwd=os.path.dirname(out_dir), env=e, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    return Job(proc, cmd, out_dir)
-
-
-def run(out_dir, *args, **kw):
-    return start(out_dir, *args, **kw).wait()
-
-
-def ok(job):
-    assert job.rc == 0, job.describe()
-    return job
-
-
-def metrics(run_dir, rank=0):
-    with open(os.path.join(run_dir, f"metrics.rank{rank}.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def step_losses(run_dir, rank=0):
-    """{step: loss} of the training steps (a resumed run's later lines win)."""
-    return {m["step"]: m["loss"] for m in metrics(run_dir, rank) if "loss" in m}
-
-
-def summary(run_dir):
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        return json.load(f)
-
-
-def tensors(run_dir, step):
-    from safetensors.numpy import load_file
-
-    return load_file(ckpt.paths(run_dir, step)[0])
-
-
-def ckpt_meta(run_dir, step):
-    with open(ckpt.paths(run_dir, step)[1]) as f:
-        return json.load(f)
-
-
-def assert_same_tensors(a, b):
-    assert sorted(a) == sorted(b)
-    assert any(k.startswith("model.") for k in a) and any(k.startswith("optim.") for k in a)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-        assert np.array_equal(a[k], b[k]), f"{k} differs"
-
-
-def wait_for(predicate, job, timeout=60, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if job.proc.poll() is not None:
-            job.wait()
-            pytest.fail(f"the job ended before {what}\n{job.describe()}", pytrace=False)
-        time.sleep(0.05)
-    _kill_tree(job.proc)
-    job.wait()
-    pytest.fail(f"{what} did not happen within {timeout} s\n{job.describe()}", pytrace=False)
-
-
-def fresh_resume_dir(src_run_dir, dest, step=3):
-    """A run directory with only config.toml and the checkpoint of ``step``."""
-    os.makedirs(dest)
-    shutil.copy2(os.path.join(src_run_dir, "config.toml"), dest)
-    for p in ckpt.paths(src_run_dir, step):
-        shutil.copy2(p, dest)
-    return str(dest)
-
+from jobs import (PROMPT, REPO, TIMEOUT, alive, assert_same_tensors, ckpt_meta, fresh_resume_dir,
+                  have_mpi, kill_tree, metrics, needs_mpi, ok, run, start, step_losses, summary, tensors,
+                  tree, wait_for)
 
 
 
@@ -225,7 +29,7 @@ def fresh_resume_dir(src_run_dir, dest, step=3):
 @pytest.fixture(scope="module")
 def ref2(tmp_path_factory):
     """The uninterrupted 2-rank run: 6 steps, checkpoints at 3 and 6."""
-    if not _have_mpi():
+    if not have_mpi():
         pytest.skip("needs mpi4py and mpiexec")
     return ok(run(str(tmp_path_factory.mktemp("ref2") / "runs"))).run_dir
 
@@ -385,17 +189,17 @@ def test_resume_equals_the_uninterrupted_run(mode, request, tmp_path):
 def killed(tmp_path_factory):
     """A 2-rank run SIGKILLed (the launcher's whole process tree) while rank 0 is between the
     two files of the step-6 checkpoint."""
-    if not _have_mpi():
+    if not have_mpi():
         pytest.skip("needs mpi4py and mpiexec")
     base = tmp_path_factory.mktemp("killed")
     flag = base / "saving.flag"
     job = start(str(base / "runs"), env={"DISTGRAD_TEST_PAUSE_IN_SAVE": f"{flag}@6"})
     wait_for(flag.exists, job, what="the save of step 6")
-    procs = _tree(job.proc.pid)
-    _kill_tree(job.proc, procs)
+    procs = tree(job.proc.pid)
+    kill_tree(job.proc, procs)
     job.wait(timeout=PROMPT)
     deadline = time.monotonic() + PROMPT
-    while _alive(procs) and time.monotonic() < deadline:
+    while alive(procs) and time.monotonic() < deadline:
         time.sleep(0.1)
     return job, procs
 
@@ -405,7 +209,7 @@ def test_kill_in_the_middle_of_a_save_leaves_the_previous_checkpoint(killed):
     job, procs = killed
     assert len(procs) >= 4, procs  # launcher, mpiexec, (proxy,) two ranks
     assert job.rc != 0
-    assert not _alive(procs), "processes of the killed job survived"
+    assert not alive(procs), "processes of the killed job survived"
     run_dir = job.run_dir
     assert os.path.exists(ckpt.paths(run_dir, 6)[0])  # the tensors of step 6 were written...
     assert not os.path.exists(ckpt.paths(run_dir, 6)[1])  # ...but not its JSON: incomplete
@@ -473,7 +277,7 @@ FAILING_MODEL = textwrap.dedent("""\
 @pytest.fixture(scope="module")
 def rank1_fails(tmp_path_factory):
     """A 2-rank run whose model raises in forward on rank 1 at step 2."""
-    if not _have_mpi():
+    if not have_mpi():
         pytest.skip("needs mpi4py and mpiexec")
     base = tmp_path_factory.mktemp("rank1fails")
     (base / "failing_model_mod.py").write_text(FAILING_MODEL)
@@ -542,7 +346,7 @@ def test_ctrl_c_stops_every_rank_and_keeps_the_last_checkpoint(tmp_path):
         return len(dirs) == 1 and ckpt.latest(os.path.join(out_dir, dirs[0])) is not None
 
     wait_for(has_checkpoint, job, what="the first checkpoint")
-    procs = _tree(job.proc.pid)
+    procs = tree(job.proc.pid)
     ranks = [pid for pid, _ in procs if " -m distgrad.train " in _cmdline(pid)
              and "python" in os.path.basename(_cmdline(pid).split()[0])]
     assert len(ranks) == 2, [(_cmdline(p), p) for p, _ in procs]
@@ -550,12 +354,12 @@ def test_ctrl_c_stops_every_rank_and_keeps_the_last_checkpoint(tmp_path):
     try:
         job.wait(timeout=PROMPT)
     finally:
-        _kill_tree(job.proc, procs)
+        kill_tree(job.proc, procs)
     assert job.rc != 0, job.describe()
     deadline = time.monotonic() + 10
-    while _alive(procs) and time.monotonic() < deadline:
+    while alive(procs) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _alive(procs), "ranks survived Ctrl-C"
+    assert not alive(procs), "ranks survived Ctrl-C"
     assert "done:" not in job.out, job.describe()
 
     run_dir = job.run_dir
