@@ -1,10 +1,13 @@
 """Session-wide test settings: say how many PyTorch parity checks did not run, and
 why, in one line (they skip one by one where PyTorch is not installed); with
-``DISTGRAD_REQUIRE_TORCH=1`` (CI sets it) a missing PyTorch is an error instead."""
+``DISTGRAD_REQUIRE_TORCH=1`` (CI sets it) a missing PyTorch is an error instead.
+Also the reference runs that several test files compare against (run once)."""
 import importlib.util
 import os
 
 import pytest
+
+from jobs import have_mpi, ok, run
 
 
 def _torch_installed() -> bool:
@@ -32,3 +35,18 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"distgrad: {len(parity)} parity checks against PyTorch were skipped: PyTorch is not "
             "installed (pip install torch; a CPU build is enough)")
+
+
+@pytest.fixture(scope="session")
+def ref2(tmp_path_factory):
+    """The uninterrupted 2-rank run of the small quickstart config: 6 steps, checkpoints
+    at 3 and 6. Tests copy it before changing anything."""
+    if not have_mpi():
+        pytest.skip("needs mpi4py and mpiexec")
+    return ok(run(str(tmp_path_factory.mktemp("ref2") / "runs"))).run_dir
+
+
+@pytest.fixture(scope="session")
+def ref_debug(tmp_path_factory):
+    """The same config run in-process (--debug, world size 1)."""
+    return ok(run(str(tmp_path_factory.mktemp("refdebug") / "runs"), debug=True)).run_dir

@@ -24,6 +24,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from jobs import alive, tree
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "tests", "mpi", "scripts")
 TIMEOUT = 120       # seconds for any one subprocess: a backstop against hangs
@@ -70,52 +72,19 @@ def _env(**extra):
 
 
 # ------------------------------------------------------- running a job safely
-def _process_table():
-    """{pid: (ppid, start time)} from /proc (Linux); empty elsewhere."""
-    table = {}
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return table
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        table[int(p)] = (int(fields[1]), fields[19])
-    return table
-
-
-def _descendants(pid):
-    table = _process_table()
-    children = {}
-    for p, (pp, _) in table.items():
-        children.setdefault(pp, []).append(p)
-    out, todo = [], [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.append((c, table[c][1]))
-            todo.append(c)
-    return out
-
-
 def _kill_job(proc):
     """Tear down mpiexec and every process it started (hydra's proxies and the ranks
     run in sessions of their own, so killing a process group would miss them)."""
-    kids = _descendants(proc.pid)
+    kids = tree(proc.pid)[1:]
     try:
         proc.send_signal(signal.SIGTERM)  # mpiexec forwards it and cleans up its ranks
         proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-    table = _process_table()
-    for pid, start in kids:  # whatever survived, checked against pid reuse
-        if pid in table and table[pid][1] == start:
-            with contextlib.suppress(OSError):  # it may have exited meanwhile
-                os.kill(pid, signal.SIGKILL)
+    for pid in alive(kids):  # whatever survived, checked against pid reuse
+        with contextlib.suppress(OSError):  # it may have exited meanwhile
+            os.kill(pid, signal.SIGKILL)
 
 
 class Job:

@@ -24,7 +24,7 @@ import pytest
 
 from distgrad.train import checkpoint as ckpt
 from distgrad.train import records
-from jobs import (PROMPT, QUICKSTART, REPO, SMALL, alive, assert_same_tensors, have_mpi, metrics,
+from jobs import (PROMPT, QUICKSTART, REPO, SMALL, alive, assert_same_tensors, metrics,
                   needs_mpi, ok, run, start, step_losses, summary, tensors, tree, wait_for)
 
 
@@ -669,16 +669,3 @@ def test_quitting_pdb_in_a_debug_run_ends_quietly(tmp_path):
     assert "(Pdb)" in proc.stdout
     assert "Traceback" not in proc.stderr and "BdbQuit" not in proc.stderr, proc.stderr
     assert summary(os.path.join(tmp_path / "runs", os.listdir(tmp_path / "runs")[0]))["status"] == "interrupted"
-
-
-# --------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def ref2(tmp_path_factory):
-    if not have_mpi():
-        pytest.skip("needs mpi4py and mpiexec")
-    return ok(run(str(tmp_path_factory.mktemp("ref2") / "runs"))).run_dir
-
-
-@pytest.fixture(scope="module")
-def ref_debug(tmp_path_factory):
-    return ok(run(str(tmp_path_factory.mktemp("refdebug") / "runs"), debug=True)).run_dir

@@ -25,21 +25,6 @@ from jobs import (PROMPT, REPO, TIMEOUT, alive, assert_same_tensors, ckpt_meta, 
 
 
 
-# -------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def ref2(tmp_path_factory):
-    """The uninterrupted 2-rank run: 6 steps, checkpoints at 3 and 6."""
-    if not have_mpi():
-        pytest.skip("needs mpi4py and mpiexec")
-    return ok(run(str(tmp_path_factory.mktemp("ref2") / "runs"))).run_dir
-
-
-@pytest.fixture(scope="module")
-def ref_debug(tmp_path_factory):
-    """The same config run in-process (--debug, world size 1)."""
-    return ok(run(str(tmp_path_factory.mktemp("refdebug") / "runs"), debug=True)).run_dir
-
-
 # ------------------------------------------------------- debug == 2 ranks
 @needs_mpi
 def test_debug_run_equals_the_two_rank_run(ref2, ref_debug):
