@@ -549,6 +549,19 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(ref_debug, tmp_path
     assert after == before
 
 
+def test_a_run_resumed_after_a_failure_ends_completed_without_the_old_error(ref_debug, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(ref_debug, run_dir)
+    for p in ckpt.paths(run_dir, 6):
+        os.remove(p)
+    records.write_summary(run_dir, status="failed", error="RuntimeError: boom", failed_rank=0,
+                          failed_host="h", failed_step=5, failed_phase="forward")
+    ok(run(str(tmp_path / "runs"), "--resume", run_dir, debug=True))
+    s = summary(run_dir)
+    assert s["status"] == "completed" and s["resumed_from"] == 3 and s["steps"] == 6
+    assert not any(k in s for k in records.FAILURE_KEYS), s
+
+
 @needs_mpi
 def test_a_resumed_run_logs_each_step_once(ref2, tmp_path):
     """The run was interrupted after step 5 (its last checkpoint is step 3): the rows of

@@ -29,6 +29,7 @@ HEARTBEAT = 1.0       # seconds between messages when nothing changed
 # Phases told to the others at once, from the thread that enters them (once a step or
 # less, so cheap); the rest are sent by the watcher, at most every PERIOD. A rank
 # entering a wait tells at once too: it has nothing better to do.
+_LEFT_GRACE = 1.0     # seconds a departed rank must stay missing before a wait gives up
 _SPINS = 2000         # tests of a collective, with a yield between, before a wait sleeps
 _TELL_AT_ONCE = {"data", "optimizer", "eval", "save", "resume", "done"}
 _TAG = 7301
@@ -325,6 +326,7 @@ def wait(done, what: str, key, timeout: float | None, event: threading.Event | N
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         next_check, spins, pause = now + PERIOD, 0, 50e-6
+        gone_since = None
         while not done():
             now = time.monotonic()
             if deadline is not None and now > deadline:
@@ -332,7 +334,10 @@ def wait(done, what: str, key, timeout: float | None, event: threading.Event | N
             if now >= next_check:
                 next_check = now + PERIOD
                 gone = _blocking_departures(key)
-                if gone:
+                # A rank that joined, then left, may only seem missing until this rank's
+                # side of the collective completes: give it a moment.
+                gone_since = (gone_since or now) if gone else None
+                if gone and now - gone_since > _LEFT_GRACE:
                     raise PeerLeft(f"{whoami()}: {what} can never finish: {gone}")
             if event is not None:
                 event.wait(PERIOD)

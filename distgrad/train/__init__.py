@@ -1,5 +1,8 @@
 """Config-driven training: the config schema, the trainer, checkpoints."""
+from .checkpoint import CheckpointError, NonFiniteCheckpointError
 from .config import ConfigError, load, resolve
-from .trainer import Trainer
+from .losses import LossMismatch
+from .trainer import NonFiniteStop, ResumeRefused, Trainer
 
-__all__ = ["ConfigError", "Trainer", "load", "resolve"]
+__all__ = ["CheckpointError", "ConfigError", "LossMismatch", "NonFiniteCheckpointError", "NonFiniteStop",
+           "ResumeRefused", "Trainer", "load", "resolve"]

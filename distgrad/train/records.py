@@ -108,6 +108,17 @@ def write_summary(run_dir: str, /, **fields) -> dict:
     return data
 
 
+FAILURE_KEYS = ("error", "failed_rank", "failed_host", "failed_step", "failed_phase", "where")
+
+
+def begin_run(run_dir: str, /, **fields) -> dict:
+    """Mark the run running (a resumed run forgets the failure it resumes from)."""
+    data = {k: v for k, v in read_summary(run_dir).items() if k not in FAILURE_KEYS}
+    data.update(fields, status="running", updated=time.time())
+    atomic_write(summary_path(run_dir), dumps_strict(data, indent=1) + "\n")
+    return data
+
+
 def record_failure(run_dir: str, rank: int, error: str, /, **fields) -> None:
     """Mark the run failed, unless a failure is already recorded (the first one is
     the cause; later ones are its consequences)."""

@@ -503,10 +503,9 @@ class Trainer:
         self.t0 = time.perf_counter() - pos.elapsed
         self.start, self.last, self.eval_result = pos, {}, None
         if self.rank == 0:
-            records.write_summary(self.run_dir, status="running", error=None, failed_rank=None,
-                                  run_dir=self.run_dir, world_size=self.world, hosts=self.hosts,
-                                  total_steps=self.total_steps, resumed_from=pos.step if self.resume else None,
-                                  started=time.time())
+            records.begin_run(self.run_dir, run_dir=self.run_dir, world_size=self.world, hosts=self.hosts,
+                              total_steps=self.total_steps, resumed_from=pos.step if self.resume else None,
+                              started=time.time())
             self.progress.write(
                 f"distgrad: {self.world} rank(s), global batch {t['global_batch']} = micro "
                 f"{t['micro_batch']} x accum {self.accum} x world {self.world}; "
