@@ -207,6 +207,16 @@ def test_stalled_rank_fails_the_buffer_broadcast_after_the_timeout():
 
 
 @needs_mpi
+def test_a_rank_that_leaves_early_fails_the_others_at_once():
+    job = mpiexec(2, script("rank_leaves.py"))
+    assert job.rc != 0 and job.elapsed < PROMPT, job.describe()  # not the 10-minute timeout
+    assert "rank 1: leaving after one step" in job.out, job.describe()
+    assert "rank 0: the second step finished" not in job.out, job.describe()
+    assert re.search(r"\[rank 0 .*PeerLeft.*can never finish: rank 1 \(.*\) has left the job "
+                     r"\(its process exited", job.err), job.describe()
+
+
+@needs_mpi
 def test_all_frozen_rank_is_a_mismatch_on_every_rank():
     job = mpiexec(2, script("frozen_rank.py"))
     assert job.elapsed < PROMPT, job.describe()
