@@ -461,6 +461,20 @@ def test_a_killed_rank_ends_the_job_and_the_summary_says_so(tmp_path):
 
 
 @needs_mpi
+def test_rank_0_killed_while_saving_leaves_a_run_that_resumes(ref2, tmp_path):
+    job, procs = _start_and_watch(str(tmp_path / "runs"), env=fault("kill@0:save:6"))
+    job.wait(timeout=PROMPT + 30)
+    assert job.rc != 0 and job.elapsed < PROMPT, job.describe()
+    _no_survivors(job, procs)
+    run_dir = job.run_dir
+    assert ckpt.find_resumable(run_dir) == (3, [])
+    assert summary(run_dir)["status"] == "failed"
+    resumed = ok(run(str(tmp_path / "again"), "--resume", run_dir))
+    assert "resuming at step 3" in resumed.out, resumed.describe()
+    assert_same_tensors(tensors(run_dir, 6), tensors(ref2, 6))
+
+
+@needs_mpi
 def test_a_rank_that_would_run_one_step_more_is_refused_at_start(tmp_path, regmod):
     # rank 1's training set has one global batch more: with train.epochs it would run one
     # step more than rank 0 and wait for it forever
