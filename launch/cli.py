@@ -15,7 +15,7 @@ import threading
 import time
 
 from distgrad.train import checkpoint, records
-from distgrad.train.config import ConfigError, differences, load, to_toml
+from distgrad.train.config import ConfigError, differences, load, resume_refusal, to_toml
 
 from . import mpi
 from .hostfile import HostError, check_capacity, parse_hostfile, parse_hosts
@@ -188,22 +188,18 @@ def _resume_verdict(run_dir: str, cfg: dict):
     with open(checkpoint.paths(run_dir, step)[1]) as f:
         meta = json.load(f)
     saved = meta.get("config")
-    if saved is None:
-        return None  # an older checkpoint without its config: the ranks compare hashes
-    changed = differences(saved, cfg)
-    if changed:
-        keys = "; ".join(f"{k} = {a!r} in the run, {b!r} now" for k, a, b in changed)
-        return 2, (f"its checkpoint (step {step}) was made with a different config: {keys}. Only "
-                   "the length of the run, the intervals, progress, checkpoints kept and the "
-                   "dist section may change on resume; resume with the run's own config: "
-                   f"distgrad-launch --resume {run_dir}")
+    refusal = resume_refusal(saved, meta.get("config_hash"), cfg)
+    if refusal:
+        return 2, (f"its checkpoint (step {step}): {refusal}. Only the length of the run, the "
+                   "intervals, progress, checkpoints kept and the dist section may change on "
+                   f"resume; resume with the run's own config: distgrad-launch --resume {run_dir}")
     t = cfg["train"]
     total = t["steps"] if t["steps"] is not None else t["epochs"] * meta.get("steps_per_epoch", 0)
     if step >= total:
         return 0, (f"the run has finished (its last checkpoint is of step {step}, and this config "
                    f"trains {total} steps); nothing to do. To train longer: distgrad-launch --resume "
                    f"{run_dir} train.steps=N with N > {step}")
-    for k, a, b in differences(saved, cfg, resumable=True):
+    for k, a, b in (differences(saved, cfg, resumable=True) if saved else []):
         print(f"distgrad-launch: --resume: {k} changes from {a!r} to {b!r}", file=sys.stderr)
     return None
 

@@ -26,11 +26,11 @@ import time
 
 PERIOD = 0.05         # seconds between the watcher's rounds
 HEARTBEAT = 1.0       # seconds between messages when nothing changed
+_LEFT_GRACE = 1.0     # seconds a departed rank must stay missing before a wait gives up
+_SPINS = 2000         # tests of a collective, with a yield between, before a wait sleeps
 # Phases told to the others at once, from the thread that enters them (once a step or
 # less, so cheap); the rest are sent by the watcher, at most every PERIOD. A rank
 # entering a wait tells at once too: it has nothing better to do.
-_LEFT_GRACE = 1.0     # seconds a departed rank must stay missing before a wait gives up
-_SPINS = 2000         # tests of a collective, with a yield between, before a wait sleeps
 _TELL_AT_ONCE = {"data", "optimizer", "eval", "save", "resume", "done"}
 _TAG = 7301
 HOST = socket.gethostname()
@@ -52,9 +52,7 @@ class _State:
         self.version = 0        # bumped on every change, so the watcher knows when to send
 
     def snapshot(self) -> tuple:
-        w = self.wait
-        return (self.step, self.phase, self.detail, self.since,
-                None if w is None else (w[0], w[1], w[2]), self.left)
+        return self.step, self.phase, self.detail, self.since, self.wait, self.left
 
 
 state = _State()
@@ -292,11 +290,6 @@ def _on_exit() -> None:
         leave(f"its process exited at step {state.step} during {state.phase}")
 
 
-def set_report_after(seconds: float) -> None:
-    if _watcher is not None:
-        _watcher.report_after = seconds
-
-
 def leave(why: str) -> None:
     """This rank leaves the job (``finished``, ``stopped: ...``, ``exited: ...``): tell
     the others, so none of them waits for it."""
@@ -308,13 +301,16 @@ def leave(why: str) -> None:
         _watcher = None
 
 
-def wait(done, what: str, key, timeout: float | None, event: threading.Event | None = None) -> None:
+def wait(done, what: str, key, timeout: float | None) -> None:
     """Wait until ``done()`` is true, for at most ``timeout`` seconds. While waiting
     this rank shows as being in ``what`` (the collective ``key``); the wait fails at
     once if a rank it needs has left the job, and after ``timeout`` with the ranks
     that have not joined and where they were. ``done`` is polled with short sleeps
-    (polling drives MPI's progress), or, given the ``event`` that ends the wait,
-    the wait sleeps on it."""
+    (polling drives MPI's progress); given a ``threading.Event`` instead, the wait
+    sleeps on it."""
+    event = done if isinstance(done, threading.Event) else None
+    if event is not None:
+        done = event.is_set
     if done():
         return
     start_time = time.time()

@@ -232,8 +232,7 @@ class Reducer:
             for b in self.buckets:
                 what = (f"DistributedDataParallel's all-reduce of gradient bucket {b.index} of "
                         f"{len(self.buckets)} (synchronized backward #{self.step + 1})")
-                monitor.wait(b.done.is_set, what, ("bucket", self.step, b.index), self.timeout,
-                             event=b.done)
+                monitor.wait(b.done, what, ("bucket", self.step, b.index), self.timeout)
                 if b.error is not None:
                     raise RuntimeError(
                         f"DistributedDataParallel (rank {self.comm.rank}): the all-reduce of bucket "

@@ -290,6 +290,22 @@ def differences(saved: dict, cfg: dict, resumable: bool = False) -> list:
     return out
 
 
+def resume_refusal(saved: dict | None, saved_hash: str | None, cfg: dict) -> str | None:
+    """Why a run whose checkpoint records the config ``saved`` (older checkpoints record
+    only its hash) cannot go on with ``cfg``, naming every differing key with both
+    values; None if it can."""
+    if saved is None:
+        if saved_hash == config_hash(cfg):
+            return None
+        return ("it was made with a different config (this older checkpoint records only a "
+                "digest of its config, so the keys cannot be named)")
+    changed = differences(saved, cfg)
+    if not changed:
+        return None
+    return "it was made with a different config: " + "; ".join(
+        f"{k} = {a!r} in the run, {b!r} now" for k, a, b in changed)
+
+
 def to_toml(cfg: dict) -> str:
     """The resolved config as TOML (written into the run directory). Derived values
     (``train.accum_steps``, keys starting with '_') are left out, so the file can be

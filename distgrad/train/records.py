@@ -99,13 +99,15 @@ def read_summary(run_dir: str) -> dict:
         return {}
 
 
-def write_summary(run_dir: str, /, **fields) -> dict:
-    """Merge ``fields`` into summary.json (created if missing) and rewrite it."""
-    data = read_summary(run_dir)
-    data.update(fields)
+def _write_summary(run_dir: str, data: dict) -> dict:
     data["updated"] = time.time()
     atomic_write(summary_path(run_dir), dumps_strict(data, indent=1) + "\n")
     return data
+
+
+def write_summary(run_dir: str, /, **fields) -> dict:
+    """Merge ``fields`` into summary.json (created if missing) and rewrite it."""
+    return _write_summary(run_dir, {**read_summary(run_dir), **fields})
 
 
 FAILURE_KEYS = ("error", "failed_rank", "failed_host", "failed_step", "failed_phase", "where")
@@ -114,9 +116,7 @@ FAILURE_KEYS = ("error", "failed_rank", "failed_host", "failed_step", "failed_ph
 def begin_run(run_dir: str, /, **fields) -> dict:
     """Mark the run running (a resumed run forgets the failure it resumes from)."""
     data = {k: v for k, v in read_summary(run_dir).items() if k not in FAILURE_KEYS}
-    data.update(fields, status="running", updated=time.time())
-    atomic_write(summary_path(run_dir), dumps_strict(data, indent=1) + "\n")
-    return data
+    return _write_summary(run_dir, {**data, **fields, "status": "running"})
 
 
 def record_failure(run_dir: str, rank: int, error: str, /, **fields) -> None:

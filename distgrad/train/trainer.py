@@ -40,7 +40,7 @@ from ..dtype import set_default_dtype, to_dtype
 from ..random import default_generator, manual_seed
 from . import checkpoint as ckpt
 from . import records
-from .config import config_hash, differences
+from .config import config_hash, resume_refusal
 from .datasets import build_datasets
 from .losses import Objective
 from .models import build_model
@@ -438,14 +438,11 @@ class Trainer:
     def _restore(self, step: int) -> Position:
         with open(ckpt.paths(self.run_dir, step)[1]) as f:
             meta = json.load(f)
-        saved = meta.get("config")
-        changed = differences(saved, self.cfg) if saved is not None else (
-            [] if meta.get("config_hash") == self.hash else [("(a key this old checkpoint does not record)", "?", "?")])
-        if changed:
-            keys = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in changed)
+        refusal = resume_refusal(meta.get("config"), meta.get("config_hash"), self.cfg)
+        if refusal:
             raise ResumeRefused(
-                f"--resume: the checkpoint of step {step} in {self.run_dir} was made with another "
-                f"config ({keys}). Resume with the run's own config.toml, or start a new run")
+                f"--resume: the checkpoint of step {step} in {self.run_dir}: {refusal}. Resume "
+                "with the run's own config.toml, or start a new run")
         meta = ckpt.load(self.run_dir, step, self.model, self.optimizer, self.scheduler)
         if meta.get("total_steps", self.total_steps) != self.total_steps:
             self._stretch_schedule(meta["total_steps"])
