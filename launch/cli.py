@@ -9,16 +9,31 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 
-from distgrad.train import checkpoint, records
-from distgrad.train.config import ConfigError, differences, load, resume_refusal, to_toml
-
-from . import mpi
+from . import mpi, procs
 from .hostfile import HostError, check_capacity, parse_hostfile, parse_hosts
+
+HOST = socket.gethostname()
+
+
+def _import_distgrad() -> None:
+    """distgrad (and numpy) are imported once the launcher handles signals, so that a
+    Ctrl-C at any moment ends it cleanly."""
+    global checkpoint, records, startup, ConfigError, check_imports, differences, load, resume_refusal, to_toml
+    from distgrad.train import checkpoint, records, startup
+    from distgrad.train.config import (
+        ConfigError,
+        check_imports,
+        differences,
+        load,
+        resume_refusal,
+        to_toml,
+    )
 
 USAGE_EPILOG = """examples:
   distgrad-launch configs/quickstart.toml
@@ -30,49 +45,55 @@ USAGE_EPILOG = """examples:
 """
 
 # After Ctrl-C (or SIGTERM), how long the job has to stop before it is forced down.
-GRACE_S = float(os.environ.get("DISTGRAD_INTERRUPT_GRACE_S", "10"))
+GRACE_S = float(os.environ.get("DISTGRAD_INTERRUPT_GRACE_S", "5"))
 
 
 def _parser():
+    from importlib import metadata
+
+    try:
+        version = metadata.version("distgrad")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        version = "unknown"
     ap = argparse.ArgumentParser(
         prog="distgrad-launch", description=__doc__, epilog=USAGE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config", nargs="?", help="the experiment's TOML file (with --resume, default: "
                                              "the run's own config.toml)")
     ap.add_argument("overrides", nargs="*", metavar="key.path=value",
-                    help="override config keys, e.g. train.steps=100 optim.lr=1e-3")
+                    help="override config keys, e.g. train.steps=100 optim.lr=1e-3 model.kwargs.hidden=128")
     ap.add_argument("--np", type=int, help="number of ranks (default: dist.np of the config)")
     hosts = ap.add_mutually_exclusive_group()
-    hosts.add_argument("--hostfile", help="hostfile with 'host slots=N' lines, for several machines")
-    hosts.add_argument("--hosts", help="hosts as h1:4,h2:4, for several machines")
+    hosts.add_argument("--hostfile", help="hostfile with 'host slots=N' lines, for several machines "
+                                          "(replaces the config's dist.hostfile or dist.hosts)")
+    hosts.add_argument("--hosts", help="hosts as h1:4,h2:4, for several machines (replaces the config's "
+                                       "dist.hosts or dist.hostfile)")
+    ap.add_argument("--env", action="append", default=[], metavar="VAR[=VALUE]",
+                    help="set VAR for every rank on every host (VAR alone: its value here); repeatable")
+    ap.add_argument("--mpiexec-args", metavar="ARGS",
+                    help="extra arguments for mpiexec/mpirun/srun, as one string, e.g. "
+                         "--mpiexec-args='-iface eth0' (default: dist.mpiexec_args)")
     ap.add_argument("--launcher", choices=("mpiexec", "srun"), help="how to start the ranks (default: dist.launcher)")
     ap.add_argument("--mpiexec", help="the mpiexec/mpirun to use (default: next to this Python, else on PATH)")
     ap.add_argument("--debug", action="store_true", help="run in this process (world size 1; pdb works)")
-    ap.add_argument("--dry-run", action="store_true", help="print the command and exit")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="prepare the run directory and print the command that starts it, without starting it")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    ap.add_argument("--version", action="version", version=f"distgrad-launch (distgrad {version})")
     return ap
 
 
-def _thread_env(env: dict, ranks_here: int) -> dict:
-    """One BLAS/OpenMP pool per rank, sized so the ranks on a machine share its cores."""
-    env = dict(env)
-    threads = str(max(1, (os.cpu_count() or 1) // max(1, ranks_here)))
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(var, threads)
-    return env
+class _Refused(Exception):
+    """Problems found before anything started; each is one line of the message."""
+
+    def __init__(self, problems: list):
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_intermixed_args(argv)
-    overrides = list(args.overrides)
-    config = args.config
-    if args.resume and (config is None or ("=" in config and not os.path.exists(config))):
-        # distgrad-launch --resume RUN [key=value ...]: the run's own config
-        overrides = ([config] if config else []) + overrides
-        config = os.path.join(args.resume, "config.toml")
-    if config is None:
-        print("distgrad-launch: error: give the config file (or --resume RUN_DIR)", file=sys.stderr)
-        return 2
+def _overrides(args, config_given: bool) -> tuple:
+    """The command line's overrides (flags become config keys) and its own problems."""
+    overrides, problems = list(args.overrides), []
     if args.np is not None:
         overrides.append(f"dist.np={args.np}")
     if args.hostfile:
@@ -81,19 +102,91 @@ def main(argv=None) -> int:
         overrides.append(f"dist.hosts={_quote(args.hosts)}")
     if args.launcher:
         overrides.append(f"dist.launcher={_quote(args.launcher)}")
+    for item in args.env:
+        name, eq, value = item.partition("=")
+        if not eq:
+            if name not in os.environ:
+                problems.append(f"--env {name}: {name} is not set here; give --env {name}=VALUE")
+                continue
+            value = os.environ[name]
+        overrides.append(f"dist.env.{name}={_quote(value)}")
+    if args.mpiexec_args is not None:
+        try:
+            extra = shlex.split(args.mpiexec_args)
+        except ValueError as e:
+            problems.append(f"--mpiexec-args {args.mpiexec_args!r}: {e}")
+        else:
+            overrides.append("dist.mpiexec_args=[" + ", ".join(map(_quote, extra)) + "]")
+    return overrides, problems
+
+
+def _validate(args, config: str, overrides: list, problems: list) -> tuple:
+    """Everything checked before anything starts: the config, the hosts, the user code
+    it names, the launcher. Every problem is reported, not only the first."""
+    cfg = hosts = None
     try:
         cfg = load(config, overrides, world_size=1 if args.debug else None)
+    except ConfigError as e:
+        problems += getattr(e, "errors", None) or [str(e)]
+    if cfg is not None:
         d = cfg["dist"]
-        hosts = None
-        if d["hostfile"]:
-            hosts = parse_hostfile(d["hostfile"])
-        elif d["hosts"]:
-            hosts = parse_hosts(d["hosts"])
-        if hosts and not args.debug:
-            check_capacity(hosts, d["np"])
-    except (ConfigError, HostError) as e:
-        print(f"distgrad-launch: error: {e}", file=sys.stderr)
+        try:
+            if d["hostfile"]:
+                hosts = parse_hostfile(d["hostfile"])
+            elif d["hosts"]:
+                hosts = parse_hosts(d["hosts"])
+            if hosts and not args.debug and d["launcher"] != "srun":
+                check_capacity(hosts, d["np"])
+        except HostError as e:
+            problems += getattr(e, "errors", None) or [str(e)]
+        problems += check_imports(cfg)
+        if not args.debug and d["launcher"] != "srun":
+            try:
+                mpi.find_mpiexec(args.mpiexec)
+            except FileNotFoundError as e:
+                problems.append(str(e))
+    if problems:
+        raise _Refused(problems)
+    return cfg, hosts
+
+
+def main(argv=None) -> int:
+    """The launcher; its exit status: 0 done, 1 failed, 2 refused (config, resume,
+    start-up), 128+N stopped by signal N (130 for Ctrl-C, 143 for SIGTERM)."""
+    args = _parser().parse_intermixed_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _on_signal) for s in _SIGNALS[1:]} if in_main_thread else {}
+    try:
+        _import_distgrad()
+        return _main(args)
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"distgrad-launch: {signal.Signals(signum).name} received before the job started; "
+              "nothing was started", file=sys.stderr)
+        return 128 + signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _main(args) -> int:
+    config = args.config
+    if args.resume and (config is None or ("=" in config and not os.path.exists(config))):
+        # distgrad-launch --resume RUN [key=value ...]: the run's own config
+        args.overrides = ([config] if config else []) + args.overrides
+        config = os.path.join(args.resume, "config.toml")
+    if config is None:
+        print("distgrad-launch: error: give the config file (or --resume RUN_DIR)", file=sys.stderr)
         return 2
+    overrides, problems = _overrides(args, config is not None)
+    try:
+        cfg, hosts = _validate(args, config, overrides, problems)
+    except _Refused as e:
+        head = "error: " if len(e.problems) == 1 else f"error: {len(e.problems)} problems:\n  "
+        print("distgrad-launch: " + head + "\n  ".join(p.replace("\n", "\n    ") for p in e.problems),
+              file=sys.stderr)
+        return 2
+    d = cfg["dist"]
 
     if args.resume:
         run_dir = os.path.abspath(args.resume)
@@ -104,50 +197,94 @@ def main(argv=None) -> int:
                   file=sys.stderr if status else sys.stdout)
             return status
     else:
-        run_dir = None  # created when the job starts, not by a dry run
-
-    def program(rd):
-        return [sys.executable, "-m", "distgrad.train", rd] + (["--resume"] if args.resume else [])
+        run_dir = None
 
     if args.debug:
         if args.dry_run:
-            print(f"would run in this process: {shlex.join(program(run_dir or '<new run directory>'))}")
+            program = [sys.executable, "-m", "distgrad.train", run_dir or "<new run directory>"]
+            print(f"would run in this process: {shlex.join(program)}")
             return 0
         return _debug_run(cfg, run_dir or records.create_run_dir(cfg["run"]["output_dir"], cfg["run"]["name"]),
                           bool(args.resume))
 
     flavor = "srun" if d["launcher"] == "srun" else None
-    try:
-        exe = "srun" if flavor else mpi.find_mpiexec(args.mpiexec)
-    except FileNotFoundError as e:
-        print(f"distgrad-launch: error: {e}", file=sys.stderr)
-        return 2
+    exe = "srun" if flavor else mpi.find_mpiexec(args.mpiexec)
     flavor = flavor or mpi.detect_flavor(exe)
-    ranks_here = d["np"] if not hosts else max(s for _, s in hosts)
-    env = _thread_env(os.environ, ranks_here)
-    if sys.stdout.isatty():
+    job_env = dict(d["env"])
+    job_env.setdefault("DISTGRAD_THREADS", os.environ.get("DISTGRAD_THREADS", "auto"))
+    env = {**os.environ, **job_env}
+    if sys.stdout.isatty() and not args.dry_run:
         # The ranks' stdout is a pipe to mpiexec; rank 0 draws its progress bar for this terminal.
         env["DISTGRAD_TTY"] = "1"
         env["DISTGRAD_COLUMNS"] = str(shutil.get_terminal_size().columns)
+    if args.dry_run and args.resume and overrides:
+        print("distgrad-launch: note: the printed command resumes with the run's config.toml as it is; "
+              "the overrides are written into it only when the launcher starts the run", file=sys.stderr)
+    elif not args.resume:
+        run_dir = records.create_run_dir(cfg["run"]["output_dir"], cfg["run"]["name"])
+    if not (args.dry_run and args.resume):
+        _write_config(run_dir, cfg)
+    program = [sys.executable, "-m", "distgrad.train", run_dir] + (["--resume"] if args.resume else [])
+    if os.path.exists(os.path.join(run_dir, "config.toml")):
+        program += ["--config-digest", startup.digest(os.path.join(run_dir, "config.toml"))]
+    program += ["--startup-timeout", f"{d['timeout_s']:g}"]
+    cmd = mpi.build_command(flavor, exe, d["np"], program, env=job_env, hosts=hosts,
+                            extra_args=d["mpiexec_args"], forward=mpi.forwarded_names(env),
+                            is_root=hasattr(os, "geteuid") and os.geteuid() == 0,
+                            srun_mpi=mpi.srun_mpi_type(sys.executable, env, d["mpiexec_args"])
+                            if flavor == "srun" else None)
+    for line in _placement_lines(flavor, hosts, d["np"]) + [_threads_line(job_env, hosts, d["np"], flavor)]:
+        print(f"distgrad-launch: {line}", file=sys.stderr)
     if args.dry_run:
-        run_dir = run_dir or os.path.join(cfg["run"]["output_dir"], f"{cfg['run']['name']}-<timestamp>")
-    else:
-        run_dir = run_dir or records.create_run_dir(cfg["run"]["output_dir"], cfg["run"]["name"])
-    # The hostfile is rewritten in the form the MPI in use reads best.
-    machinefile = (os.path.join(run_dir, "machinefile") if flavor == "mpich" else os.path.join(run_dir, "hostfile")
-                   ) if d["hostfile"] and flavor in ("mpich", "openmpi") else None
-    cmd = mpi.build_command(flavor, exe, d["np"], program(run_dir), mpi.exported_env(env), hosts=hosts,
-                            hostfile=d["hostfile"], machinefile=machinefile,
-                            is_root=hasattr(os, "geteuid") and os.geteuid() == 0)
-    if args.dry_run:
+        # The command alone on stdout (it runs as printed: distgrad-launch ... --dry-run > job.sh).
+        if not args.resume:
+            print(f"distgrad-launch: prepared {run_dir} (its config.toml); this command starts it as "
+                  "distgrad-launch would (delete the folder if you do not run it):", file=sys.stderr)
         print(shlex.join(cmd))
         return 0
-    _write_config(run_dir, cfg)
-    if machinefile:
-        with open(machinefile, "w") as f:
-            f.write(mpi.hydra_machinefile(hosts) if flavor == "mpich" else mpi.openmpi_hostfile(hosts))
     print(f"distgrad-launch: {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    return _report(run_dir, _run(cmd, env))
+    status, stopped_by, deaths = _run(cmd, env)
+    return _report(run_dir, status, stopped_by, deaths)
+
+
+def _placement_lines(flavor: str, hosts, nprocs: int) -> list:
+    if flavor == "srun":
+        return [f"{nprocs} ranks placed by Slurm" + (f" on {', '.join(h for h, _ in hosts)}" if hosts else "")]
+    if not hosts:
+        return [f"{nprocs} ranks on this host ({HOST})"]
+    where = mpi.placement(hosts, nprocs)
+    parts = [f"{h}: ranks {_span(r)}" if r else f"{h}: none" for h, r in where]
+    lines = [f"placing {nprocs} ranks by slot, filling each host in order: {'; '.join(parts)}"]
+    idle = [h for h, r in where if not r]
+    short = [(h, s - len(r)) for (h, r), (_, s) in zip(where, hosts) if r and len(r) < s]
+    if idle or short:
+        lines.append(f"note: {nprocs} ranks use {nprocs} of {sum(s for _, s in hosts)} slots"
+                     + (f"; {', '.join(idle)} get{'s' if len(idle) == 1 else ''} no rank" if idle else "")
+                     + "; raise --np to use them all")
+    return lines
+
+
+def _span(ranks: list) -> str:
+    return str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"
+
+
+def _threads_line(job_env: dict, hosts, nprocs: int, flavor: str) -> str:
+    from distgrad import _threads
+
+    fixed = [v for v in _threads.THREAD_VARS if v in os.environ]
+    if fixed:
+        return "threads per rank: " + ", ".join(f"{v}={os.environ[v]}" for v in fixed) + " (set here, forwarded)"
+    want = job_env["DISTGRAD_THREADS"]
+    if want.isdigit():
+        return f"threads per rank: {want} (DISTGRAD_THREADS)"
+    cores = _threads.available_cores()
+    here = nprocs if not hosts else next((len(r) for h, r in mpi.placement(hosts, nprocs)
+                                          if h in (HOST, HOST.split(".")[0], "localhost")), None)
+    if flavor == "srun" or here is None:
+        return ("threads per rank: set on each host to its cores / its ranks (this host has "
+                f"{cores} cores)")
+    return (f"threads per rank: set on each host to its cores / its ranks (here: {cores} cores / "
+            f"{here} ranks = {_threads.per_rank(cores, here)})")
 
 
 def _debug_run(cfg: dict, run_dir: str, resume: bool) -> int:
@@ -162,8 +299,8 @@ def _debug_run(cfg: dict, run_dir: str, resume: bool) -> int:
     _write_config(run_dir, cfg)
     try:
         Trainer(cfg, run_dir, resume=resume).run()
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as stop:
+        return 128 + getattr(stop, "signum", signal.SIGINT)
     except bdb.BdbQuit:
         print("distgrad-launch: quit from the debugger", file=sys.stderr)
         return 130
@@ -210,105 +347,167 @@ def _write_config(run_dir: str, cfg: dict) -> None:
         f.write(to_toml(cfg))
 
 
-def _run(cmd: list, env: dict) -> int:
-    """Run the job with this terminal's output; the job's exit status becomes ours.
-    Ctrl-C (or SIGTERM) is passed on to every rank through mpiexec; a job that has
-    not stopped ``GRACE_S`` seconds later (a rank stopped or stuck in native code)
-    is forced down, mpiexec and every process it started."""
-    # mpiexec in a process group of its own: a Ctrl-C in the terminal reaches the launcher
-    # only, which passes exactly one on (Hydra takes a second one as "force abort").
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=os.setpgrp)
-    relays = [threading.Thread(target=_relay, args=(src, dst), daemon=True)
-              for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
-    for relay in relays:
-        relay.start()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    interrupted_at, forced = None, False
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Stop(KeyboardInterrupt):
+    """SIGINT, SIGTERM or SIGHUP: the launcher stops the job (and a debug run stops
+    as on Ctrl-C)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum, frame):
+    raise _Stop(signum)
+
+
+def _run(cmd: list, env: dict) -> tuple:
+    """Run the job with this terminal's output; (exit status, the signal that stopped
+    it or None, [(pid, host, rank, how)] of ranks mpiexec saw die).
+
+    SIGINT (Ctrl-C), SIGTERM and SIGHUP are passed on to every rank as one Ctrl-C
+    through mpiexec; a job that has not stopped ``GRACE_S`` seconds later (a rank
+    stopped or stuck in native code) is forced down, mpiexec and every process it
+    started. A guard process (``launch.guard``) does the same if this launcher is
+    killed outright."""
+    previous = {s: signal.signal(s, _on_signal) for s in _SIGNALS}
+    stopped_by, forced, proc, guard, relays = None, False, None, None, []
+    watch = _Watch()
     try:
+        # mpiexec in a session of its own: a Ctrl-C in the terminal reaches the launcher
+        # only, which passes exactly one on (Hydra takes a second one as "force abort").
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        guard = subprocess.Popen(
+            [sys.executable, "-m", "launch.guard", str(proc.pid), str(procs.start_time(proc.pid)),
+             f"{GRACE_S:g}"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        relays = [threading.Thread(target=_relay, args=(src, dst, watch), daemon=True)
+                  for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
+        for relay in relays:
+            relay.start()
+        started = None
         while True:
             try:
-                rc = proc.wait(timeout=0.2 if interrupted_at else None)
+                rc = proc.wait(timeout=0.2 if stopped_by else None)
                 break
             except subprocess.TimeoutExpired:
-                if not forced and time.monotonic() - interrupted_at > GRACE_S:
+                if not forced and time.monotonic() - started > GRACE_S:
                     forced = _force_down(proc)
-            except KeyboardInterrupt:
-                if interrupted_at is None:
-                    interrupted_at = time.monotonic()
+            except _Stop as stop:
+                if stopped_by is None:
+                    stopped_by, started = stop.signum, time.monotonic()
+                    watch.stopping = True
+                    print(f"distgrad-launch: {signal.Signals(stop.signum).name} received: stopping every "
+                          f"rank on every host (forced after {GRACE_S:g} s)", file=sys.stderr, flush=True)
                     proc.send_signal(signal.SIGINT)
-                elif not forced:  # a second Ctrl-C: no more waiting
+                elif not forced:  # a second signal: no more waiting
                     forced = _force_down(proc)
+    except _Stop as stop:  # before mpiexec started
+        if proc is not None:
+            procs.kill_all(procs.tree(proc.pid))
+            proc.wait()
+        return 128 + stop.signum, stop.signum, []
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if guard is not None:
+            guard.stdin.close()
+            try:
+                guard.wait(5)
+            except subprocess.TimeoutExpired:
+                guard.kill()
     for relay in relays:
         relay.join(5)
-    rc = _status(rc)
-    return 130 if interrupted_at is not None and rc != 0 else rc
+    return _status(rc), stopped_by, watch.deaths
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-# Hydra's own words on Ctrl-C, which the launcher handles itself.
+# Hydra's own words on Ctrl-C, which the launcher handles itself, and its proxies'
+# assertion noise when the job is torn down.
 _HYDRA_NOISE = re.compile(rb"[^\n]*(Press Ctrl-C again to force abort|Sending Ctrl-C to processes as "
-                          rb"requested)[^\n]*\n?")
+                          rb"requested|assert \(!closed\) failed|HYDU_sock_write \(|"
+                          rb"error waiting for event|launcher returned error waiting for completion)[^\n]*\n?")
+# Hydra's report of ranks that ended on the interrupt the launcher passed on itself.
+_HYDRA_BLOCK_LINE = re.compile(rb"^(=+|=   .*|YOUR APPLICATION TERMINATED WITH THE EXIT STRING.*|This typically "
+                               rb"refers to a problem with your application\.|Please see the FAQ page for "
+                               rb"debugging suggestions)\n", re.MULTILINE)
+_HYDRA_PID = re.compile(r"PID (\d+) RUNNING AT (\S+)")
+_HYDRA_CODE = re.compile(r"EXIT CODE: (\d+)")
+_OMPI_DEATH = re.compile(r"process rank (\d+) with PID (\d+) on node (\S+) exited on signal (\d+)")
 
 
-def _relay(source, sink) -> None:
+class _Watch:
+    """What mpiexec says of ranks that died (Hydra: 'PID n RUNNING AT host' then
+    'EXIT CODE: c'; Open MPI: 'process rank r with PID n on node h exited on signal s')."""
+
+    def __init__(self):
+        self.deaths = []   # (pid, host, rank or None, exit code, or -signal)
+        self.stopping = False
+        self.lock = threading.Lock()
+        self._pending = None
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            m = _HYDRA_PID.search(text)
+            if m:
+                self._pending = (int(m.group(1)), m.group(2))
+                return
+            m = _HYDRA_CODE.search(text)
+            if m and self._pending:
+                self.deaths.append((*self._pending, None, int(m.group(1))))
+                self._pending = None
+                return
+            m = _OMPI_DEATH.search(text)
+            if m:
+                self.deaths.append((int(m.group(2)), m.group(3), int(m.group(1)), -int(m.group(4))))
+
+
+def _relay(source, sink, watch: _Watch) -> None:
     """Pass the job's output on as it comes (progress bars redraw without a newline),
-    without Hydra's own Ctrl-C chatter."""
+    without Hydra's own Ctrl-C chatter, noting what mpiexec says of dead ranks."""
     fd = source.fileno()
     out = sink.buffer if hasattr(sink, "buffer") else sink
+    tail = b""
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
             return
-        out.write(_HYDRA_NOISE.sub(b"", chunk))
+        shown = _HYDRA_NOISE.sub(b"", chunk)
+        if watch.stopping:
+            shown = _HYDRA_BLOCK_LINE.sub(b"", shown)
+        out.write(shown)
         out.flush()
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop()[-4096:]
+        for line in lines:
+            if b"PID" in line or b"EXIT CODE" in line:
+                watch.line(line.decode(errors="replace"))
 
 
 def _force_down(proc) -> bool:
-    print("distgrad-launch: the job did not stop after the interrupt (a rank may be stopped or stuck); "
-          "killing mpiexec and every process it started", file=sys.stderr, flush=True)
-    for pid in reversed(_descendants(proc.pid)):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:  # already gone
-            continue
-    proc.kill()
+    print("distgrad-launch: the job did not stop in time (a rank may be stopped or stuck); killing "
+          "mpiexec and every process it started", file=sys.stderr, flush=True)
+    procs.kill_all(procs.tree(proc.pid))
     return True
 
 
-def _descendants(pid: int) -> list:
-    """``pid`` and every process below it (Linux /proc; just ``pid`` elsewhere)."""
-    children = {}
-    try:
-        entries = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return [pid]
-    for p in entries:
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(p))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def _report(run_dir: str, rc: int) -> int:
-    """After the job: make sure summary.json says how it ended, and say it once more."""
-    if rc == 0:
-        return rc
+def _report(run_dir: str, rc: int, stopped_by, deaths: list) -> int:
+    """After the job: make sure summary.json says how it ended, say it once more, and
+    give the exit status: 0 done, 1 failed, 2 refused, 128+N stopped by signal N."""
     summary = records.read_summary(run_dir)
     status = summary.get("status")
+    if stopped_by is not None:
+        if rc == 0 and status == "completed":
+            return 0
+        if status not in ("failed", "completed"):
+            records.write_summary(run_dir, status="interrupted")
+        print(f"distgrad-launch: stopped by {signal.Signals(stopped_by).name}; " + _checkpoint_line(run_dir),
+              file=sys.stderr)
+        return 128 + stopped_by
+    if rc == 0:
+        return 0
     if status == "failed":
         rank = summary.get("failed_rank")
         error = str(summary.get("error")).splitlines()[0]
@@ -316,15 +515,53 @@ def _report(run_dir: str, rc: int) -> int:
               f"{summary.get('failed_step')} ({summary.get('failed_phase')}): {error}\n"
               f"distgrad-launch: see {os.path.join(run_dir, f'rank{rank}.log')} and "
               f"{records.summary_path(run_dir)}", file=sys.stderr)
-    elif rc == 130 or status == "interrupted":
-        if status != "interrupted":
-            records.write_summary(run_dir, status="interrupted")
+        return rc if rc in (1, 2) else 1
+    if status == "interrupted":
+        return 130
+    named = _name_deaths(run_dir, deaths)
+    if named:
+        rank, host, error = named
+        records.write_summary(run_dir, status="failed", error=error, failed_rank=rank, failed_host=host)
     else:
         error = (f"the job ended with exit status {rc} and no rank recorded why (a rank was killed "
                  "by a signal or the out-of-memory killer, or lost its host?); see the rank*.log files")
         records.write_summary(run_dir, status="failed", error=error)
-        print(f"distgrad-launch: {error}", file=sys.stderr)
-    return rc
+    print(f"distgrad-launch: {error}\ndistgrad-launch: " + _checkpoint_line(run_dir), file=sys.stderr)
+    return rc if rc in (1, 2) else 1
+
+
+# Exit codes Hydra reports for a rank that a signal ended (the signal's number).
+_SIGNAL_CODES = {int(s) for s in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS,
+                                  signal.SIGTERM, signal.SIGILL, signal.SIGFPE, signal.SIGINT)}
+
+
+def _name_deaths(run_dir: str, deaths: list):
+    """(rank, host, message) for the first rank mpiexec saw die, named from the
+    start-up record of every rank's host and pid."""
+    if not deaths:
+        return None
+    ranks = startup.read_ranks(run_dir)
+    pid, host, rank, code = deaths[0]
+    if rank is None:
+        same = [e for e in ranks if e.get("pid") == pid]
+        exact = [e for e in same if e.get("host") == host]
+        if exact or len(same) == 1:
+            rank = (exact or same)[0].get("rank")
+    who = f"rank {rank} ({host}, pid {pid})" if rank is not None else f"a rank (pid {pid} on {host})"
+    signum = -code if code < 0 else code if code in _SIGNAL_CODES else None
+    if signum:
+        hint = " (kill -9, or the out-of-memory killer: see dmesg on that host)" if signum == signal.SIGKILL else ""
+        how = f"was killed by signal {signum} ({signal.Signals(signum).name}){hint}"
+    else:
+        how = f"exited with status {code} without saying why"
+    return rank, host, f"{who} {how}; mpiexec ended the job"
+
+
+def _checkpoint_line(run_dir: str) -> str:
+    step, _ = checkpoint.find_resumable(run_dir)
+    if step is None:
+        return f"no checkpoint was saved in {run_dir}"
+    return f"the last checkpoint is of step {step} in {run_dir}; to go on: distgrad-launch --resume {run_dir}"
 
 
 def _status(rc: int) -> int:

@@ -75,93 +75,108 @@ def program_part(cmd):
     return cmd[i - 1:]
 
 
+def run_dir_of(cmd):
+    return program_part(cmd)[3]
+
+
 # ------------------------------------------------- build_command directly
 def test_hydra_single_node():
-    cmd = mpi.build_command("mpich", "/x/mpiexec", 4, PROGRAM, ["PATH", "PYTHONPATH", "DISTGRAD_X"])
+    cmd = mpi.build_command("mpich", "/x/mpiexec", 4, PROGRAM)
     assert cmd[:3] == ["/x/mpiexec", "-n", "4"]
-    assert flag_value(cmd, "-genvlist") == "PATH,PYTHONPATH,DISTGRAD_X"
     assert cmd[-len(PROGRAM):] == PROGRAM
-    for flag in ("-f", "-hosts", "--hostfile", "--host", "-x", "--allow-run-as-root"):
+    # Hydra forwards the whole environment by default: nothing may replace that.
+    for flag in ("-genvlist", "-genvnone", "-f", "-hosts", "--hostfile", "--host", "-x", "--allow-run-as-root"):
         assert flag not in cmd
 
 
-def test_hydra_hosts():
-    cmd = mpi.build_command("mpich", "mpiexec", 8, PROGRAM, ["PATH"], hosts=[("h1", 4), ("h2", 4)])
+def test_hydra_hosts_are_inline():
+    cmd = mpi.build_command("mpich", "mpiexec", 8, PROGRAM, hosts=[("h1", 4), ("h2", 4)])
     assert flag_value(cmd, "-n") == "8"
     assert flag_value(cmd, "-hosts") == "h1:4,h2:4"
     assert "-f" not in cmd
     assert cmd[-len(PROGRAM):] == PROGRAM
 
 
-def test_hydra_hostfile_uses_the_machinefile(tmp_path):
-    hosts = [("node1", 4), ("node2", 2)]
-    cmd = mpi.build_command("mpich", "mpiexec", 6, PROGRAM, ["PATH"], hosts=hosts,
-                            hostfile="hosts.txt", machinefile="run/machinefile")
-    assert flag_value(cmd, "-f") == "run/machinefile"
-    assert "hosts.txt" not in cmd and "-hosts" not in cmd
-    assert mpi.hydra_machinefile(hosts) == "node1:4\nnode2:2\n"
-
-
-def test_hydra_hostfile_without_machinefile_is_an_error():
-    with pytest.raises(ValueError, match="machinefile"):
-        mpi.build_command("mpich", "mpiexec", 2, PROGRAM, [], hosts=[("a", 2)], hostfile="h.txt")
-
-
-def test_hydra_without_env_has_no_genvlist():
-    cmd = mpi.build_command("mpich", "mpiexec", 2, PROGRAM, [])
+def test_hydra_env_and_extra_args():
+    cmd = mpi.build_command("mpich", "mpiexec", 2, PROGRAM, env={"MY_SETTING": "42", "B": "x y"},
+                            extra_args=["-iface", "eth0"])
+    i = cmd.index("-genv")
+    assert cmd[i:i + 6] == ["-genv", "MY_SETTING", "42", "-genv", "B", "x y"]
+    j = cmd.index("-iface")
+    assert cmd[j + 1] == "eth0" and i < j < cmd.index(PROGRAM[0])
     assert "-genvlist" not in cmd
 
 
 def test_openmpi_single_node():
-    cmd = mpi.build_command("openmpi", "mpirun", 2, PROGRAM, ["PATH", "PYTHONPATH"])
+    cmd = mpi.build_command("openmpi", "mpirun", 2, PROGRAM, forward=["PATH", "PYTHONPATH"])
     assert cmd[:3] == ["mpirun", "-n", "2"]
     xs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-x"]
     assert xs == ["PATH", "PYTHONPATH"]
     assert "--allow-run-as-root" not in cmd
-    assert "-genvlist" not in cmd
+    assert "-genvlist" not in cmd and "-genv" not in cmd
+    assert cmd[-len(PROGRAM):] == PROGRAM
+
+
+def test_openmpi_env_values_and_extra_args():
+    cmd = mpi.build_command("openmpi", "mpirun", 2, PROGRAM, env={"A": "1"}, forward=["PATH", "A"],
+                            extra_args=["--mca", "btl", "tcp,self"])
+    xs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-x"]
+    assert xs == ["PATH", "A=1"]  # a variable with a value is passed once, with it
+    assert cmd[cmd.index("--mca"):cmd.index("--mca") + 3] == ["--mca", "btl", "tcp,self"]
     assert cmd[-len(PROGRAM):] == PROGRAM
 
 
 def test_openmpi_as_root():
-    cmd = mpi.build_command("openmpi", "mpirun", 2, PROGRAM, ["PATH"], is_root=True)
+    cmd = mpi.build_command("openmpi", "mpirun", 2, PROGRAM, is_root=True)
     assert "--allow-run-as-root" in cmd
     assert cmd.index("--allow-run-as-root") < cmd.index(PROGRAM[0])
 
 
 def test_hydra_never_gets_allow_run_as_root():
-    cmd = mpi.build_command("mpich", "mpiexec", 2, PROGRAM, ["PATH"], is_root=True)
+    cmd = mpi.build_command("mpich", "mpiexec", 2, PROGRAM, is_root=True)
     assert "--allow-run-as-root" not in cmd
 
 
-def test_openmpi_hostfile_and_hosts():
-    cmd = mpi.build_command("openmpi", "mpirun", 8, PROGRAM, ["PATH"], hosts=[("h1", 4), ("h2", 4)],
-                            hostfile="hosts.txt")
-    assert flag_value(cmd, "--hostfile") == "hosts.txt"
-    assert "--host" not in cmd
-    cmd = mpi.build_command("openmpi", "mpirun", 8, PROGRAM, ["PATH"], hosts=[("h1", 4), ("h2", 4)])
+def test_openmpi_hosts_are_inline():
+    cmd = mpi.build_command("openmpi", "mpirun", 8, PROGRAM, hosts=[("h1", 4), ("h2", 4)])
     assert flag_value(cmd, "--host") == "h1:4,h2:4"
     assert "--hostfile" not in cmd
 
 
 def test_srun():
-    cmd = mpi.build_command("srun", "ignored", 4, PROGRAM, ["PATH"])
+    cmd = mpi.build_command("srun", "ignored", 4, PROGRAM)
     assert cmd[0] == "srun"
     assert flag_value(cmd, "--ntasks") == "4"
+    assert "--export=ALL" in cmd
     assert "ignored" not in cmd and "-n" not in cmd
     assert cmd[-len(PROGRAM):] == PROGRAM
-    cmd = mpi.build_command("srun", "ignored", 8, PROGRAM, ["PATH"], hosts=[("h1", 4), ("h2", 4)])
+    cmd = mpi.build_command("srun", "ignored", 8, PROGRAM, hosts=[("h1", 4), ("h2", 4)], env={"A": "1"},
+                            extra_args=["--mpi=pmi2"])
     assert flag_value(cmd, "--ntasks") == "8"
     assert flag_value(cmd, "--nodes") == "2"
     assert flag_value(cmd, "--nodelist") == "h1,h2"
+    assert "--export=ALL,A=1" in cmd and "--mpi=pmi2" in cmd
 
 
-def test_exported_env_names():
+def test_forwarded_names_for_open_mpi():
     env = {"PATH": "/bin", "PYTHONPATH": "x", "HOME": "/root", "DISTGRAD_B": "1", "DISTGRAD_A": "2",
-           "OMP_NUM_THREADS": "1", "SECRET_TOKEN": "no"}
-    names = mpi.exported_env(env)
-    assert names[:3] == ["PATH", "PYTHONPATH", "OMP_NUM_THREADS"]
-    assert names[3:] == ["DISTGRAD_A", "DISTGRAD_B"]
-    assert "HOME" not in names and "SECRET_TOKEN" not in names
+           "OMP_NUM_THREADS": "1", "SECRET_TOKEN": "no", "UCX_TLS": "tcp", "NCCL_DEBUG": "INFO"}
+    names = mpi.forwarded_names(env)
+    assert names == sorted(names)
+    for name in ("PATH", "PYTHONPATH", "HOME", "DISTGRAD_A", "DISTGRAD_B", "OMP_NUM_THREADS", "UCX_TLS",
+                 "NCCL_DEBUG"):
+        assert name in names
+    assert "SECRET_TOKEN" not in names
+
+
+@pytest.mark.parametrize("hosts, n, expected", [
+    ([("a", 2), ("b", 2)], 4, [("a", [0, 1]), ("b", [2, 3])]),
+    ([("a", 2), ("b", 2)], 3, [("a", [0, 1]), ("b", [2])]),
+    ([("a", 4), ("b", 4)], 2, [("a", [0, 1]), ("b", [])]),
+    ([("a", 1), ("b", 1), ("c", 1)], 3, [("a", [0]), ("b", [1]), ("c", [2])]),
+])
+def test_placement_fills_hosts_in_order(hosts, n, expected):
+    assert mpi.placement(hosts, n) == expected
 
 
 # ------------------------------------------------------- flavor detection
@@ -194,8 +209,20 @@ def test_the_real_mpich_mpiexec_is_detected_as_mpich():
     assert mpi.detect_flavor(exe) == "mpich"
 
 
-def test_find_mpiexec_prefers_the_explicit_one():
-    assert mpi.find_mpiexec("/opt/mpi/bin/mpirun") == "/opt/mpi/bin/mpirun"
+def test_find_mpiexec_prefers_the_explicit_one(tmp_path):
+    fake = fake_mpiexec(tmp_path, "openmpi")
+    assert mpi.find_mpiexec(fake) == fake
+
+
+def test_find_mpiexec_refuses_a_missing_or_unusable_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such program"):
+        mpi.find_mpiexec(str(tmp_path / "mpirun"))
+    with pytest.raises(FileNotFoundError, match="on PATH"):
+        mpi.find_mpiexec("no-such-mpirun-anywhere")
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    with pytest.raises(FileNotFoundError, match="not executable"):
+        mpi.find_mpiexec(str(plain))
 
 
 # -------------------------------------------------------------- hostfiles
@@ -258,14 +285,20 @@ def test_dry_run_mpich_single_node(tmp_path):
     cmd = dry_run(tmp_path, "mpich", "--np", "4")
     assert cmd[0].endswith("fake-mpiexec-mpich")
     assert flag_value(cmd, "-n") == "4"
-    env = flag_value(cmd, "-genvlist").split(",")
-    assert "PATH" in env and "OMP_NUM_THREADS" in env
+    assert "-genvlist" not in cmd  # Hydra's default, forwarding everything, stays
+    i = cmd.index("-genv")
+    assert cmd[i:i + 3] == ["-genv", "DISTGRAD_THREADS", "auto"]  # sized on each host
     assert "-f" not in cmd and "-hosts" not in cmd and "-x" not in cmd
     prog = program_part(cmd)
     assert prog[0] == sys.executable
-    assert prog[-1].startswith(str(tmp_path / "runs" / "quickstart-"))
+    run_dir = run_dir_of(cmd)
+    assert run_dir.startswith(str(tmp_path / "runs" / "quickstart-"))
     assert "--resume" not in prog
-    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+    # The run directory is prepared, so that the command runs as printed; its digest is on it.
+    from distgrad.train import startup
+
+    assert flag_value(prog, "--config-digest") == startup.digest(os.path.join(run_dir, "config.toml"))
+    assert flag_value(prog, "--startup-timeout") == "600"
 
 
 def test_dry_run_uses_dist_np_of_the_config(tmp_path):
@@ -275,14 +308,44 @@ def test_dry_run_uses_dist_np_of_the_config(tmp_path):
     assert flag_value(cmd, "-n") == "4"
 
 
-def test_dry_run_exports_distgrad_variables(tmp_path):
-    env = dict(os.environ, DISTGRAD_SOMETHING="1")
-    fake = fake_mpiexec(tmp_path, "mpich")
+def test_dry_run_open_mpi_is_told_to_forward_distgrad_variables(tmp_path):
+    env = dict(os.environ, DISTGRAD_SOMETHING="1", UNRELATED_SECRET="x")
+    fake = fake_mpiexec(tmp_path, "openmpi")
     proc = launch(tmp_path, QUICKSTART, "--dry-run", "--mpiexec", fake, env=env)
     assert proc.returncode == 0, proc.stderr
     cmd = shlex.split(proc.stdout.strip())
-    env_names = flag_value(cmd, "-genvlist").split(",")
-    assert "DISTGRAD_SOMETHING" in env_names and "PYTHONPATH" in env_names
+    xs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-x"]
+    assert "DISTGRAD_SOMETHING" in xs and "PYTHONPATH" in xs and "PATH" in xs
+    assert "UNRELATED_SECRET" not in xs
+
+
+def test_dry_run_env_and_mpiexec_args(tmp_path, monkeypatch):
+    env = dict(os.environ, FROM_HERE="here value")
+    fake = fake_mpiexec(tmp_path, "mpich")
+    proc = launch(tmp_path, QUICKSTART, "--dry-run", "--mpiexec", fake, "--env", "MY_SETTING=42",
+                  "--env", "FROM_HERE", 'dist.env.THIRD="x"', "--mpiexec-args", "-iface eth0 -bind-to core",
+                  env=env)
+    assert proc.returncode == 0, proc.stderr
+    cmd = shlex.split(proc.stdout.strip())
+    genv = {cmd[i + 1]: cmd[i + 2] for i, a in enumerate(cmd) if a == "-genv"}
+    assert genv["MY_SETTING"] == "42" and genv["FROM_HERE"] == "here value" and genv["THIRD"] == "x"
+    tail = cmd[cmd.index("-iface"):cmd.index(sys.executable)]
+    assert tail == ["-iface", "eth0", "-bind-to", "core"]
+    # the run's config records them
+    from distgrad.train.config import load
+
+    cfg = load(os.path.join(run_dir_of(cmd), "config.toml"))
+    assert cfg["dist"]["env"]["MY_SETTING"] == "42"
+    assert cfg["dist"]["mpiexec_args"] == ["-iface", "eth0", "-bind-to", "core"]
+
+
+def test_env_without_a_value_that_is_not_set_is_refused(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "NOT_SET_ANYWHERE"}
+    proc = launch(tmp_path, QUICKSTART, "--dry-run", "--mpiexec", fake_mpiexec(tmp_path, "mpich"),
+                  "--env", "NOT_SET_ANYWHERE", env=env)
+    assert proc.returncode == 2
+    assert "--env NOT_SET_ANYWHERE" in proc.stderr and "not set" in proc.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_dry_run_mpich_hosts(tmp_path):
@@ -297,11 +360,9 @@ def test_dry_run_mpich_hostfile(tmp_path):
     hostfile.write_text("node1 slots=4\nnode2 slots=4\n")
     cmd = dry_run(tmp_path, "mpich", "--hostfile", str(hostfile), "--np", "8")
     assert flag_value(cmd, "-n") == "8"
-    machinefile = flag_value(cmd, "-f")
-    # Hydra gets a host:N machinefile in the run directory, not the hostfile itself
-    assert machinefile != str(hostfile)
-    assert os.path.dirname(machinefile) == program_part(cmd)[-1]
-    assert "-hosts" not in cmd
+    # the hosts go on the command line, so the command needs no file but the run's own
+    assert flag_value(cmd, "-hosts") == "node1:4,node2:4"
+    assert "-f" not in cmd
 
 
 def test_dry_run_openmpi_single_node(tmp_path):
@@ -309,7 +370,7 @@ def test_dry_run_openmpi_single_node(tmp_path):
     assert cmd[0].endswith("fake-mpiexec-openmpi")
     assert flag_value(cmd, "-n") == "2"
     xs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-x"]
-    assert "PATH" in xs and "OMP_NUM_THREADS" in xs
+    assert "PATH" in xs and "DISTGRAD_THREADS=auto" in xs
     assert ("--allow-run-as-root" in cmd) == IS_ROOT
     assert "-genvlist" not in cmd and "--hostfile" not in cmd and "--host" not in cmd
 
@@ -321,10 +382,8 @@ def test_dry_run_openmpi_hosts_and_hostfile(tmp_path):
     hostfile.write_text("node1 slots=4\nnode2 slots=4\n")
     cmd = dry_run(tmp_path, "openmpi", "--hostfile", str(hostfile), "--np", "6")
     assert flag_value(cmd, "-n") == "6"
-    # Open MPI gets the hosts rewritten as 'host slots=N' lines in the run directory
-    given = flag_value(cmd, "--hostfile")
-    assert given != str(hostfile) and os.path.basename(given) == "hostfile"
-    assert os.path.dirname(given) == program_part(cmd)[-1]
+    assert flag_value(cmd, "--host") == "node1:4,node2:4"
+    assert "--hostfile" not in cmd
     assert ("--allow-run-as-root" in cmd) == IS_ROOT
 
 
@@ -369,7 +428,8 @@ def test_dry_run_resume(tmp_path):
     checkpoint.save(str(run_dir), 3, model, opt, None,
                     {"config": cfg, "config_hash": config_hash(cfg), "steps_per_epoch": 100}, keep=2)
     cmd = dry_run(tmp_path, "mpich", "--resume", str(run_dir))
-    assert program_part(cmd)[-2:] == [str(run_dir), "--resume"]
+    assert run_dir_of(cmd) == str(run_dir) and program_part(cmd)[4] == "--resume"
+    assert sorted(os.listdir(run_dir)) == ["ckpt-00000003.json", "ckpt-00000003.safetensors"]
 
 
 def test_resume_of_a_missing_run_dir(tmp_path):
@@ -424,15 +484,28 @@ def test_bad_hostfile_exits_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_hostfile_and_hosts_together_are_refused(tmp_path):
+def test_hostfile_and_hosts_together_are_refused_on_the_command_line(tmp_path):
     hostfile = tmp_path / "hosts.txt"
     hostfile.write_text("node1 slots=4\n")
-    # on the command line (argparse) ...
     proc = launch(tmp_path, QUICKSTART, "--hostfile", str(hostfile), "--hosts", "a:2", "--dry-run")
     assert proc.returncode == 2 and "--hosts" in proc.stderr
-    # ... and one from the config, one from the command line
-    proc = launch(tmp_path, QUICKSTART, f'dist.hostfile="{hostfile}"', "--hosts", "a:2", "--dry-run")
-    assert proc.returncode == 2 and "dist.hostfile" in proc.stderr and "dist.hosts" in proc.stderr
+
+
+def test_command_line_hosts_replace_the_configs(tmp_path):
+    hostfile = tmp_path / "hosts.txt"
+    hostfile.write_text("node1 slots=4\n")
+    cfg = tmp_path / "multi.toml"
+    # a hostfile beside the config, named relative to it
+    cfg.write_text(open(QUICKSTART).read().replace("[dist]", f'[dist]\nhostfile = "{hostfile.name}"'))
+    fake = fake_mpiexec(tmp_path, "mpich")
+    proc = launch(tmp_path, str(cfg), "--dry-run", "--mpiexec", fake, "--hosts", "a:1,b:1")
+    assert proc.returncode == 0, proc.stderr
+    assert flag_value(shlex.split(proc.stdout), "-hosts") == "a:1,b:1"
+    other = tmp_path / "other.txt"
+    other.write_text("c slots=2\n")
+    proc = launch(tmp_path, str(cfg), "--dry-run", "--mpiexec", fake, "--hostfile", str(other))
+    assert proc.returncode == 0, proc.stderr
+    assert flag_value(shlex.split(proc.stdout), "-hosts") == "c:2"
 
 
 def test_missing_config_file(tmp_path):

@@ -63,7 +63,7 @@ def test_run_directory_contents(ref2):
     names = set(os.listdir(ref2))
     expected = {"config.toml", "metrics.rank0.jsonl", "metrics.rank1.jsonl", "summary.json",
                 "rank0.log", "rank1.log", "ckpt-00000003.safetensors", "ckpt-00000003.json",
-                "ckpt-00000006.safetensors", "ckpt-00000006.json"}
+                "ckpt-00000006.safetensors", "ckpt-00000006.json", "ranks.json"}
     assert names == expected, names ^ expected
     assert ckpt.complete_steps(ref2) == [3, 6] and ckpt.latest(ref2) == 6
     s = summary(ref2)
@@ -226,7 +226,10 @@ def test_model_import_path_that_does_not_exist(tmp_path):
     assert job.elapsed < PROMPT, job.describe()
     assert "model.name" in job.err and "no_such_package_xyz.models:Net" in job.err, job.describe()
     assert "cannot be imported" in job.err, job.describe()
-    assert ckpt.latest(job.run_dir) is None
+    # refused by the launcher before anything started: one message, no rank, no run directory
+    assert job.rc == 2, job.describe()
+    assert job.err.count("distgrad-launch: error") == 1 and "Traceback" not in job.err, job.describe()
+    assert not (tmp_path / "runs").exists() or not os.listdir(tmp_path / "runs"), job.describe()
 
 
 def test_model_import_path_that_does_not_exist_debug(tmp_path):

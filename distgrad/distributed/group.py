@@ -116,7 +116,7 @@ def _seconds(value, name: str, default: float) -> float:
 
 
 def destroy_process_group(group=None) -> None:
-    monitor.leave("finished")
+    monitor.leave("finished", together=True)
     _world.comm = None
     _world.backend = None
     _world.timeout = DEFAULT_TIMEOUT

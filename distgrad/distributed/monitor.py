@@ -197,13 +197,28 @@ class _Watcher:
                 sys.stderr.write(f"[{whoami()}] distgrad: the stall monitor stopped: {e}\n")
                 return
 
-    def close(self, timeout: float = 1.0) -> None:
-        """Tell the others this rank's final whereabouts, then stop."""
+    def close(self, timeout: float = 1.0, together: bool = False) -> None:
+        """Tell the others this rank's final whereabouts, then stop. ``together``: every
+        rank is leaving now (the run ended): they meet, and each takes the messages
+        still addressed to it, so that none is left unreceived when MPI finalizes
+        (network transports warn of those)."""
         self.stop.set()
         self.thread.join(timeout)
         try:
             self.send(force=True)
             deadline = time.monotonic() + timeout
+            if together:
+                met = self.comm.Ibarrier()
+                while not met.Test() and time.monotonic() < deadline:
+                    self._receive()
+                    time.sleep(0.002)
+                quiet = time.monotonic() + 0.02
+                while time.monotonic() < min(quiet, deadline):
+                    if self.comm.iprobe(source=self.MPI.ANY_SOURCE, tag=_TAG):
+                        self._receive()
+                        quiet = time.monotonic() + 0.02
+                    else:
+                        time.sleep(0.002)
             while self.pending and time.monotonic() < deadline:
                 self.pending = [r for r in self.pending if not r.Test()]
                 time.sleep(0.005)
@@ -290,14 +305,14 @@ def _on_exit() -> None:
         leave(f"its process exited at step {state.step} during {state.phase}")
 
 
-def leave(why: str) -> None:
+def leave(why: str, together: bool = False) -> None:
     """This rank leaves the job (``finished``, ``stopped: ...``, ``exited: ...``): tell
-    the others, so none of them waits for it."""
+    the others, so none of them waits for it. ``together``: every rank leaves now."""
     global _watcher
     state.left = why
     state.version += 1
     if _watcher is not None:
-        _watcher.close()
+        _watcher.close(together=together)
         _watcher = None
 
 

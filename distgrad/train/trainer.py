@@ -563,9 +563,9 @@ class Trainer:
                   f"{summary.get('loss', float('nan')):.4f}{extra}\nrun directory: {self.run_dir}", flush=True)
         if status == "interrupted" and self.rank == 0:
             last_ckpt = ckpt.latest(self.run_dir)
-            print(f"\ndistgrad: interrupted at step {monitor.state.step}; the last checkpoint is "
-                  f"{'step ' + str(last_ckpt) if last_ckpt is not None else 'none'} in {self.run_dir}",
-                  flush=True)
+            where = (f"the last checkpoint is step {last_ckpt}" if last_ckpt is not None
+                     else "no checkpoint was saved")
+            print(f"\ndistgrad: interrupted at step {monitor.state.step}; {where} in {self.run_dir}", flush=True)
         if close_console:
             self._close_console(keep=True)
         return summary
