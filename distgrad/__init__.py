@@ -1,10 +1,10 @@
 """distgrad: a data-parallel training runtime with its own PyTorch-compatible autograd."""
 import os as _os
 
-if _os.environ.get("DISTGRAD_THREADS"):  # a rank started by distgrad-launch: before numpy loads
-    from ._threads import apply as _apply_threads
+if _os.environ.get("DISTGRAD_LAUNCHED"):  # a rank started by distgrad-launch: before numpy loads
+    from ._threads import prepare_rank as _prepare_rank
 
-    _apply_threads()
+    _prepare_rank()
 from . import autograd, backend, cuda, data, distributed, nn, ops, optim, random, utils
 from ._tensor_str import set_printoptions
 from .autograd.grad_mode import (enable_grad, inference_mode, is_grad_enabled,

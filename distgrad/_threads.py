@@ -1,17 +1,21 @@
-"""Thread pools sized on each node: a rank's BLAS/OpenMP threads are its node's
-cores divided among the ranks on that node.
+"""What a rank started by ``distgrad-launch`` sets up before numpy is first
+imported (the launcher marks its ranks with ``DISTGRAD_LAUNCHED=1``; importing
+distgrad anywhere else changes nothing):
 
-``distgrad-launch`` sets ``DISTGRAD_THREADS=auto`` for its ranks; this module then
-runs before numpy is first imported (BLAS reads its thread count when it loads).
-A thread variable set by the user (``OMP_NUM_THREADS`` etc., forwarded by the
-launcher) is kept; ``DISTGRAD_THREADS=N`` asks for N threads per rank everywhere.
-Nothing happens without ``DISTGRAD_THREADS``, so importing distgrad in one's own
-program changes nothing.
+- Thread pools sized on each node: a rank's BLAS/OpenMP threads are its node's
+  cores divided among the ranks on that node (BLAS reads its thread count when it
+  loads). A thread variable set by the user (``OMP_NUM_THREADS`` etc., forwarded by
+  the launcher) is kept; ``DISTGRAD_THREADS=N`` asks for N threads per rank.
+- A Ctrl-C (which mpiexec passes to every rank) before the run has started ends
+  the rank quietly with status 130, instead of a traceback from whatever module
+  was loading; ``python -m distgrad.train`` puts Python's own handler back once it
+  is ready to record an interruption.
 """
 from __future__ import annotations
 
 import os
 import re
+import signal
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -50,7 +54,8 @@ def per_rank(cores: int, ranks_here: int) -> int:
 
 
 def apply(env=os.environ) -> int | None:
-    """Set the thread variables for this rank (those not set already); the count used."""
+    """Set the thread variables for this rank (those not set already) from
+    ``DISTGRAD_THREADS`` ('auto' or a count); the count used (None without it)."""
     want = env.get("DISTGRAD_THREADS", "").strip()
     if not want:
         return None
@@ -58,3 +63,16 @@ def apply(env=os.environ) -> int | None:
     for var in THREAD_VARS:
         env.setdefault(var, str(n))
     return n
+
+
+def _quiet_interrupt(signum, frame):
+    os._exit(128 + signum)
+
+
+def prepare_rank() -> None:
+    """A launched rank's set-up: its threads, and quiet interrupts until it runs."""
+    apply()
+    try:
+        signal.signal(signal.SIGINT, _quiet_interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        pass

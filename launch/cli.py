@@ -25,6 +25,7 @@ def _import_distgrad() -> None:
     """distgrad (and numpy) are imported once the launcher handles signals, so that a
     Ctrl-C at any moment ends it cleanly."""
     global checkpoint, records, startup, ConfigError, check_imports, differences, load, resume_refusal, to_toml
+    os.environ.pop("DISTGRAD_LAUNCHED", None)  # the launcher is no rank, whatever its environment says
     from distgrad.train import checkpoint, records, startup
     from distgrad.train.config import (
         ConfigError,
@@ -155,7 +156,8 @@ def main(argv=None) -> int:
     start-up), 128+N stopped by signal N (130 for Ctrl-C, 143 for SIGTERM)."""
     args = _parser().parse_intermixed_args(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, _on_signal) for s in _SIGNALS[1:]} if in_main_thread else {}
+    handlers = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _on_signal, signal.SIGHUP: _on_signal}
+    previous = {s: signal.signal(s, h) for s, h in handlers.items()} if in_main_thread else {}
     try:
         _import_distgrad()
         return _main(args)
@@ -212,6 +214,7 @@ def _main(args) -> int:
     flavor = flavor or mpi.detect_flavor(exe)
     job_env = dict(d["env"])
     job_env.setdefault("DISTGRAD_THREADS", os.environ.get("DISTGRAD_THREADS", "auto"))
+    job_env["DISTGRAD_LAUNCHED"] = "1"
     env = {**os.environ, **job_env}
     if sys.stdout.isatty() and not args.dry_run:
         # The ranks' stdout is a pipe to mpiexec; rank 0 draws its progress bar for this terminal.
@@ -510,6 +513,9 @@ def _report(run_dir: str, rc: int, stopped_by, deaths: list) -> int:
         return 0
     if status == "failed":
         rank = summary.get("failed_rank")
+        if summary.get("failed_phase") == "startup":  # before any rank kept a log: all of it
+            print(f"distgrad-launch: the run could not start: {summary.get('error')}", file=sys.stderr)
+            return 2
         error = str(summary.get("error")).splitlines()[0]
         print(f"distgrad-launch: the run failed on rank {rank} ({summary.get('failed_host')}) at step "
               f"{summary.get('failed_step')} ({summary.get('failed_phase')}): {error}\n"

@@ -133,7 +133,7 @@ def start(out_dir, *args, debug=False, env=None, pythonpath=(), config=None):
     """Start ``distgrad-launch quickstart.toml SMALL ARGS run.output_dir=OUT_DIR`` (or
     ``CONFIG ARGS ...``) in a new session, in OUT_DIR's parent (a temporary directory)."""
     os.makedirs(out_dir, exist_ok=True)
-    cmd = [sys.executable, "-m", "launch.cli", *([config] if config else [QUICKSTART, *SMALL]), *args,
+    cmd = [sys.executable, "-m", "launch", *([config] if config else [QUICKSTART, *SMALL]), *args,
            f'run.output_dir="{out_dir}"'] + (["--debug"] if debug else [])
     e = {k: v for k, v in os.environ.items()
          if not k.startswith(LAUNCHER_VARS) and k not in ("DISTGRAD_TEST_PAUSE_IN_SAVE", "DISTGRAD_TEST_FAULT")}

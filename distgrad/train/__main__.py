@@ -9,7 +9,9 @@ on Ctrl-C. Any other failure aborts the whole job with a message naming the rank
 """
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from .config import ConfigError, load
 from .startup import (
@@ -53,6 +55,9 @@ def main(argv=None):
     from .. import distributed as dist
     from ..distributed import failure, monitor
 
+    # From here on an interruption is recorded (summary, last checkpoint named).
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         Trainer(cfg, run_dir, resume=args.resume).run()
     except KeyboardInterrupt:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import select
 import signal
 import socket
 import sys
-import threading
 import time
 
 HOST = socket.gethostname()
@@ -65,9 +65,7 @@ def check_run_dir(run_dir: str, expected_digest: str | None) -> str | None:
 def handshake(run_dir: str, problem: str | None, timeout: float) -> list:
     """Meet every rank; [(host, pid)] by rank. Raises StartupFailed (on every rank
     that can hear rank 0) naming each rank that cannot run or did not report."""
-    met = threading.Event()
-    threading.Thread(target=_watchdog, args=(met, run_dir, timeout + 5), name="distgrad-startup",
-                     daemon=True).start()
+    watchdog = _Watchdog(run_dir, timeout + 5)
     try:
         from mpi4py import MPI
 
@@ -77,26 +75,44 @@ def handshake(run_dir: str, problem: str | None, timeout: float) -> list:
         finally:
             comm.Free()
     finally:
-        met.set()
+        watchdog.cancel()
 
 
-def _watchdog(met: threading.Event, run_dir: str, timeout: float) -> None:
-    """What Python cannot bound otherwise: MPI_Init waits for every rank of the job,
-    so a rank that never starts (an unreachable host, a stuck process) would keep
-    the others in it forever."""
-    if met.wait(timeout):
-        return
-    rank = launched_rank()
-    message = (f"distgrad: rank {rank} ({HOST}): the job did not start within {timeout:g} s: MPI is still "
-               "waiting for a rank that has not started (a host that cannot be reached, or a rank stuck "
-               "before it joined); stopping")
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()
-    if rank == 0:
-        _record(run_dir, message, rank, host=HOST)
-    # Killed, not exited: mpiexec then ends the whole job, including a rank that has not
-    # started yet (on an ordinary exit it would wait for that one).
-    os.kill(os.getpid(), signal.SIGKILL)
+class _Watchdog:
+    """What Python cannot bound from inside: MPI_Init waits for every rank of the job
+    while holding the interpreter, so a rank that never starts (an unreachable host, a
+    process stuck before it joined) would keep the others in it forever. A forked
+    process waits on a pipe; if this rank has not met the others in time, it says so,
+    records it (rank 0) and kills this rank, which makes mpiexec end the whole job
+    (on an ordinary exit it would wait for the rank that never started)."""
+
+    def __init__(self, run_dir: str, timeout: float):
+        from . import records  # noqa: F401  (loaded before the fork: the child imports nothing)
+
+        rank, me = launched_rank(), os.getpid()
+        read, self.write = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            try:
+                os.close(self.write)
+                if not select.select([read], [], [], timeout)[0]:
+                    message = (f"distgrad: rank {rank} ({HOST}): the job did not start within {timeout:g} s "
+                               "(dist.timeout_s): MPI is still waiting for a rank that has not started (a "
+                               "host that cannot be reached, or a rank stuck before it joined); stopping")
+                    os.write(2, (message + "\n").encode())
+                    if rank == 0:
+                        _record(run_dir, message, rank, host=HOST)
+                    os.kill(me, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        os.close(read)
+
+    def cancel(self) -> None:
+        os.close(self.write)  # the watchdog sees the end of the pipe and leaves
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def _meet(comm, MPI, run_dir: str, problem: str | None, timeout: float) -> list:
