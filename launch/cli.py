@@ -16,6 +16,7 @@ import threading
 import time
 
 from . import mpi, procs
+from .guard import start_guard, stop_guard
 from .hostfile import HostError, check_capacity, parse_hostfile, parse_hosts
 
 HOST = socket.gethostname()
@@ -383,10 +384,7 @@ def _run(cmd: list, env: dict) -> tuple:
         # only, which passes exactly one on (Hydra takes a second one as "force abort").
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
-        guard = subprocess.Popen(
-            [sys.executable, "-m", "launch.guard", str(proc.pid), str(procs.start_time(proc.pid)),
-             f"{GRACE_S:g}"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        guard = start_guard(proc.pid, GRACE_S, keep=(proc.stdout.fileno(), proc.stderr.fileno()))
         relays = [threading.Thread(target=_relay, args=(src, dst, watch), daemon=True)
                   for src, dst in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))]
         for relay in relays:
@@ -417,11 +415,7 @@ def _run(cmd: list, env: dict) -> tuple:
         for s, handler in previous.items():
             signal.signal(s, handler)
         if guard is not None:
-            guard.stdin.close()
-            try:
-                guard.wait(5)
-            except subprocess.TimeoutExpired:
-                guard.kill()
+            stop_guard(guard)
     for relay in relays:
         relay.join(5)
     return _status(rc), stopped_by, watch.deaths

@@ -1,7 +1,7 @@
-"""The launcher's watchdog: ``python -m launch.guard PID START GRACE``.
+"""The launcher's watchdog.
 
-``distgrad-launch`` starts it in a session of its own, holding a pipe to its
-standard input. When the launcher ends in a way it could not handle (SIGKILL, the
+``distgrad-launch`` forks it into a session of its own, holding the write end of a
+pipe it reads. When the launcher ends in a way it could not handle (SIGKILL, the
 out-of-memory killer), the pipe closes: if the job's mpiexec (PID, with start time
 START) is still running, the guard interrupts it as Ctrl-C would (mpiexec passes
 that to every rank on every host) and, after GRACE seconds, kills it and every
@@ -18,32 +18,70 @@ import time
 from .procs import kill_all, start_time, tree
 
 
-def main(argv=None) -> int:
-    pid, start, grace = (argv or sys.argv[1:])[:3]
-    pid, grace = int(pid), float(grace)
-    while os.read(0, 4096):  # the launcher never writes: this returns at its end
+def watch(pid: int, start: str, grace: float, fd: int) -> None:
+    """Wait for the end of the pipe ``fd``; then stop the job of mpiexec ``pid`` (with
+    start time ``start``) if it is still running."""
+    while os.read(fd, 4096):  # the launcher never writes: this returns at its end
         pass
     if start_time(pid) != start:
-        return 0
+        return
     sys.stderr.write(f"distgrad-launch (guard on {socket.gethostname()}): the launcher is gone and its job "
                      f"(mpiexec pid {pid}) is still running; stopping every rank\n")
     sys.stderr.flush()
     try:
         os.kill(pid, signal.SIGINT)
     except OSError:
-        return 0
+        return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         if start_time(pid) != start:
-            return 0
+            return
         time.sleep(0.1)
     procs = tree(pid)
     if start_time(pid) == start:
         sys.stderr.write(f"distgrad-launch (guard): the job did not stop within {grace:g} s; killing "
                          f"mpiexec and the {len(procs) - 1} processes below it\n")
         kill_all(procs)
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _name_me(name: bytes) -> None:
+    """The process name ``ps`` and ``top`` show (Linux; elsewhere nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name, 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+def start_guard(pid: int, grace: float, keep=()) -> tuple:
+    """Fork the guard for mpiexec ``pid``: (the guard's pid, the file descriptor whose
+    closing, at the launcher's end however it ends, sets it off). ``keep``: the
+    descriptors that stay the launcher's alone (the job's output pipes)."""
+    start = start_time(pid)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setsid()  # no Ctrl-C from the terminal, no hang-up with the launcher's group
+            _name_me(b"distgrad-guard")
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(s, signal.SIG_DFL)
+            os.close(write)
+            for fd in keep:
+                os.close(fd)
+            watch(pid, start, grace, read)
+        finally:
+            os._exit(0)
+    os.close(read)
+    return child, write
+
+
+def stop_guard(guard: tuple) -> None:
+    """The job is over: the guard leaves at once."""
+    child, write = guard
+    os.close(write)
+    try:
+        os.waitpid(child, 0)
+    except ChildProcessError:
+        pass

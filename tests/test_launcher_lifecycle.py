@@ -56,6 +56,14 @@ def read_proc(pid, name):
         return b""
 
 
+def comm_of(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def argv_of(pid):
     return [a.decode(errors="replace") for a in read_proc(pid, "cmdline").split(b"\0") if a]
 
@@ -251,7 +259,8 @@ def test_a_killed_launcher_is_followed_by_its_guard_stopping_the_job(tmp_path):
         wait_for(lambda: has_metrics_line(job), job, timeout=TIMEOUT, what="the first metrics line")
         procs = tree(job.proc.pid)
         names = [" ".join(argv_of(p)) for p, _ in procs]
-        assert len(ranks_in(procs)) == 2 and any("launch.guard" in n for n in names), "\n".join(names)
+        assert len(ranks_in(procs)) == 2 and any(comm_of(p) == "distgrad-guard" for p, _ in procs), \
+            "\n".join(names)
         sent = time.monotonic()
         os.kill(job.proc.pid, signal.SIGKILL)
         gone_within(procs, 15, sent, job)
