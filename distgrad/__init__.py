@@ -6,6 +6,12 @@ if _os.environ.get("DISTGRAD_LAUNCHED"):  # a rank started by distgrad-launch: b
 
     _prepare_rank()
 from . import autograd, backend, cuda, data, distributed, nn, ops, optim, random, utils
+from . import accelerator, amp, backends, compiler, cpu
+from .amp import autocast, get_autocast_dtype, is_autocast_enabled, set_autocast_enabled
+from .backends import (are_deterministic_algorithms_enabled, get_float32_matmul_precision,
+                       is_deterministic_algorithms_warn_only_enabled, set_float32_matmul_precision,
+                       use_deterministic_algorithms)
+from .compiler import compile
 from ._tensor_str import set_printoptions
 from .autograd.grad_mode import (enable_grad, inference_mode, is_grad_enabled,
                                  is_inference_mode_enabled, no_grad, set_grad_enabled)
@@ -23,6 +29,13 @@ is_tensor = lambda obj: isinstance(obj, Tensor)  # noqa: E731
 
 def numel(input) -> "int":
     return input.numel()
+
+
+def __getattr__(name):
+    if name == "bfloat16":
+        raise AttributeError("distgrad has no bfloat16 dtype yet (it is planned with mixed precision "
+                             "on the GPU); use distgrad.float16 or distgrad.float32")
+    raise AttributeError(f"module 'distgrad' has no attribute '{name}'")
 
 
 __version__ = "0.1.0"

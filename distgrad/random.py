@@ -51,13 +51,16 @@ class Generator:
 
 
 default_generator = Generator()
+_cuda_seed = None  # the GPU generator's seed, once set by manual_seed (see cuda.initial_seed)
 
 
 def manual_seed(seed: int) -> Generator:
     """Seed the default generator, and the GPU's when CUDA is in use."""
+    global _cuda_seed
     from . import backend
 
     if backend._cupy is not None:
+        _cuda_seed = int(seed)
         backend._cupy.random.seed(int(seed) & 0xFFFFFFFF)
     return default_generator.manual_seed(seed)
 

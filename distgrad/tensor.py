@@ -57,6 +57,12 @@ class Tensor:
     __array_ufunc__ = None   # numpy defers ``array * tensor`` to Tensor.__rmul__
     __hash__ = object.__hash__
 
+    def __new__(cls, *args, device=None):
+        """The legacy constructor, as ``torch.Tensor(...)``: ``Tensor(2, 3)`` (zeros,
+        the default dtype), ``Tensor([1, 2])`` or ``Tensor(ndarray)`` (a float copy),
+        ``Tensor(size)``, ``Tensor()`` (empty). Ops make tensors without it."""
+        return _legacy_new(_dt.get_default_dtype(), args, device, alias_any=True)
+
     # ----------------------------------------------------------------- metadata
     @property
     def shape(self) -> Size:
@@ -265,6 +271,32 @@ class Tensor:
         backward(self, gradient, retain_graph, create_graph, inputs=inputs)
 
     # ------------------------------------------------------------ conversions
+    def type(self, dtype=None, non_blocking=False, **kwargs):
+        """With no argument, the legacy type name (``'torch.FloatTensor'``,
+        ``'torch.cuda.LongTensor'``: PyTorch's strings, which ported code compares
+        with); otherwise this tensor converted to ``dtype`` (a dtype, a legacy type
+        such as ``distgrad.DoubleTensor``, or its name), or itself if it has it."""
+        if dtype is None:
+            prefix = "torch.cuda." if backend.is_device_array(self._data) else "torch."
+            return prefix + _TYPE_NAMES[self.dtype.name]
+        cuda = None
+        if isinstance(dtype, str):
+            cuda, d = _parse_type_name(dtype)
+        elif isinstance(dtype, _LegacyType):
+            d = dtype.dtype
+        else:
+            d = _dt.to_dtype(dtype)
+        device = None
+        if cuda and not backend.is_device_array(self._data):
+            device = "cuda"
+        elif cuda is False and backend.is_device_array(self._data):
+            device = "cpu"
+        if d.np == self._data.dtype and device is None:
+            return self
+        from .ops.shape import to
+
+        return to(self, dtype=d, device=device, non_blocking=non_blocking)
+
     def item(self):
         if self._data.size != 1:
             raise RuntimeError(
@@ -275,6 +307,18 @@ class Tensor:
 
     def tolist(self):
         return backend.to_numpy(self._data).tolist()
+
+    def pin_memory(self, device=None) -> "Tensor":
+        """A copy in page-locked host memory (for asynchronous copies to the GPU);
+        without a GPU it raises, as PyTorch does."""
+        from .cuda import _pin_memory
+
+        return _pin_memory(self)
+
+    def is_pinned(self, device=None) -> bool:
+        from .cuda import _is_pinned
+
+        return _is_pinned(self)
 
     def numpy(self, *, force: bool = False):
         if self.requires_grad and not force:
@@ -373,3 +417,81 @@ def _refresh_view(t: Tensor) -> None:
     t._grad_fn = fresh._grad_fn
     t._output_nr = fresh._output_nr
     t._requires_grad = fresh._requires_grad
+
+
+# ------------------------------------------------------------- legacy constructors
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+               "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor",
+               "int8": "CharTensor", "uint8": "ByteTensor", "bool": "BoolTensor"}
+_BY_TYPE_NAME = {v: k for k, v in _TYPE_NAMES.items()}
+
+
+def _parse_type_name(name: str):
+    """(on cuda?, dtype) for 'torch.FloatTensor', 'torch.cuda.LongTensor' (or
+    'distgrad.' forms); PyTorch's ValueError for anything else."""
+    for prefix, cuda in (("torch.cuda.", True), ("distgrad.cuda.", True), ("torch.", False),
+                         ("distgrad.", False)):
+        if name.startswith(prefix) and name[len(prefix):] in _BY_TYPE_NAME:
+            return cuda, _dt.to_dtype(_BY_TYPE_NAME[name[len(prefix):]])
+    raise ValueError(f"invalid type: '{name}'")
+
+
+def _legacy_new(dtype, args, device, alias_any=False):
+    import numbers
+
+    from .ops.creation import tensor as _tensor
+    from .ops.creation import zeros
+
+    if not args:
+        return zeros((0,), dtype=dtype, device=device)
+    if len(args) == 1 and isinstance(args[0], Tensor):
+        t = args[0]
+        if t._data.dtype != dtype.np and not alias_any:
+            raise TypeError(f"expected {dtype} (got {t.dtype})")
+        return t.detach()
+    if len(args) == 1 and isinstance(args[0], Size):
+        args = tuple(args[0])
+    elif len(args) == 1 and not isinstance(args[0], numbers.Integral):
+        data = args[0]
+        if isinstance(data, numbers.Number):
+            raise TypeError(f"new(): data must be a sequence (got {type(data).__name__})")
+        return _tensor(data, dtype=dtype, device=device)
+    for a in args:
+        if isinstance(a, bool) or not isinstance(a, numbers.Integral):
+            raise TypeError(
+                f"new(): argument 'size' must be a tuple of ints, but found element of type "
+                f"{type(a).__name__}")
+    return zeros(tuple(int(a) for a in args), dtype=dtype, device=device)
+
+
+class _LegacyType(type):
+    """The metaclass of ``FloatTensor`` and its kind: ``isinstance(x, FloatTensor)``
+    asks for a CPU tensor of that dtype, as in PyTorch."""
+
+    def __instancecheck__(cls, obj):
+        return (isinstance(obj, Tensor) and obj._data.dtype == cls.dtype.np
+                and not backend.is_device_array(obj._data))
+
+    def __call__(cls, *args, device=None):
+        return _legacy_new(cls.dtype, args, device)
+
+    def __repr__(cls):
+        return f"<class 'distgrad.{cls.__name__}'>"
+
+
+def _legacy_type(name: str):
+    d = _dt.to_dtype(_BY_TYPE_NAME[name])
+    return _LegacyType(name, (), {"dtype": d, "__doc__": f"Legacy constructor of {d} tensors."})
+
+
+FloatTensor = _legacy_type("FloatTensor")
+DoubleTensor = _legacy_type("DoubleTensor")
+HalfTensor = _legacy_type("HalfTensor")
+LongTensor = _legacy_type("LongTensor")
+IntTensor = _legacy_type("IntTensor")
+ShortTensor = _legacy_type("ShortTensor")
+CharTensor = _legacy_type("CharTensor")
+ByteTensor = _legacy_type("ByteTensor")
+BoolTensor = _legacy_type("BoolTensor")
+LEGACY_TYPES = {t.__name__: t for t in (FloatTensor, DoubleTensor, HalfTensor, LongTensor, IntTensor,
+                                        ShortTensor, CharTensor, ByteTensor, BoolTensor)}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..random import Generator, rng
 
 
@@ -29,8 +27,11 @@ class SequentialSampler(Sampler):
 
 
 class RandomSampler(Sampler):
-    """A random permutation per pass. With a seeded ``generator`` the order is
-    reproducible; without one, each pass draws from the default generator."""
+    """A random permutation per pass (``num_samples`` longer than the dataset chains
+    several). With ``replacement=True`` indices are drawn independently, 32 at a time
+    as the sampler is iterated (as PyTorch), so ``num_samples`` may be huge. With a
+    seeded ``generator`` the order is reproducible; without one, each pass draws from
+    the default generator."""
 
     def __init__(self, data_source, replacement: bool = False, num_samples: int | None = None,
                  generator: Generator | None = None):
@@ -38,6 +39,10 @@ class RandomSampler(Sampler):
         self.replacement = replacement
         self._num_samples = num_samples
         self.generator = generator
+        if not isinstance(self.replacement, bool):
+            raise TypeError(f"replacement should be a boolean value, but got replacement={self.replacement}")
+        if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool) or self.num_samples <= 0:
+            raise ValueError(f"num_samples should be a positive integer value, but got num_samples={self.num_samples}")
 
     @property
     def num_samples(self) -> int:
@@ -47,10 +52,15 @@ class RandomSampler(Sampler):
         n = len(self.data_source)
         g = rng(self.generator)
         if self.replacement:
-            return iter(g.integers(0, n, self.num_samples).tolist())
-        reps = -(-self.num_samples // n) if n else 0
-        order = np.concatenate([g.permutation(n) for _ in range(reps)]) if reps else np.zeros(0, int)
-        return iter(order[: self.num_samples].tolist())
+            for _ in range(self.num_samples // 32):
+                yield from g.integers(0, n, 32).tolist()
+            yield from g.integers(0, n, self.num_samples % 32).tolist()
+            return
+        for _ in range(self.num_samples // n):
+            yield from g.permutation(n).tolist()
+        rest = self.num_samples % n
+        if rest:
+            yield from g.permutation(n)[:rest].tolist()
 
     def __len__(self):
         return self.num_samples

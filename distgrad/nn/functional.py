@@ -1,4 +1,6 @@
 """``distgrad.nn.functional``: the stateless layer and loss functions, as in PyTorch."""
+from ..ops.conv import (adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, conv1d,
+                        conv2d, conv_transpose1d, conv_transpose2d, max_pool1d, max_pool2d)
 from ..ops.indexing import one_hot
 from ..ops.nn import (binary_cross_entropy_with_logits, cross_entropy, dropout, embedding,
                       l1_loss, layer_norm, linear, mse_loss, nll_loss, normalize, rms_norm,
@@ -12,3 +14,10 @@ __all__ = [
     "one_hot", "relu", "rms_norm", "scaled_dot_product_attention", "sigmoid", "silu", "softmax",
     "smooth_l1_loss", "softmin", "softplus", "tanh",
 ]
+__all__ += [
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "avg_pool1d", "avg_pool2d", "conv1d", "conv2d",
+    "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool2d",
+]
+from ..ops.nn import binary_cross_entropy, huber_loss, kl_div
+
+__all__ += ["binary_cross_entropy", "huber_loss", "kl_div"]

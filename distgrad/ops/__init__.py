@@ -2,9 +2,15 @@
 methods and operators, and lists the public functions ``distgrad`` re-exports."""
 from __future__ import annotations
 
+import functools as _functools
+import warnings as _warnings
+
 from .. import dtype as _dt
+from .. import tensor as _tensor_mod
+from ..autograd.grad_mode import no_grad as _no_grad
+from ..autograd.grad_mode import state as _grad_state
 from ..tensor import Tensor
-from . import creation, indexing, inplace, linalg, pointwise, reduction, shape
+from . import creation, indexing, inplace, linalg, pointwise, reduction, shape, sorting
 
 # Ops that are both ``distgrad.<name>`` functions and ``Tensor.<name>`` methods.
 _SHARED = {
@@ -15,7 +21,8 @@ _SHARED = {
         floor_divide remainder""",
     reduction: """sum nansum mean prod max min amax amin argmax argmin all any var std norm
         logsumexp softmax log_softmax cumsum""",
-    linalg: "matmul mm bmm dot mv outer",
+    linalg: "matmul mm bmm dot mv outer addmm baddbmm",
+    sorting: "sort argsort msort topk kthvalue",
     shape: """view reshape flatten unflatten transpose swapaxes t permute movedim squeeze unsqueeze
         expand narrow split chunk unbind select clone contiguous flip repeat""",
     indexing: "gather scatter scatter_add index_select index_add index_put masked_fill masked_select tril triu",
@@ -25,6 +32,7 @@ _SHARED = {
 _FUNCTIONS = {
     pointwise: "where",
     reduction: "var_mean std_mean",
+    linalg: "einsum",
     shape: "cat concat concatenate stack hstack vstack broadcast_tensors broadcast_to",
     creation: """tensor as_tensor from_numpy zeros ones empty full arange linspace eye randn rand
         randint randperm normal multinomial zeros_like ones_like empty_like full_like randn_like
@@ -47,6 +55,105 @@ FUNCTIONS = {}
 for _mod, _names in list(_SHARED.items()) + list(_FUNCTIONS.items()):
     for _n in _names.split():
         FUNCTIONS[_n] = getattr(_mod, _n)
+FUNCTIONS.update(_tensor_mod.LEGACY_TYPES)  # FloatTensor, LongTensor, ...
+
+
+# ------------------------------------------------------------------ out=
+# The functions that take ``out=`` in PyTorch. The registry wraps them once: the
+# op runs as usual and its result is written into ``out`` (resized when its shape
+# differs, as PyTorch does), which is returned.
+_OUT = """add sub mul div pow neg abs sign exp expm1 log log1p sqrt rsqrt reciprocal square sin cos
+    tanh sigmoid erf clamp clip maximum minimum nonzero floor ceil round trunc logical_not
+    logical_and logical_or logical_xor bitwise_not bitwise_and bitwise_or bitwise_xor eq ne lt le
+    gt ge floor_divide remainder sum nansum mean prod max min amax amin argmax argmin all any var
+    std norm logsumexp softmax log_softmax cumsum matmul mm bmm dot mv outer addmm baddbmm einsum
+    gather scatter scatter_add index_select index_add masked_select tril triu where cat concat
+    concatenate stack hstack vstack sort argsort topk kthvalue var_mean std_mean zeros ones empty
+    full arange linspace eye randn rand randint randperm normal multinomial""".split()
+
+_TORCH_TYPE = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
+               "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+
+
+def _can_cast(src, dst) -> bool:
+    """PyTorch's canCast: no float to integral, no non-bool to bool."""
+    if src.kind == "f" and dst.kind in "biu":
+        return False
+    return not (src.kind != "b" and dst.kind == "b")
+
+
+def _any_requires_grad(obj) -> bool:
+    if isinstance(obj, Tensor):
+        return obj.requires_grad
+    if isinstance(obj, (list, tuple)):
+        return any(_any_requires_grad(x) for x in obj)
+    if isinstance(obj, dict):
+        return any(_any_requires_grad(x) for x in obj.values())
+    return False
+
+
+def _write_out(name, out, result):
+    """Copy ``result`` into ``out``: resized (with PyTorch's warning when ``out`` had
+    elements) if the shapes differ, cast to ``out``'s dtype where PyTorch allows it."""
+    from ..backend import array_module, device_of
+
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{name}(): argument 'out' must be Tensor, not {type(out).__name__}")
+    r = result._data
+    o = out._data
+    if not _can_cast(r.dtype, o.dtype):
+        raise RuntimeError(
+            f"result type {_TORCH_TYPE.get(result.dtype.name, result.dtype.name)} can't be cast to the "
+            f"desired output type {_TORCH_TYPE.get(out.dtype.name, out.dtype.name)}")
+    if device_of(r) != device_of(o):
+        raise RuntimeError(
+            f"Expected out tensor to have device {device_of(r)}, but got {device_of(o)} instead")
+    if o.shape != r.shape:
+        if out._base is not None:
+            raise RuntimeError(
+                f"{name}(): cannot resize the out tensor, a view of another tensor, from shape "
+                f"{list(o.shape)} to {list(r.shape)}; pass an out tensor of the result's shape")
+        if o.size:
+            _warnings.warn(
+                f"An output with one or more elements was resized since it had shape {list(o.shape)}, "
+                f"which does not match the required output shape {list(r.shape)}. This behavior is "
+                "deprecated, and in a future PyTorch release outputs will not be resized unless "
+                "they have zero elements. You can explicitly reuse an out tensor t by resizing it, "
+                "inplace, to zero elements with t.resize_(0).", UserWarning, stacklevel=4)
+        out._data = array_module(o).empty(r.shape, o.dtype)
+    out._data[...] = r
+    out._vc[0] += 1
+    return out
+
+
+def _with_out(name, fn):
+    @_functools.wraps(fn)
+    def wrapper(*args, out=None, **kwargs):
+        if out is None:
+            return fn(*args, **kwargs)
+        if (_grad_state.enabled and not _grad_state.inference
+                and (_any_requires_grad((args, kwargs)) or _any_requires_grad(out))):
+            raise RuntimeError(
+                f"{name}(): functions with out=... arguments don't support automatic "
+                "differentiation, but one of the arguments requires grad.")
+        with _no_grad():
+            result = fn(*args, **kwargs)
+        if isinstance(result, tuple):
+            if not isinstance(out, (tuple, list)) or len(out) != len(result):
+                raise TypeError(
+                    f"{name}(): argument 'out' must be a tuple of {len(result)} Tensors")
+            for o, r in zip(out, result):
+                _write_out(name, o, r)
+            return type(result)(*out) if hasattr(result, "_fields") else tuple(out)
+        return _write_out(name, out, result)
+
+    wrapper.__wrapped__ = fn
+    return wrapper
+
+
+for _n in _OUT:
+    FUNCTIONS[_n] = _with_out(_n, FUNCTIONS[_n])
+
 for _mod, _names in list(_SHARED.items()) + list(_METHODS.items()):
     for _n in _names.split():
         setattr(Tensor, _n, getattr(_mod, _n))

@@ -284,82 +284,392 @@ def dropout(input, p=0.5, training=True, inplace=False):
 
 
 # ------------------------------------------------------------------- losses
-def _reduce(loss, reduction_, op):
+# Each loss that PyTorch computes with a node of its own (mse, smooth L1, Huber,
+# nll, the two binary cross-entropies) has that node here, with its name; the
+# others (l1, kl_div, cross_entropy with class probabilities or label smoothing)
+# are compositions, as in PyTorch, so their grad_fn is PyTorch's too.
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _legacy_reduction(size_average, reduce, reduction):
+    """PyTorch's mapping of the deprecated size_average/reduce flags."""
+    if size_average is None and reduce is None:
+        return reduction
+    import warnings
+
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    new = "none" if not reduce else ("mean" if size_average else "sum")
+    warnings.warn(f"size_average and reduce args will be deprecated, please use reduction='{new}' instead.",
+                  UserWarning, stacklevel=3)
+    return new
+
+
+def _check_reduction(reduction_, extra=()):
+    if reduction_ not in _REDUCTIONS + extra:
+        raise ValueError(f"{reduction_} is not a valid value for reduction")
+
+
+def _reduce(loss, reduction_, op=None):
     if reduction_ == "mean":
         return loss.mean()
     if reduction_ == "sum":
         return loss.sum()
     if reduction_ == "none":
         return loss
-    raise ValueError(f"{op}: {reduction_} is not a valid value for reduction (use 'mean', 'sum' or 'none')")
+    raise ValueError(f"{reduction_} is not a valid value for reduction")
+
+
+def _reduce_arr(loss, reduction_):
+    """The reduced loss array (same dtype), for the losses with their own node."""
+    xp = array_module(loss)
+    if reduction_ == "mean":
+        return xp.asarray(loss.mean(), dtype=loss.dtype)
+    if reduction_ == "sum":
+        return xp.asarray(loss.sum(), dtype=loss.dtype)
+    return loss
+
+
+def _grad_scale(g, reduction_, n):
+    """The incoming gradient as a factor on each element's loss gradient."""
+    if reduction_ == "mean":
+        return g / n
+    return g
+
+
+def _size_warning(input, target, stacklevel=3):
+    import warnings
+
+    warnings.warn(
+        f"Using a target size ({_size_str(target)}) that is different to the input size "
+        f"({_size_str(input)}). This will likely lead to incorrect results due to "
+        "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=stacklevel)
+
+
+def _size_str(t):
+    return f"distgrad.Size({list(t._data.shape)})"
+
+
+def _broadcast_pair(input, target):
+    if input._data.shape == target._data.shape:
+        return input, target
+    _size_warning(input, target, stacklevel=4)
+    from .shape import broadcast_tensors
+
+    return broadcast_tensors(input, target)
+
+
+def _check_weight_grad(op, **tensors):
+    """PyTorch's error for a weight that requires grad (it is not differentiated)."""
+    if not _grad_state.enabled:
+        return
+    for name, t in tensors.items():
+        if t is not None and t.requires_grad:
+            raise RuntimeError(
+                f"The function '{op}' is not differentiable with respect to argument '{name}'. "
+                "This input cannot have requires_grad True.")
+
+
+class MseLossBackward0(Node):
+    def backward(self, g):
+        x, y = self.saved_tensors
+        reduction_, n = self.args
+        gx = (x - y) * (_grad_scale(g, reduction_, n) * 2.0)
+        return (gx if self.needs(0) else None, -gx if self.needs(1) else None)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast_pair(input, target)
+    d = input._data - target._data
+    loss = _reduce_arr(d * d, reduction)
+    out = record(MseLossBackward0, loss, (input, target), (input, target), args=(reduction, d.size))
+    return out if weight is None else _weighted_after(out, input, target, weight, reduction, mse_loss)
+
+
+def _weighted_after(out, input, target, weight, reduction_, fn):
+    """The ``weight=`` form of mse_loss/l1_loss/huber_loss (PyTorch 2.6+): the
+    elementwise losses times ``weight``, then reduced."""
+    per = fn(input, target, reduction="none") * weight
+    return _reduce(per, reduction_)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    input, target = _broadcast_pair(input, target)
+    loss = (input - target).abs()
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+class SmoothL1LossBackward0(Node):
+    def backward(self, g):
+        x, y = self.saved_tensors
+        reduction_, n, beta = self.args
+        d = x - y
+        inner = (d.abs() < beta).to(d.dtype)
+        local = inner * d / beta + (1 - inner) * pointwise.sign(d)
+        gx = local * _grad_scale(g, reduction_, n)
+        return (gx if self.needs(0) else None, -gx if self.needs(1) else None)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """Squared error (halved, over ``beta``) where |input - target| < beta, absolute
+    error (less beta/2) elsewhere, as ``torch.nn.functional.smooth_l1_loss``."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if beta < 0:
+        raise ValueError("smooth_l1_loss does not support negative values for beta.")
+    if beta == 0:
+        return l1_loss(input, target, reduction=reduction)
+    input, target = _broadcast_pair(input, target)
+    d = input._data - target._data
+    xp = array_module(d)
+    a = xp.abs(d)
+    loss = xp.where(a < beta, d * d * (0.5 / beta), a - 0.5 * beta).astype(d.dtype, copy=False)
+    return record(SmoothL1LossBackward0, _reduce_arr(loss, reduction), (input, target), (input, target),
+                  args=(reduction, d.size, beta))
+
+
+class HuberLossBackward0(Node):
+    def backward(self, g):
+        x, y = self.saved_tensors
+        reduction_, n, delta = self.args
+        d = x - y
+        inner = (d.abs() < delta).to(d.dtype)
+        local = inner * d + (1 - inner) * pointwise.sign(d) * delta
+        gx = local * _grad_scale(g, reduction_, n)
+        return (gx if self.needs(0) else None, -gx if self.needs(1) else None)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """0.5 * d**2 where |d| < delta, delta * (|d| - delta/2) elsewhere (d = input -
+    target), as ``torch.nn.functional.huber_loss``."""
+    _check_reduction(reduction)
+    if delta <= 0:
+        raise RuntimeError(f"huber_loss does not support non-positive values for delta (got {delta}).")
+    input, target = _broadcast_pair(input, target)
+    d = input._data - target._data
+    xp = array_module(d)
+    a = xp.abs(d)
+    loss = xp.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta)).astype(d.dtype, copy=False)
+    out = record(HuberLossBackward0, _reduce_arr(loss, reduction), (input, target), (input, target),
+                 args=(reduction, d.size, delta))
+    return out if weight is None else _weighted_after(out, input, target, weight, reduction,
+                                                      lambda a, b, reduction: huber_loss(a, b, reduction, delta))
+
+
+class BinaryCrossEntropyWithLogitsBackward0(Node):
+    """d/dx = (sigmoid(x) - y) * w, or with pos_weight p: ((p y + 1 - y) sigmoid(x) - p y) * w;
+    d/dy = -x * w, or (log_sigmoid(-x) - p log_sigmoid(x)) * w."""
+
+    def backward(self, g):
+        saved = iter(self.saved_tensors)
+        reduction_, n, has_w, has_pw = self.args
+        x, y = next(saved), next(saved)
+        w = next(saved) if has_w else None
+        pw = next(saved) if has_pw else None
+        scale = _grad_scale(g, reduction_, n)
+        if w is not None:
+            scale = scale * w
+        gx = gy = None
+        if self.needs(0):
+            s = pointwise.sigmoid(x)
+            if pw is None:
+                gx = (s - y) * scale
+            else:
+                t = pw * y
+                gx = ((t + 1 - y) * s - t) * scale
+        if self.needs(1):
+            if pw is None:
+                gy = -x * scale
+            else:
+                gy = (_log_sigmoid(-x) - _log_sigmoid(x) * pw) * scale
+        return gx, gy
+
+
+def _log_sigmoid(x):
+    """log(sigmoid(x)) = -softplus(-x), stably, with tensor ops (differentiable)."""
+    return -pointwise.softplus(-x)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
+                                     reduction="mean", pos_weight=None):
+    """max(x, 0) - x y + log(1 + exp(-|x|)) (weighted), computed stably in one node,
+    as ``torch.nn.functional.binary_cross_entropy_with_logits``."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if input._data.shape != target._data.shape:
+        raise ValueError(
+            f"Target size ({_size_str(target)}) must be the same as input size ({_size_str(input)})"
+        )
+    _check_weight_grad("binary_cross_entropy_with_logits", weight=weight, pos_weight=pos_weight)
+    x, y = input._data, target._data
+    xp = array_module(x)
+    with errstate(xp, over="ignore"):
+        soft = xp.log1p(xp.exp(-xp.abs(x)))            # log(1 + exp(-|x|))
+    if pos_weight is None:
+        loss = xp.maximum(x, 0) - x * y + soft
+    else:
+        lw = (pos_weight._data - 1) * y + 1
+        loss = (1 - y) * x + lw * (soft + xp.maximum(-x, 0))   # lw * softplus(-x)
+    if weight is not None:
+        loss = loss * weight._data
+    loss = loss.astype(xp.result_type(x, y), copy=False)
+    if loss.shape != x.shape:  # a weight of more dims than the input
+        n = loss.size
+    else:
+        n = x.size
+    return record(BinaryCrossEntropyWithLogitsBackward0, _reduce_arr(loss, reduction), (input, target),
+                  tuple(t for t in (input, target, weight, pos_weight) if t is not None),
+                  args=(reduction, n, weight is not None, pos_weight is not None))
+
+
+class BinaryCrossEntropyBackward0(Node):
+    """d/dx = (x - y) / max(x (1 - x), 1e-12) * w; d/dy = -logit(x) * w (PyTorch's)."""
+
+    def backward(self, g):
+        saved = self.saved_tensors
+        x, y = saved[0], saved[1]
+        w = saved[2] if len(saved) > 2 else None
+        reduction_, n = self.args
+        scale = _grad_scale(g, reduction_, n)
+        if w is not None:
+            scale = scale * w
+        gx = gy = None
+        if self.needs(0):
+            gx = (x - y) / (x * (1 - x)).clamp(min=1e-12) * scale
+        if self.needs(1):
+            gy = (pointwise.log(1 - x) - pointwise.log(x)) * scale
+        return gx, gy
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """-w (y log x + (1 - y) log(1 - x)), each log clamped to >= -100 (PyTorch's),
+    in one node, as ``torch.nn.functional.binary_cross_entropy``."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if target._data.shape != input._data.shape:
+        raise ValueError(
+            f"Using a target size ({_size_str(target)}) that is different to the input size "
+            f"({_size_str(input)}) is deprecated. Please ensure they have the same size."
+        )
+    _check_weight_grad("binary_cross_entropy", weight=weight)
+    if weight is not None and weight._data.shape != input._data.shape:
+        weight = weight.expand(*np.broadcast_shapes(weight._data.shape, input._data.shape))
+    x, y = input._data, target._data
+    xp = array_module(x)
+    backend.check(((x < 0) | (x > 1)).any(), RuntimeError, lambda: "all elements of input should be between 0 and 1")
+    with errstate(xp, divide="ignore"):
+        log_x = xp.maximum(xp.log(x), -100)
+        log_1mx = xp.maximum(xp.log1p(-x), -100)
+    loss = -(y * log_x + (1 - y) * log_1mx)
+    if weight is not None:
+        loss = loss * weight._data
+    loss = loss.astype(x.dtype, copy=False)
+    return record(BinaryCrossEntropyBackward0, _reduce_arr(loss, reduction), (input, target),
+                  (input, target) if weight is None else (input, target, weight), args=(reduction, loss.size))
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """target * (log(target) - input) (``input`` holds log-probabilities), as
+    ``torch.nn.functional.kl_div``; ``reduction='batchmean'`` divides the sum by the
+    batch size (the mathematical KL divergence)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction, ("batchmean",))
+    if reduction == "mean":
+        import warnings
+
+        warnings.warn(
+            "reduction: 'mean' divides the total loss by both the batch size and the support size."
+            "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+            "'mean' will be changed to behave the same as 'batchmean' in the next major release.",
+            UserWarning, stacklevel=2)
+    if log_target:
+        loss = pointwise.exp(target) * (target - input)
+    else:
+        loss = _xlogy_self(target) - target * input
+    if reduction == "batchmean":
+        total = loss.sum()
+        return total / input._data.shape[0] if input._data.ndim else total
+    return _reduce(loss, reduction)
+
+
+def _xlogy_self(t):
+    """t * log(t), 0 where t == 0 (PyTorch's xlogy(t, t)); NaN stays NaN."""
+    safe = pointwise.where(t == 0, 1.0, t)
+    return t * pointwise.log(safe)
 
 
 class NllLossBackward0(Node):
     def backward(self, g):
-        target, w_t, denom, shape = self.args
+        target, w_t, denom, shape, unbatched = self.args
         from .creation import zeros
 
-        coef = -g / denom if g._data.ndim == 0 else -g
-        src = (coef * w_t).unsqueeze(1)
-        return zeros(shape, dtype=g.dtype, device=g.device).scatter_add(1, target.unsqueeze(1), src)
+        coef = -g / denom if g._data.ndim == 0 and denom is not None else -g
+        src = coef * w_t
+        if unbatched and src._data.ndim == 0:
+            src = src.reshape(1)
+        gx = zeros(shape, dtype=g.dtype, device=g.device).scatter_add(1, target.unsqueeze(1), src.unsqueeze(1))
+        return gx.reshape(shape[1:]) if unbatched else gx
 
 
-def _classes_last(input, target, op):
-    """(N, C) input and (N,) target from the (N, C, d1, ...) / (C,) forms."""
-    x = input
-    if x._data.ndim == 1:
-        return x.unsqueeze(0), target.reshape(1), ()
-    if x._data.ndim > 2:
-        rest = x._data.shape[2:]
-        if target._data.shape != (x._data.shape[0],) + rest:
-            raise RuntimeError(
-                f"{op}: expected target of shape {[x._data.shape[0], *rest]} for input of shape "
-                f"{list(x._data.shape)}, got {list(target._data.shape)}"
-            )
-        c = x._data.shape[1]
-        return x.movedim(1, -1).reshape(-1, c), target.reshape(-1), (x._data.shape[0],) + rest
-    return x, target, None
+class NllLoss2DBackward0(NllLossBackward0):
+    """nll_loss of inputs with dims after the class dim (PyTorch's nll_loss2d)."""
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    reduction = _legacy_reduction(size_average, reduce, reduction)
     if not isinstance(target, Tensor) or target._data.dtype.kind not in "iu":
         raise RuntimeError(
             f"nll_loss: expected target to be a tensor of class indices (int64), got "
             f"{target.dtype if isinstance(target, Tensor) else type(target).__name__}"
         )
-    x, t, out_shape = _classes_last(input, target, "nll_loss")
-    n, c = x._data.shape
-    if t._data.shape != (n,):
-        raise ValueError(
-            f"nll_loss: expected target of shape ({n},) for input of shape {list(input._data.shape)}, "
-            f"got {list(target._data.shape)} (Expected input batch_size ({n}) to match target batch_size)"
-        )
-    xp = array_module(x._data)
-    td = t._data
+    _check_reduction(reduction)
+    xd = input._data
+    unbatched = xd.ndim == 1
+    x2 = xd[None] if unbatched else xd
+    td = target._data.reshape(1) if unbatched and target._data.ndim == 0 else target._data
+    if x2.ndim < 2:
+        raise ValueError(f"Expected 1 or more dimensions (got {xd.ndim})")
+    n, c = x2.shape[:2]
+    expected = (n,) + x2.shape[2:]
+    if td.shape != expected:
+        if x2.ndim == 2:
+            raise ValueError(
+                f"Expected input batch_size ({n}) to match target batch_size ({td.shape[0] if td.ndim else 0}).")
+        raise RuntimeError(
+            f"nll_loss: expected target of shape {list(expected)} for input of shape "
+            f"{list(xd.shape)}, got {list(target._data.shape)}")
+    xp = array_module(x2)
     valid = td != ignore_index
     out_of_range = valid & ((td < 0) | (td >= c))
     backend.check(out_of_range.any(), IndexError,
                   lambda: f"nll_loss: Target {int(td[out_of_range][0])} is out of bounds for {c} classes")
-    safe_t = xp.where(valid, td, 0)
-    w = xp.ones(c, x._data.dtype) if weight is None else weight._data.astype(x._data.dtype)
-    w_t = xp.where(valid, w[safe_t], 0).astype(x._data.dtype)
-    picked = x._data[xp.arange(n), safe_t]
+    safe_t = xp.where(valid, td, 0).astype(xp.int64, copy=False)
+    w = xp.ones(c, x2.dtype) if weight is None else weight._data.astype(x2.dtype)
+    w_t = xp.where(valid, w[safe_t], 0).astype(x2.dtype)
+    picked = xp.take_along_axis(x2, safe_t[:, None], axis=1)[:, 0]
     losses = -picked * w_t
+    denom = None
     if reduction == "none":
-        data, denom = losses, 1.0
+        data = losses.reshape(()) if unbatched else losses
     elif reduction == "sum":
-        data, denom = losses.sum(), 1.0
-    elif reduction == "mean":
-        denom = w_t.sum()  # kept as an array: reading it would make a GPU wait
-        with errstate(xp, divide="ignore", invalid="ignore"):
-            data = losses.sum() / denom  # NaN when every target is ignored, as in PyTorch
-        denom = _wrap(xp.asarray(denom))
+        data = losses.sum()
     else:
-        raise ValueError(f"nll_loss: {reduction} is not a valid value for reduction (use 'mean', 'sum' or 'none')")
-    out = record(NllLossBackward0, xp.asarray(data, dtype=x._data.dtype), (x,),
-                 args=(_wrap(safe_t), _wrap(w_t), denom, x._data.shape))
-    if reduction == "none" and out_shape is not None:
-        out = out.reshape(out_shape) if out_shape else out.reshape(())
+        d = w_t.sum()  # kept as an array: reading it would make a GPU wait
+        with errstate(xp, divide="ignore", invalid="ignore"):
+            data = losses.sum() / d  # NaN when every target is ignored, as in PyTorch
+        denom = _wrap(xp.asarray(d))
+    cls = NllLoss2DBackward0 if x2.ndim > 2 else NllLossBackward0
+    out = record(cls, xp.asarray(data, dtype=x2.dtype), (input,),
+                 args=(_wrap(safe_t), _wrap(w_t), denom, x2.shape, unbatched))
+    if reduction == "none" and x2.ndim > 2 and x2.ndim != 4:
+        out = out.view(out.shape)  # PyTorch runs other ranks through nll_loss2d and a view
     return out
 
 
@@ -417,11 +727,25 @@ def _cross_entropy_fused(input, target, weight, ignore_index, reduction):
                   args=(t, lse, w_t, denom, reduction))
 
 
-def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0):
+class DivBackward1(Node):
+    """Division by a Python number inside a loss (PyTorch's ``div.Scalar`` node)."""
+
+    def backward(self, g):
+        return g / self.args
+
+
+def _div_scalar(t, s):
+    x = t._data
+    return record(DivBackward1, x / x.dtype.type(s), (t,), args=s)
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                  reduction="mean", label_smoothing=0.0):
     """log_softmax over the class dim (1, or 0 for an unbatched input) and nll_loss;
     ``target`` holds class indices, or class probabilities (a float tensor). On a GPU,
     (N, C) logits with class indices take one fused kernel each way."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
     if not label_smoothing and array_module(input._data) is not np:
         out = _cross_entropy_fused(input, target, weight, ignore_index, reduction)
         if out is not None:
@@ -438,8 +762,13 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         if label_smoothing:
             target = target * (1 - label_smoothing) + label_smoothing / c
         wl = logp if weight is None else logp * _class_view(weight, input, cdim)
-        return _reduce(-(wl * target).sum(cdim), reduction, "cross_entropy")
-    nll = nll_loss(logp, target, weight, ignore_index, reduction)
+        prod_ = wl * target
+        if reduction == "none":
+            return -prod_.sum(cdim)
+        if reduction == "sum":
+            return -prod_.sum()
+        return _div_scalar(-prod_.sum(), input._data.size / c)
+    nll = nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
     if not label_smoothing:
         return nll
     # The smoothing term: the (weighted) mean of -log p over classes, over valid targets.
@@ -462,52 +791,6 @@ def _class_view(weight, input, cdim):
     shape = [1] * input._data.ndim
     shape[cdim] = weight._data.shape[0]
     return weight.reshape(shape)
-
-
-def mse_loss(input, target, reduction="mean"):
-    if input._data.shape != target._data.shape:
-        import warnings
-
-        warnings.warn(
-            f"Using a target size ({list(target._data.shape)}) that is different to the input size "
-            f"({list(input._data.shape)}). This will likely lead to incorrect results due to "
-            "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=2)
-    d = input - target
-    return _reduce(d * d, reduction, "mse_loss")
-
-
-def l1_loss(input, target, reduction="mean"):
-    return _reduce((input - target).abs(), reduction, "l1_loss")
-
-
-def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
-    """Squared error (halved, over ``beta``) where |input - target| < beta, absolute
-    error (less beta/2) elsewhere, as ``torch.nn.functional.smooth_l1_loss``."""
-    if beta < 0:
-        raise ValueError("smooth_l1_loss does not support negative values for beta.")
-    d = input - target
-    a = d.abs()
-    if beta == 0:
-        return _reduce(a, reduction, "smooth_l1_loss")
-    loss = pointwise.where(a < beta, d * d * (0.5 / beta), a - 0.5 * beta)
-    return _reduce(loss, reduction, "smooth_l1_loss")
-
-
-def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
-                                     reduction="mean", pos_weight=None):
-    if input._data.shape != target._data.shape:
-        raise ValueError(
-            f"Target size ({list(target._data.shape)}) must be the same as input size "
-            f"({list(input._data.shape)})"
-        )
-    soft = pointwise.softplus(-input)  # log(1 + exp(-x)), computed stably
-    if pos_weight is not None:
-        loss = (1 - target) * input + ((pos_weight - 1) * target + 1) * soft
-    else:
-        loss = (1 - target) * input + soft
-    if weight is not None:
-        loss = loss * weight
-    return _reduce(loss, reduction, "binary_cross_entropy_with_logits")
 
 
 # ---------------------------------------------------------------- attention

@@ -44,6 +44,10 @@ class SumBackward0(Node):
         return _keep(g, kshape).expand(shape)
 
 
+class SumBackward1(SumBackward0):
+    """sum over given dims (PyTorch's ``sum.dim_IntList`` overload)."""
+
+
 def sum(input, dim=None, keepdim=False, *, dtype=None):
     x = input._data
     axes, kshape, _ = _reduce_args(input, dim, "sum")
@@ -56,7 +60,8 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):
             data = data.reshape((1,) * len(axes) + data.shape)
     else:
         data = x.sum(axis=axes, keepdims=keepdim, dtype=npd)
-    return record(SumBackward0, array_module(x).asarray(data), (input,), args=(x.shape, kshape))
+    cls = SumBackward0 if dim is None else SumBackward1
+    return record(cls, array_module(x).asarray(data), (input,), args=(x.shape, kshape))
 
 
 def nansum(input, dim=None, keepdim=False, *, dtype=None):
@@ -75,6 +80,10 @@ class MeanBackward0(Node):
         return _keep(g, kshape).expand(shape) / n
 
 
+class MeanBackward1(MeanBackward0):
+    """mean over given dims (PyTorch's ``mean.dim`` overload)."""
+
+
 def mean(input, dim=None, keepdim=False, *, dtype=None):
     x = input._data
     if dtype is not None:
@@ -86,7 +95,8 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
         )
     axes, kshape, n = _reduce_args(input, dim, "mean")
     data = x.mean(axis=axes, keepdims=keepdim)
-    return record(MeanBackward0, array_module(x).asarray(data, dtype=x.dtype), (input,),
+    cls = MeanBackward0 if dim is None else MeanBackward1
+    return record(cls, array_module(x).asarray(data, dtype=x.dtype), (input,),
                   args=(x.shape, kshape, n))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 
+from ..backend import array_module
 from ..tensor import Tensor
 
 
@@ -69,6 +70,26 @@ class Optimizer:
 
     def step(self, closure=None):
         raise NotImplementedError
+
+    @staticmethod
+    def _check_args(*checks) -> None:
+        """PyTorch's argument checks: (what, value, low, high or None), each raising
+        ``ValueError("Invalid {what}: {value}")`` outside [low, high]."""
+        for what, value, low, high in checks:
+            if not (low <= value and (high is None or value <= high)):
+                raise ValueError(f"Invalid {what}: {value}")
+
+    @staticmethod
+    def _with_grads(group):
+        """(parameter, its array, its gradient's array (negated under ``maximize``), the
+        array module, the scalar type) for each parameter of ``group`` with a gradient."""
+        for p in group["params"]:
+            if p._grad is None:
+                continue
+            x, g = p._data, p._grad._data
+            if group.get("maximize"):
+                g = -g
+            yield p, x, g, array_module(x), x.dtype.type
 
     def _closure_loss(self, closure):
         if closure is None:

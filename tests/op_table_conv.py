@@ -1,0 +1,70 @@
+"""Op-table entries for convolution and pooling (imported at the end of op_table.py).
+
+Small float64 shapes keep finite differences quick; max pooling draws pairwise
+distinct values, so no window holds a tie.
+"""
+from __future__ import annotations
+
+from op_table import F, distinct, normal, op
+
+
+def _conv1d_samples(rng):
+    yield (normal(rng, 2, 4, 7), normal(rng, 6, 4, 3), normal(rng, 6)), {}
+    yield (normal(rng, 2, 4, 7), normal(rng, 6, 2, 3)), {"stride": 2, "padding": 1, "groups": 2}
+    yield (normal(rng, 1, 2, 6), normal(rng, 3, 2, 2)), {"padding": "same", "dilation": 2}
+    yield (normal(rng, 2, 5), normal(rng, 3, 2, 3), normal(rng, 3)), {"padding": "valid"}  # unbatched
+
+
+def _conv2d_samples(rng):
+    yield (normal(rng, 2, 3, 5, 4), normal(rng, 4, 3, 3, 2), normal(rng, 4)), {}
+    yield (normal(rng, 2, 2, 6, 5), normal(rng, 3, 2, 3, 3), normal(rng, 3)), {"stride": 2, "padding": 1}
+    yield (normal(rng, 1, 2, 5, 5), normal(rng, 2, 2, 2, 3)), {"stride": (1, 2), "padding": (2, 0),
+                                                               "dilation": (2, 1)}
+    yield (normal(rng, 1, 2, 5, 4), normal(rng, 3, 2, 2, 3)), {"padding": "same", "dilation": (1, 2)}
+    yield (normal(rng, 2, 4, 4, 4), normal(rng, 6, 2, 2, 2)), {"groups": 2}
+    yield (normal(rng, 2, 4, 4), normal(rng, 2, 2, 3, 3), normal(rng, 2)), {"padding": 1}  # unbatched
+
+
+def _conv_transpose2d_samples(rng):
+    yield (normal(rng, 2, 3, 3, 4), normal(rng, 3, 2, 3, 2), normal(rng, 2)), {}
+    yield (normal(rng, 1, 2, 3, 3), normal(rng, 2, 2, 3, 3), normal(rng, 2)), {
+        "stride": 2, "padding": 1, "output_padding": 1}
+    yield (normal(rng, 2, 4, 3, 2), normal(rng, 4, 1, 2, 2)), {"groups": 2, "stride": (1, 2),
+                                                               "dilation": (2, 1)}
+
+
+def _max_pool2d_samples(rng):
+    yield (distinct(rng, (2, 2, 4, 4)), 2), {}
+    yield (distinct(rng, (1, 2, 5, 5)), 3), {"stride": 2, "padding": 1}
+    yield (distinct(rng, (1, 2, 6, 5)), (2, 3)), {"stride": (2, 1), "dilation": (2, 1), "ceil_mode": True}
+    yield (distinct(rng, (2, 5, 5)), 2), {"ceil_mode": True}  # unbatched
+
+
+def _avg_pool2d_samples(rng):
+    yield (normal(rng, 2, 2, 4, 4), 2), {}
+    yield (normal(rng, 1, 2, 5, 5), 3), {"stride": 2, "padding": 1}
+    yield (normal(rng, 1, 2, 5, 5), 3), {"stride": 2, "padding": 1, "count_include_pad": False,
+                                         "ceil_mode": True}
+    yield (normal(rng, 1, 2, 4, 5), (2, 3)), {"stride": (1, 2), "divisor_override": 4}
+
+
+def _adaptive_avg_pool2d_samples(rng):
+    for size in (3, (2, 4), (None, 3), 1):
+        yield (normal(rng, 2, 2, 5, 6), size), {}
+
+
+op("conv1d", lambda m, x, w, b=None, **k: F(m).conv1d(x, w, b, **k), _conv1d_samples)
+op("conv2d", lambda m, x, w, b=None, **k: F(m).conv2d(x, w, b, **k), _conv2d_samples)
+op("conv_transpose2d", lambda m, x, w, b=None, **k: F(m).conv_transpose2d(x, w, b, **k),
+   _conv_transpose2d_samples)
+op("max_pool2d", lambda m, x, *a, **k: F(m).max_pool2d(x, *a, **k), _max_pool2d_samples)
+op("max_pool2d", lambda m, x, *a, **k: F(m).max_pool2d(x, *a, return_indices=True, **k),
+   _max_pool2d_samples, variant="indices")
+op("avg_pool2d", lambda m, x, *a, **k: F(m).avg_pool2d(x, *a, **k), _avg_pool2d_samples)
+op("adaptive_avg_pool2d", lambda m, x, size: F(m).adaptive_avg_pool2d(x, size), _adaptive_avg_pool2d_samples)
+op("max_pool1d", lambda m, x, *a, **k: F(m).max_pool1d(x, *a, **k),
+   lambda rng: [((distinct(rng, (2, 2, 7)), 3), {"stride": 2, "padding": 1})])
+op("avg_pool1d", lambda m, x, *a, **k: F(m).avg_pool1d(x, *a, **k),
+   lambda rng: [((normal(rng, 2, 2, 7), 3), {"stride": 2, "padding": 1, "ceil_mode": True})])
+op("adaptive_avg_pool1d", lambda m, x, size: F(m).adaptive_avg_pool1d(x, size),
+   lambda rng: [((normal(rng, 2, 2, 7), 3), {})])
