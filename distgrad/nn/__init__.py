@@ -10,3 +10,4 @@ from .modules import (AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d
 from .parameter import Buffer, Parameter
 from .modules import Flatten, Unflatten
 from .modules import BCELoss, HuberLoss, KLDivLoss
+from .modules import BatchNorm1d, BatchNorm2d, GroupNorm

@@ -21,3 +21,6 @@ __all__ += [
 from ..ops.nn import binary_cross_entropy, huber_loss, kl_div
 
 __all__ += ["binary_cross_entropy", "huber_loss", "kl_div"]
+from ..ops.norms import batch_norm, group_norm
+
+__all__ += ["batch_norm", "group_norm"]

@@ -11,3 +11,4 @@ from .pooling import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, AvgPool2d,
 from .sparse import Embedding
 from .flatten import Flatten, Unflatten
 from .loss import BCELoss, HuberLoss, KLDivLoss
+from .batchnorm import BatchNorm1d, BatchNorm2d, GroupNorm
