@@ -11,3 +11,4 @@ from .parameter import Buffer, Parameter
 from .modules import Flatten, Unflatten
 from .modules import BCELoss, HuberLoss, KLDivLoss
 from .modules import BatchNorm1d, BatchNorm2d, GroupNorm
+from .modules import MultiheadAttention

@@ -12,3 +12,4 @@ from .sparse import Embedding
 from .flatten import Flatten, Unflatten
 from .loss import BCELoss, HuberLoss, KLDivLoss
 from .batchnorm import BatchNorm1d, BatchNorm2d, GroupNorm
+from .attention import MultiheadAttention
