@@ -1,0 +1,292 @@
+"""Run one ported program under distgrad (through ``torch_shim``) or under real PyTorch,
+and write what it computed to an ``.npz`` file for ``test_ports.py`` to compare.
+
+    python harness.py {distgrad,torch} OUTDIR PROGRAM [PROGRAM ...]
+
+writes OUTDIR/PROGRAM.npz for each program, which runs in its own working directory
+OUTDIR/PROGRAM (where its checkpoint files land). Several programs in one process
+share the patches below; the random stream and the loss record restart for each.
+
+The program file is run unedited (``runpy.run_path`` as ``__main__``). To make the
+two runs start from the same numbers, this harness, in *both* backends alike:
+
+- draws every random number the program asks ``torch`` for (``randn``, ``rand``,
+  ``randint``, ``randn_like``, ``rand_like``, ``randperm``) and every shuffle order of
+  ``RandomSampler`` from one numpy ``RandomState(0)`` stream (the two libraries' own
+  generators differ, see the README);
+- re-initializes each ``nn.Linear`` / ``nn.Conv2d`` right after its constructor with
+  PyTorch's default distribution, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and
+  bias, drawn from the same stream (so construction order decides the values);
+- sets the default dtype the program entry asks for (float64 for tight comparisons);
+- records the value of every call of the loss functions in ``torch.nn.functional``
+  (the loss modules call these), in call order;
+- provides stand-ins for packages the programs import that are not under test:
+  ``torchvision`` (``datasets.MNIST`` as a small synthetic data set of 28x28 uint8
+  images and labels drawn from ``RandomState(1234)``, ``transforms.ToTensor``, and a
+  ``utils.save_image`` that only checks its argument) and ``matplotlib.pyplot``
+  (drawing calls do nothing). Nothing is downloaded.
+
+After the program ends, the harness saves the recorded losses and the state dict of
+every ``nn.Module`` left in the program's globals.
+"""
+import math
+import os
+import runpy
+import sys
+import types
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROGRAMS_DIR = os.path.join(HERE, "programs")
+
+# name -> how to run it. "script": run the file as __main__ with argv.
+# "model": import the file and train the model it defines for a few steps (driver below).
+PROGRAMS = {
+    "examples_regression": dict(kind="script", path="examples_regression/main.py", dtype="float64"),
+    "yunjey_linear_regression": dict(kind="script", path="yunjey_linear_regression/main.py",
+                                     dtype="float32"),
+    "yunjey_logistic_regression": dict(kind="script", path="yunjey_logistic_regression/main.py",
+                                       dtype="float64", mnist=(300, 100)),
+    "yunjey_feedforward": dict(kind="script", path="yunjey_feedforward/main.py", dtype="float64",
+                               mnist=(200, 100)),
+    "yunjey_cnn": dict(kind="script", path="yunjey_cnn/main.py", dtype="float64", mnist=(100, 100)),
+    "yunjey_vae": dict(kind="script", path="yunjey_vae/main.py", dtype="float64", mnist=(160, 0)),
+    "kuangliu_lenet": dict(kind="model", path="kuangliu_cifar/lenet.py", build="LeNet()",
+                           dtype="float64", batch=8, steps=4),
+    "kuangliu_lenet_float32": dict(kind="model", path="kuangliu_cifar/lenet.py", build="LeNet()",
+                                   dtype="float32", batch=8, steps=4),
+    "kuangliu_resnet18": dict(kind="model", path="kuangliu_cifar/resnet.py", build="ResNet18()",
+                              dtype="float64", batch=2, steps=2),
+    "kuangliu_preact_resnet18": dict(kind="model", path="kuangliu_cifar/preact_resnet.py",
+                                     build="PreActResNet18()", dtype="float64", batch=2, steps=2),
+    "kuangliu_mobilenetv2": dict(kind="model", path="kuangliu_cifar/mobilenetv2.py",
+                                 build="MobileNetV2()", dtype="float64", batch=2, steps=2),
+    "kuangliu_vgg11": dict(kind="model", path="kuangliu_cifar/vgg.py", build="VGG('VGG11')",
+                           dtype="float64", batch=2, steps=2),
+}
+
+LOSS_FUNCTIONS = ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "cross_entropy",
+                  "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+                  "kl_div"]
+
+RNG = np.random.RandomState(0)   # reset for each program
+MNIST_SIZES = (0, 0)             # (train, test) sizes of the MNIST stand-in, set per program
+LOSSES = []          # (function name, value)
+
+
+def _size(args, kwargs):
+    if "size" in kwargs:
+        args = (kwargs.pop("size"),)
+    if len(args) == 1 and isinstance(args[0], (tuple, list)) or (
+            len(args) == 1 and type(args[0]).__name__ == "Size"):
+        return tuple(int(s) for s in args[0])
+    return tuple(int(s) for s in args)
+
+
+def patch_random(torch):
+    def make(arr, dtype, requires_grad=False):
+        t = torch.tensor(np.ascontiguousarray(arr),
+                         dtype=dtype if dtype is not None else torch.get_default_dtype())
+        return t.requires_grad_(requires_grad) if requires_grad else t
+
+    def randn(*args, dtype=None, device=None, requires_grad=False, generator=None, **kw):
+        return make(RNG.standard_normal(_size(args, kw)), dtype, requires_grad)
+
+    def rand(*args, dtype=None, device=None, requires_grad=False, generator=None, **kw):
+        return make(RNG.random_sample(_size(args, kw)), dtype, requires_grad)
+
+    def randn_like(t, dtype=None, **kw):
+        return make(RNG.standard_normal(tuple(t.shape)), dtype or t.dtype)
+
+    def rand_like(t, dtype=None, **kw):
+        return make(RNG.random_sample(tuple(t.shape)), dtype or t.dtype)
+
+    def randint(*args, dtype=None, device=None, generator=None, **kw):
+        low = kw.pop("low", 0)
+        if "high" in kw:
+            high = kw.pop("high")
+            size = _size(args, kw)
+        elif len(args) >= 3 or (len(args) == 2 and not isinstance(args[1], (tuple, list))):
+            low, high, size = args[0], args[1], _size(args[2:], kw)
+        else:
+            high, size = args[0], _size(args[1:], kw)
+        return torch.tensor(RNG.randint(low, high, size=size), dtype=dtype or torch.int64)
+
+    def randperm(n, *, dtype=None, generator=None, **kw):
+        return torch.tensor(RNG.permutation(n), dtype=dtype or torch.int64)
+
+    for name, fn in dict(randn=randn, rand=rand, randn_like=randn_like, rand_like=rand_like,
+                         randint=randint, randperm=randperm).items():
+        setattr(torch, name, fn)
+
+    def sampler_iter(self):
+        if getattr(self, "replacement", False):
+            raise NotImplementedError("harness: RandomSampler(replacement=True) not handled")
+        yield from RNG.permutation(len(self.data_source)).tolist()
+
+    torch.utils.data.RandomSampler.__iter__ = sampler_iter
+
+
+def _reinit(module, torch):
+    weight = getattr(module, "weight", None)
+    if weight is None:
+        return
+    fan_in = weight.shape[1] * math.prod(weight.shape[2:])
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        for name in ("weight", "bias"):
+            p = getattr(module, name, None)
+            if p is not None:
+                arr = RNG.uniform(-bound, bound, size=tuple(p.shape))
+                p.copy_(torch.tensor(arr, dtype=p.dtype))
+
+
+def patch_init(torch):
+    for cls in (torch.nn.Linear, torch.nn.Conv2d):
+        original = cls.__init__
+
+        def __init__(self, *args, __original=original, **kwargs):
+            __original(self, *args, **kwargs)
+            _reinit(self, torch)
+
+        cls.__init__ = __init__
+
+
+def patch_losses(torch):
+    F = torch.nn.functional
+    for name in LOSS_FUNCTIONS:
+        original = getattr(F, name, None)
+        if original is None:
+            continue
+
+        def wrapped(*args, __original=original, __name=name, **kwargs):
+            out = __original(*args, **kwargs)
+            if out.numel() == 1:
+                LOSSES.append((__name, float(out.detach().reshape(()).item())))
+            return out
+
+        setattr(F, name, wrapped)
+
+
+def install_stand_ins(torch):
+    """``torchvision`` and ``matplotlib.pyplot`` stand-ins (see the module docstring)."""
+    tv = types.ModuleType("torchvision")
+    datasets = types.ModuleType("torchvision.datasets")
+    transforms = types.ModuleType("torchvision.transforms")
+    utils = types.ModuleType("torchvision.utils")
+
+    class ToTensor:
+        def __call__(self, img):  # HxW uint8 -> 1xHxW in [0, 1], the default dtype (as torchvision)
+            arr = np.asarray(img, dtype=np.float64)[None] / 255.0
+            return torch.tensor(arr, dtype=torch.get_default_dtype())
+
+    class MNIST:
+        def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
+            n_train, n_test = MNIST_SIZES
+            n = n_train if train else n_test
+            rs = np.random.RandomState(1234 if train else 4321)
+            self.data = rs.randint(0, 256, size=(n, 28, 28)).astype(np.uint8)
+            self.targets = rs.randint(0, 10, size=n)
+            self.transform = transform
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, i):
+            img = self.data[i]
+            if self.transform is not None:
+                img = self.transform(img)
+            return img, int(self.targets[i])
+
+    def save_image(tensor, fp, *args, **kwargs):
+        assert tensor.ndim == 4 and tensor.shape[1] == 1, tuple(tensor.shape)
+
+    datasets.MNIST = MNIST
+    transforms.ToTensor = ToTensor
+    utils.save_image = save_image
+    tv.datasets, tv.transforms, tv.utils = datasets, transforms, utils
+    sys.modules.update({"torchvision": tv, "torchvision.datasets": datasets,
+                        "torchvision.transforms": transforms, "torchvision.utils": utils})
+
+    mpl = types.ModuleType("matplotlib")
+    plt = types.ModuleType("matplotlib.pyplot")
+    for name in ("plot", "legend", "show", "figure", "xlabel", "ylabel", "title", "savefig"):
+        setattr(plt, name, lambda *a, **k: None)
+    mpl.pyplot = plt
+    sys.modules.update({"matplotlib": mpl, "matplotlib.pyplot": plt})
+
+
+def run_model(spec, torch):
+    """Train the model a file defines as kuangliu/pytorch-cifar's main.py does (SGD lr 0.1,
+    momentum 0.9, weight decay 5e-4, cosine schedule, cross entropy) on random CIFAR-shaped
+    batches for a few steps, then one forward in eval mode."""
+    namespace = runpy.run_path(os.path.join(PROGRAMS_DIR, spec["path"]), run_name="ported_model")
+    net = eval(spec["build"], namespace)
+    criterion = torch.nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=200)
+    net.train()
+    for _ in range(spec["steps"]):
+        inputs = torch.randn(spec["batch"], 3, 32, 32)
+        targets = torch.randint(0, 10, (spec["batch"],))
+        optimizer.zero_grad()
+        loss = criterion(net(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    net.eval()
+    with torch.no_grad():
+        criterion(net(torch.randn(spec["batch"], 3, 32, 32)), torch.randint(0, 10, (spec["batch"],)))
+    return {"net": net}
+
+
+def run_one(name, torch, outdir):
+    global RNG, MNIST_SIZES
+    spec = PROGRAMS[name]
+    RNG = np.random.RandomState(0)
+    MNIST_SIZES = spec.get("mnist", (0, 0))
+    LOSSES.clear()
+    torch.set_default_dtype(getattr(torch, spec["dtype"]))
+    workdir = os.path.join(outdir, name)
+    os.makedirs(workdir, exist_ok=True)
+    os.chdir(workdir)
+    if spec["kind"] == "script":
+        path = os.path.join(PROGRAMS_DIR, spec["path"])
+        sys.argv = [path] + spec.get("argv", [])
+        namespace = runpy.run_path(path, run_name="__main__")
+    else:
+        namespace = run_model(spec, torch)
+
+    arrays = {"losses": np.array([v for _, v in LOSSES], dtype=np.float64),
+              "loss_names": np.array([n for n, _ in LOSSES], dtype=str)}
+    for var, value in namespace.items():
+        if isinstance(value, torch.nn.Module):
+            for key, tensor in value.state_dict().items():
+                arrays[f"{var}.{key}"] = np.asarray(tensor.detach().numpy())
+    np.savez(os.path.join(outdir, name + ".npz"), **arrays)
+
+
+def main():
+    backend, outdir, names = sys.argv[1], os.path.abspath(sys.argv[2]), sys.argv[3:]
+    sys.path.insert(0, HERE)
+    if backend == "distgrad":
+        import torch_shim
+        torch_shim.install()
+    elif backend != "torch":
+        raise SystemExit(f"unknown backend {backend!r}")
+    import torch
+    import torch.nn.functional  # noqa: F401
+    import torch.utils.data  # noqa: F401
+    if backend == "torch":
+        torch.set_num_threads(1)
+    patch_random(torch)
+    patch_init(torch)
+    patch_losses(torch)
+    install_stand_ins(torch)
+    for name in names:
+        run_one(name, torch, outdir)
+
+
+if __name__ == "__main__":
+    main()
