@@ -202,10 +202,42 @@ def _weight_grad_graph(small, big, win, groups):
     return m.reshape((small.shape[1], big.shape[1] // groups) + win.kernel)
 
 
+def _adjoint_window(win, cs, cb):
+    """For a stride-1 convolution from ``cb`` to ``cs`` channels, the window under which the
+    input gradient is a plain correlation of the output gradient with the flipped kernel
+    (None when the padding is too wide for that, or it would cost more than ``_transposed``)."""
+    if any(s != 1 for s in win.stride):
+        return None
+    # its windows cover the big grid with small-side channels; the per-position adds of
+    # ``_transposed`` cover the small grid with big-side channels: take the smaller
+    if cs * math.prod(win.big) > 2 * cb * math.prod(win.small):
+        return None
+    pads = tuple((d * (k - 1) - lo, d * (k - 1) - hi) for d, k, (lo, hi) in zip(win.dilation, win.kernel, win.pads))
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        return None
+    return Window(win.kernel, win.stride, win.dilation, pads, win.small, win.big)
+
+
+def _flipped(w, groups):
+    """(Cs, Cb/G, *kernel) -> (Cb, Cs/G, *kernel) with every kernel reversed: the weight
+    of the adjoint correlation."""
+    nd = w.ndim - 2
+    cs, cbg = w.shape[0] // groups, w.shape[1]
+    wt = w.reshape((groups, cs, cbg) + w.shape[2:]).swapaxes(1, 2)
+    wt = wt[(slice(None),) * 3 + (slice(None, None, -1),) * nd]
+    return array_module(w).ascontiguousarray(wt).reshape((groups * cbg, cs) + w.shape[2:])
+
+
+# Forward columns kept for the weight gradient when within these many bytes: above the
+# upper bound they cost too much memory; below the lower one, measured, recomputing
+# them was cheaper than holding them.
+_KEEP_COLS_MIN, _KEEP_COLS_BYTES = 8 << 20, 64 << 20
+
+
 class ConvolutionBackward0(Node):
     def backward(self, g):
         x, w = self.saved_tensors
-        win, groups, transposed = self.args
+        win, groups, transposed, kept = self.args
         big, small = (g, x) if transposed else (x, g)
         spatial = tuple(range(2, g._data.ndim))
         if _grad_state.enabled:  # create_graph: every gradient is a graph of its own
@@ -215,12 +247,19 @@ class ConvolutionBackward0(Node):
         else:
             gd, wd, n = g._data, w._data, g._data.shape[0]
             gx = gw = gb = None
+            adj = None if transposed or not self.needs(0) else _adjoint_window(win, wd.shape[0], wd.shape[1] * groups)
             # The big side's windows or the small side's rows serve both gradients.
-            cols = _cols(big._data, win, groups) if transposed or self.needs(1) else None
-            sm = _small_rows(small._data, groups) if not transposed or self.needs(1) else None
+            cols = kept if kept is not None else (
+                _cols(big._data, win, groups) if transposed or self.needs(1) else None)
+            sm = _small_rows(small._data, groups) if (not transposed and adj is None and self.needs(0)) \
+                or self.needs(1) else None
             if self.needs(0):
-                gx = _wrap(_merge_groups(_direct(cols, wd, n, win, groups)) if transposed
-                           else _transposed(sm, wd, n, win, groups))
+                if transposed:
+                    gx = _wrap(_merge_groups(_direct(cols, wd, n, win, groups)))
+                elif adj is not None:
+                    gx = _wrap(_merge_groups(_direct(_cols(gd, adj, groups), _flipped(wd, groups), n, adj, groups)))
+                else:
+                    gx = _wrap(_transposed(sm, wd, n, win, groups))
             if self.needs(1):
                 gw = _wrap(_weight_grad(sm, cols, wd.shape))
             if len(self.next_functions) == 3 and self.needs(2):
@@ -249,9 +288,13 @@ def _convolution(input, weight, bias, win, groups, transposed):
         if b is not None:
             out += b.reshape((-1,) + (1,) * len(win.kernel))
     else:
-        out = _merge_groups(_direct(_cols(x, win, groups), w, n, win, groups), b)
+        cols = _cols(x, win, groups)
+        out = _merge_groups(_direct(cols, w, n, win, groups), b)
+    # Without create_graph, the weight gradient reuses the forward's windows if they are small enough.
+    kept = cols if (not transposed and _grad_state.enabled and weight._requires_grad
+                    and _KEEP_COLS_MIN <= cols.nbytes <= _KEEP_COLS_BYTES) else None
     inputs = (input, weight) if bias is None else (input, weight, bias)
-    return record(ConvolutionBackward0, out, inputs, (input, weight), args=(win, groups, transposed))
+    return record(ConvolutionBackward0, out, inputs, (input, weight), args=(win, groups, transposed, kept))
 
 
 # ----------------------------------------------------------- argument checks
@@ -439,6 +482,12 @@ def _planes(a):
     return a.reshape((1, -1) + tuple(a.shape[-2:]))
 
 
+def _tiled(win):
+    """Whether the windows tile the grid: kernel == stride, no dilation or padding."""
+    return (win.kernel == win.stride and all(d == 1 for d in win.dilation)
+            and not any(lo or hi for lo, hi in win.pads))
+
+
 class MaxPool2DWithIndicesBackward0(Node):
     def backward(self, g):
         arg, win, shape = self.args   # the kernel position of each window's maximum
@@ -449,6 +498,28 @@ class MaxPool2DWithIndicesBackward0(Node):
             return col2im(cols, win).reshape(shape)
         gd = g._data.reshape(arg.shape)
         xp, zero = array_module(gd), gd.dtype.type(0)
+        # a product with the mask is much faster than ``where``; they differ only where
+        # the gradient is not finite
+        finite = bool(xp.isfinite(gd).all())
+        if _tiled(win):  # every input point in at most one window: one pass per kernel position
+            (h, w), (kh, kw) = win.small, win.kernel
+            tiles = xp.empty(arg.shape[:2] + (h, kh, w, kw), gd.dtype)
+            for i in range(kh):
+                for j in range(kw):
+                    hit = arg == i * kw + j
+                    if finite:
+                        xp.multiply(gd, hit, out=tiles[:, :, :, i, :, j])
+                    else:
+                        tiles[:, :, :, i, :, j] = xp.where(hit, gd, zero)
+            gx = tiles.reshape(arg.shape[:2] + (h * kh, w * kw))
+            if gx.shape[2:] != tuple(win.big):
+                full = xp.zeros(arg.shape[:2] + tuple(win.big), gd.dtype)
+                full[..., :h * kh, :w * kw] = gx
+                gx = full
+            return _wrap(gx.reshape(shape))
+        if finite:
+            return _wrap(_col2im(lambda k: gd * (arg == k[0] * win.kernel[1] + k[1]),
+                                 arg.shape[:2], gd.dtype, xp, win).reshape(shape))
         return _wrap(_col2im(lambda k: xp.where(arg == k[0] * win.kernel[1] + k[1], gd, zero),
                              arg.shape[:2], gd.dtype, xp, win).reshape(shape))
 
@@ -457,16 +528,26 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     win = _pool_window("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode, True)
     x = input._data
     xp = array_module(x)
-    cols = xp.ascontiguousarray(_im2col(_planes(x), win, -math.inf))  # one strided pass; the rest run contiguous
-    views = [cols[_ALL2 + k] for k, _ in win.offsets()]
+    if _tiled(win):  # windows side by side: views of the input itself, no copy
+        (h, w), (kh, kw) = win.small, win.kernel
+        p = _planes(x)[..., :h * kh, :w * kw]
+        tiles = p.reshape(p.shape[:2] + (h, kh, w, kw))
+        views = [tiles[:, :, :, i, :, j] for i in range(kh) for j in range(kw)]
+    else:
+        cols = xp.ascontiguousarray(_im2col(_planes(x), win, -math.inf))  # one strided pass; the rest run contiguous
+        views = [cols[_ALL2 + k] for k, _ in win.offsets()]
     best = views[0].copy()
     for v in views[1:]:
         xp.maximum(best, v, out=best)  # NaN propagates, as in PyTorch
     arg = None
     if return_indices or (_grad_state.enabled and input._requires_grad):
-        arg = xp.full(best.shape, len(views) - 1, xp.int32)
-        for flat in range(len(views) - 2, -1, -1):  # downwards: ties keep the first position
-            xp.copyto(arg, flat, where=views[flat] == best)
+        # the first position holding the maximum: the count of positions before it
+        arg = xp.zeros(best.shape, xp.int32)
+        found = views[0] == best
+        for flat in range(1, len(views)):
+            xp.add(arg, ~found, out=arg)
+            if flat < len(views) - 1:
+                found |= views[flat] == best
     lead = x.shape[:-2]
     out = record(MaxPool2DWithIndicesBackward0, best.reshape(lead + win.small), (input,), args=(arg, win, x.shape))
     if not return_indices:
