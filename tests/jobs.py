@@ -86,13 +86,16 @@ def alive(procs):
 
 
 def kill_tree(proc, procs=None):
-    """SIGKILL the launcher's process group and every process of its tree."""
+    """SIGKILL every process of the launcher's tree, the deepest first (the ranks
+    before mpiexec, the launcher and its guard last: so the guard, which would
+    interrupt a job that outlives its launcher, finds nothing left to interrupt),
+    then the launcher's process group."""
     procs = procs if procs is not None else tree(proc.pid)
-    with contextlib.suppress(OSError):  # the group may be gone already
-        os.killpg(proc.pid, signal.SIGKILL)
-    for pid in alive(procs):
+    for pid in reversed(alive(procs)):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(OSError):  # the group may be gone already
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class Job:

@@ -511,3 +511,4 @@ op("to", lambda m, x: x.to(dtype=m.float32).double(),
    tol={"eps": 1e-2, "atol": 1e-5, "rtol": 1e-3})
 import op_table_conv  # noqa: E402,F401  (convolution and pooling entries)
 import op_table_more  # noqa: E402,F401  (sorting, einsum, addmm entries)
+import op_table_act  # noqa: E402,F401  (activations, pad, pixel shuffle)

@@ -12,3 +12,8 @@ from .modules import Flatten, Unflatten
 from .modules import BCELoss, HuberLoss, KLDivLoss
 from .modules import BatchNorm1d, BatchNorm2d, GroupNorm
 from .modules import MultiheadAttention
+from .modules import ELU, Hardtanh, LeakyReLU, ReLU6, Softplus
+from .modules import (CircularPad1d, CircularPad2d, CircularPad3d, ConstantPad1d, ConstantPad2d,
+                      ConstantPad3d, PixelShuffle, PixelUnshuffle, ReflectionPad1d, ReflectionPad2d,
+                      ReflectionPad3d, ReplicationPad1d, ReplicationPad2d, ReplicationPad3d,
+                      ZeroPad1d, ZeroPad2d, ZeroPad3d)

@@ -303,3 +303,49 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
 
 
 __all__ += ["multi_head_attention_forward"]
+
+
+# ------------------------------------- leaky_relu / elu / hardtanh / relu6 / pad
+from ..ops import pointwise as _pw
+from ..ops.inplace import apply_inplace as _apply_inplace
+from ..ops.shape import pad, pixel_shuffle, pixel_unshuffle
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    if inplace:
+        return _apply_inplace(input, "leaky_relu_", _pw._leaky_relu_inplace_form, (negative_slope,))
+    return _pw.leaky_relu(input, negative_slope)
+
+
+def leaky_relu_(input, negative_slope=0.01):
+    return leaky_relu(input, negative_slope, inplace=True)
+
+
+def elu(input, alpha=1.0, inplace=False):
+    if inplace:
+        return _apply_inplace(input, "elu_", _pw._elu_inplace_form, (alpha,))
+    return _pw.elu(input, alpha)
+
+
+def elu_(input, alpha=1.0):
+    return elu(input, alpha, inplace=True)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    if inplace:
+        if min_val > max_val:
+            raise ValueError("min_val cannot be greater than max_val")
+        return _apply_inplace(input, "hardtanh_", _pw.hardtanh, (min_val, max_val))
+    return _pw.hardtanh(input, min_val, max_val)
+
+
+def hardtanh_(input, min_val=-1.0, max_val=1.0):
+    return hardtanh(input, min_val, max_val, inplace=True)
+
+
+def relu6(input, inplace=False):
+    return hardtanh(input, 0.0, 6.0, inplace)
+
+
+__all__ += ["elu", "elu_", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "pad",
+            "pixel_shuffle", "pixel_unshuffle", "relu6"]

@@ -107,3 +107,42 @@ def kaiming_normal_(tensor, a: float = 0, mode: str = "fan_in", nonlinearity: st
                     generator=None):
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std, generator)
+
+
+def orthogonal_(tensor, gain: float = 1, generator=None):
+    """A (semi-)orthogonal matrix, as PyTorch makes it: the Q of the QR decomposition of a
+    normal matrix (transposed when there are fewer rows than columns), its columns' signs
+    fixed by R's diagonal so Q is uniformly (Haar) distributed, scaled by ``gain``. Dims
+    after the first are flattened."""
+    import numpy as np
+
+    if tensor.dim() < 2:
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
+    if tensor.numel() == 0:
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    flat = rng(generator).normal(0.0, 1.0, (rows, cols))
+    if rows < cols:
+        flat = flat.T
+    q, r = np.linalg.qr(flat)
+    q = q * np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    with no_grad():
+        tensor.copy_(tensor.new_tensor(q.reshape(tuple(tensor.shape)) * gain))
+    return tensor
+
+
+def sparse_(tensor, sparsity, std: float = 0.01, generator=None):
+    """Normal(0, std) values with a ``ceil(sparsity * rows)`` of each column set to zero."""
+    if tensor.dim() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    rows, cols = tensor.shape
+    num_zeros = math.ceil(sparsity * rows)
+    g = rng(generator)
+    vals = g.normal(0.0, std, (rows, cols))
+    for c in range(cols):
+        vals[g.permutation(rows)[:num_zeros], c] = 0
+    with no_grad():
+        return tensor.copy_(tensor.new_tensor(vals))

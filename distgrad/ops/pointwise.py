@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import dtype as _dt
 from ..autograd.function import OUTPUT, Node, record
 from ..backend import errstate, ndarray as _np_ndarray
@@ -595,8 +597,16 @@ def threshold_backward(grad_output, input, threshold):
     Piecewise, so only ``grad_output`` gets a gradient."""
     g = grad_output._data
     mask = input._data <= threshold
-    return record(ThresholdBackwardBackward0, array_module(g).where(mask, 0, g).astype(g.dtype, copy=False),
-                  (grad_output,), args=_wrap(mask))
+    xp = array_module(g)
+    if xp is np and g.dtype.kind == "f" and g.shape == mask.shape and np.isfinite(g).all():
+        # On the CPU a product with the mask is many times faster than where() (no
+        # branch per element); inf or NaN times 0 would not give 0, hence the check,
+        # and adding 0 turns the -0.0 of negative gradients into PyTorch's 0.
+        out = g * ~mask
+        out += 0.0
+    else:
+        out = xp.where(mask, 0, g).astype(g.dtype, copy=False)
+    return record(ThresholdBackwardBackward0, out, (grad_output,), args=_wrap(mask))
 
 
 def relu(input):
@@ -925,3 +935,99 @@ def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False) -> bool:
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
     y = other._data if isinstance(other, Tensor) else other
     return _wrap(array_module(input._data).isclose(input._data, y, rtol, atol, equal_nan))
+
+
+# ------------------------------------------------ leaky_relu / elu / hardtanh
+class LeakyReluBackward0(Node):
+    """leaky_relu's gradient from the saved input: 1 where ``x > 0``, else the slope."""
+
+    def backward(self, g):
+        (x,) = self.saved_tensors
+        return where(x > 0, g, g * self.args)
+
+
+class LeakyReluBackward1(LeakyReluBackward0):
+    """The in-place form: the output is saved (it has the input's sign for a slope >= 0)."""
+
+    def backward(self, g):
+        if self.args < 0:
+            raise RuntimeError(
+                "In-place leakyReLu backward calculation is triggered with a negative slope which "
+                "is not supported. This is caused by calling in-place forward function with a "
+                "negative slope, please call out-of-place version instead.")
+        return super().backward(g)
+
+
+def _leaky_relu(input, negative_slope, cls):
+    x = result_float(input._data)
+    xp = array_module(x)
+    data = xp.where(x > 0, x, x * negative_slope).astype(x.dtype, copy=False)
+    saved = (OUTPUT,) if cls is LeakyReluBackward1 else (input,)
+    return record(cls, data, (input,), saved, args=negative_slope)
+
+
+def leaky_relu(input, negative_slope=0.01):
+    return _leaky_relu(input, negative_slope, LeakyReluBackward0)
+
+
+def _leaky_relu_inplace_form(input, negative_slope=0.01):
+    return _leaky_relu(input, negative_slope, LeakyReluBackward1)
+
+
+class EluBackward0(Node):
+    """elu's gradient from the saved input: 1 where ``x > 0``, else ``alpha * exp(x)``."""
+
+    def backward(self, g):
+        (x,) = self.saved_tensors
+        return where(x > 0, g, g * (exp(x) * self.args))
+
+
+class EluBackward1(Node):
+    """The in-place form: from the output, ``alpha * exp(x) = out + alpha`` where ``x <= 0``."""
+
+    def backward(self, g):
+        if self.args < 0:
+            raise RuntimeError(
+                "In-place elu backward calculation is triggered with a negative slope which is not "
+                "supported. This is caused by calling in-place forward function with a negative "
+                "slope, please call out-of-place version instead.")
+        (out,) = self.saved_tensors
+        return where(out > 0, g, g * (out + self.args))
+
+
+def _elu(input, alpha, cls):
+    x = result_float(input._data)
+    xp = array_module(x)
+    neg = xp.expm1(xp.minimum(x, 0)) * alpha  # min(x, 0): no overflow in the unused branch
+    data = xp.where(x > 0, x, neg).astype(x.dtype, copy=False)
+    saved = (OUTPUT,) if cls is EluBackward1 else (input,)
+    return record(cls, data, (input,), saved, args=alpha)
+
+
+def elu(input, alpha=1.0):
+    return _elu(input, alpha, EluBackward0)
+
+
+def _elu_inplace_form(input, alpha=1.0):
+    return _elu(input, alpha, EluBackward1)
+
+
+class HardtanhBackward0(Node):
+    """hardtanh's gradient: ``g`` strictly inside ``(min_val, max_val)``, else 0."""
+
+    def backward(self, g):
+        (x,) = self.saved_tensors
+        lo, hi = self.args
+        return where((x > lo) & (x < hi), g, 0.0)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0):
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    x = input._data
+    data = array_module(x).clip(x, min_val, max_val).astype(x.dtype, copy=False)  # keeps int dtypes
+    return record(HardtanhBackward0, data, (input,), (input,), args=(min_val, max_val))
+
+
+def relu6(input):
+    return hardtanh(input, 0.0, 6.0)

@@ -222,7 +222,10 @@ class ExpandBackward0(Node):
 
 
 def expand(input, *sizes):
-    sizes = _shape_args(sizes, "expand") if sizes else ()
+    # Unlike view/reshape, expand takes -1 ("keep this size") for any number of existing dims.
+    if len(sizes) == 1 and not isinstance(sizes[0], int):
+        sizes = tuple(sizes[0])
+    sizes = tuple(int(s) for s in sizes)
     shape = input._data.shape
     if len(sizes) < len(shape):
         raise RuntimeError(
@@ -230,12 +233,15 @@ def expand(input, *sizes):
             f"the number of dimensions in the tensor ({len(shape)})"
         )
     lead = len(sizes) - len(shape)
-    target = []
-    for i, s in enumerate(sizes):
+    target = [0] * len(sizes)
+    for i in reversed(range(len(sizes))):  # from the last dim, as PyTorch checks
+        s = sizes[i]
         if i < lead:
             if s < 0:
-                raise RuntimeError(f"expand: the expanded size {s} is not allowed in a leading, non-existing dimension {i}")
-            target.append(s)
+                raise RuntimeError(
+                    f"The expanded size of the tensor ({s}) isn't allowed in a leading, non-existing "
+                    f"dimension {i}")
+            target[i] = s
             continue
         cur = shape[i - lead]
         if s == -1:
@@ -245,7 +251,7 @@ def expand(input, *sizes):
                 f"The expanded size of the tensor ({s}) must match the existing size ({cur}) at "
                 f"non-singleton dimension {i}.  Target sizes: {list(sizes)}.  Tensor sizes: {list(shape)}"
             )
-        target.append(s)
+        target[i] = s
     target = tuple(target)
     data = array_module(input._data).broadcast_to(input._data, target)
     out = record(ExpandBackward0, data, (input,), args=shape)
@@ -508,3 +514,191 @@ def repeat(input, *sizes):
         )
     data = array_module(input._data).tile(input._data, reps)
     return record(RepeatBackward0, data, (input,), args=(input._data.shape, reps))
+
+
+# ----------------------------------------------------------------------- pad
+class ConstantPadNdBackward0(Node):
+    """The gradient of a constant pad: the gradient cropped back (negated pads)."""
+
+    def backward(self, g):
+        return _constant_pad(g, tuple(-p for p in self.args), 0)
+
+
+def _constant_pad(input, pad, value):
+    x = input._data
+    nd = x.ndim
+    out_shape, src, dst = list(x.shape), [slice(None)] * nd, [slice(None)] * nd
+    for k in range(len(pad) // 2):
+        d = nd - 1 - k
+        lo, hi = pad[2 * k], pad[2 * k + 1]
+        n = x.shape[d]
+        size = n + lo + hi
+        if size < 0:
+            raise RuntimeError(
+                f"The input size {n}, plus negative padding {lo} and {hi} resulted in a negative "
+                f"output size, which is invalid. Check dimension {d} of your input.")
+        out_shape[d] = size
+        start, stop = max(-lo, 0), n - max(-hi, 0)
+        length = max(stop - start, 0)
+        src[d] = slice(start, start + length)
+        dst[d] = slice(max(lo, 0), max(lo, 0) + length)
+    xp = array_module(x)
+    data = xp.full(out_shape, value, dtype=x.dtype)
+    data[tuple(dst)] = x[tuple(src)]
+    return record(ConstantPadNdBackward0, data, (input,), args=tuple(pad))
+
+
+def _pad_index(n, lo, hi, mode):
+    """The source positions, along one dim of size ``n``, of a ``mode`` pad by (lo, hi)."""
+    import numpy as np
+
+    i = np.arange(-lo, n + hi)
+    if mode == "reflect":
+        period = 2 * (n - 1)
+        i = np.abs(i) % period if period else np.zeros_like(i)
+        return np.where(i > n - 1, period - i, i)
+    if mode == "replicate":
+        return np.clip(i, 0, n - 1)
+    return i % n  # circular
+
+
+class _IndexPadBackward(Node):
+    """The gradient of a reflect/replicate/circular pad: each output's gradient added back to
+    the input position it was copied from."""
+
+    def backward(self, g):
+        shape, picks = self.args
+        for d, index in reversed(picks):
+            target = list(g.shape)
+            target[d] = shape[d]
+            g = g.new_zeros(target).index_add(d, index, g)
+            shape_done = target  # noqa: F841
+        return g
+
+
+def _index_pad_node(name):
+    return type(name, (_IndexPadBackward,), {"__doc__": _IndexPadBackward.__doc__})
+
+
+ReflectionPad1DBackward0 = _index_pad_node("ReflectionPad1DBackward0")
+ReflectionPad2DBackward0 = _index_pad_node("ReflectionPad2DBackward0")
+ReflectionPad3DBackward0 = _index_pad_node("ReflectionPad3DBackward0")
+ReplicationPad1DBackward0 = _index_pad_node("ReplicationPad1DBackward0")
+ReplicationPad2DBackward0 = _index_pad_node("ReplicationPad2DBackward0")
+ReplicationPad3DBackward0 = _index_pad_node("ReplicationPad3DBackward0")
+# PyTorch builds the circular pad from slice copies (its grad_fn is CopySlices); here it is one node.
+CircularPadBackward0 = _index_pad_node("CircularPadBackward0")
+_PAD_NODES = {("reflect", 1): ReflectionPad1DBackward0, ("reflect", 2): ReflectionPad2DBackward0,
+              ("reflect", 3): ReflectionPad3DBackward0, ("replicate", 1): ReplicationPad1DBackward0,
+              ("replicate", 2): ReplicationPad2DBackward0, ("replicate", 3): ReplicationPad3DBackward0}
+
+
+def _index_pad(input, pad, mode):
+    x = input._data
+    nd, k = x.ndim, len(pad) // 2
+    if k > 3 or nd not in (k + 1, k + 2):
+        raise NotImplementedError(
+            "Only 2D, 3D, 4D, 5D padding with non-constant padding are supported for now")
+    names = {"reflect": "Reflection", "replicate": "Replication", "circular": "Circular"}
+    xp = array_module(x)
+    data, picks = x, []
+    for j in range(k):
+        d = nd - 1 - j
+        lo, hi = pad[2 * j], pad[2 * j + 1]
+        n = x.shape[d]
+        if mode == "reflect" and (lo >= n or hi >= n):
+            raise RuntimeError(
+                f"Argument #4: Padding size should be less than the corresponding input dimension, "
+                f"but got: padding ({lo}, {hi}) at dimension {d} of input {list(x.shape)}")
+        if mode == "circular" and (lo > n or hi > n):
+            raise RuntimeError("Padding value causes wrapping around more than once.")
+        if n == 0 and lo + hi > 0:
+            raise RuntimeError(f"{names[mode]}Pad{k}d: input tensor must have a non-zero size in "
+                               f"dimension {d}, got {list(x.shape)}")
+        if n + lo + hi < 0 or (mode != "circular" and (lo < 0 or hi < 0) and n + lo + hi < 1):
+            raise RuntimeError(f"input tensor is too small for padding ({lo}, {hi}) at dim {d}")
+        index = _pad_index(n, lo, hi, mode)
+        data = xp.take(data, xp.asarray(index), axis=d)
+        picks.append((d, index))
+    idx = [(d, Tensor._from_index(i, x)) if hasattr(Tensor, "_from_index") else (d, _index_tensor(i, x))
+           for d, i in picks]
+    cls = _PAD_NODES.get((mode, k), CircularPadBackward0)
+    return record(cls, data, (input,), args=(x.shape, idx))
+
+
+def _index_tensor(index, like):
+    from .creation import tensor
+
+    t = tensor(index.astype("int64"))
+    return t.to(backend.device_of(like)) if backend.device_of(like).type != "cpu" else t
+
+
+def pad(input, pad, mode="constant", value=None):
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2:
+        raise RuntimeError("Padding length must be divisible by 2")
+    if len(pad) // 2 > input._data.ndim:
+        raise RuntimeError(
+            "Padding length should be less than or equal to two times the input dimension but got "
+            f"padding length {len(pad)} and input of dimension {input._data.ndim}")
+    if mode == "constant":
+        return _constant_pad(input, pad, 0 if value is None else value)
+    if value is not None and value != 0:
+        raise RuntimeError(f'Padding mode "{mode}" doesn\'t take in value argument')
+    if mode not in ("reflect", "replicate", "circular"):
+        raise NotImplementedError(f"Unrecognised padding mode {mode}")
+    return _index_pad(input, pad, mode)
+
+
+# --------------------------------------------------------- pixel (un)shuffle
+class PixelShuffleBackward0(Node):
+    def backward(self, g):
+        return pixel_unshuffle(g, self.args)
+
+
+class PixelUnshuffleBackward0(Node):
+    def backward(self, g):
+        return pixel_shuffle(g, self.args)
+
+
+def pixel_shuffle(input, upscale_factor):
+    x = input._data
+    r = int(upscale_factor)
+    if x.ndim < 3:
+        raise RuntimeError(f"pixel_shuffle expects input to have at least 3 dimensions, but got "
+                           f"input with {x.ndim} dimension(s)")
+    if r <= 0:
+        raise RuntimeError(f"pixel_shuffle expects a positive upscale_factor, but got {r}")
+    *batch, c, h, w = x.shape
+    if c % (r * r):
+        raise RuntimeError("pixel_shuffle expects its input's 'channel' dimension to be divisible "
+                           f"by the square of upscale_factor, but input.size(-3)={c} is not "
+                           f"divisible by {r * r}")
+    nb = len(batch)
+    oc = c // (r * r)
+    y = x.reshape(*batch, oc, r, r, h, w)
+    b = tuple(range(nb))
+    y = y.transpose(b + (nb, nb + 3, nb + 1, nb + 4, nb + 2)).reshape(*batch, oc, h * r, w * r)
+    return record(PixelShuffleBackward0, array_module(x).ascontiguousarray(y), (input,), args=r)
+
+
+def pixel_unshuffle(input, downscale_factor):
+    x = input._data
+    r = int(downscale_factor)
+    if x.ndim < 3:
+        raise RuntimeError(f"pixel_unshuffle expects input to have at least 3 dimensions, but got "
+                           f"input with {x.ndim} dimension(s)")
+    if r <= 0:
+        raise RuntimeError(f"pixel_unshuffle expects a positive downscale_factor, but got {r}")
+    *batch, c, h, w = x.shape
+    if h % r:
+        raise RuntimeError("pixel_unshuffle expects height to be divisible by downscale_factor, "
+                           f"but input.size(-2)={h} is not divisible by {r}")
+    if w % r:
+        raise RuntimeError("pixel_unshuffle expects width to be divisible by downscale_factor, "
+                           f"but input.size(-1)={w} is not divisible by {r}")
+    nb = len(batch)
+    y = x.reshape(*batch, c, h // r, r, w // r, r)
+    b = tuple(range(nb))
+    y = y.transpose(b + (nb, nb + 2, nb + 4, nb + 1, nb + 3)).reshape(*batch, c * r * r, h // r, w // r)
+    return record(PixelUnshuffleBackward0, array_module(x).ascontiguousarray(y), (input,), args=r)

@@ -13,3 +13,8 @@ from .flatten import Flatten, Unflatten
 from .loss import BCELoss, HuberLoss, KLDivLoss
 from .batchnorm import BatchNorm1d, BatchNorm2d, GroupNorm
 from .attention import MultiheadAttention
+from .activation import ELU, Hardtanh, LeakyReLU, ReLU6, Softplus
+from .pixelshuffle import (CircularPad1d, CircularPad2d, CircularPad3d, ConstantPad1d, ConstantPad2d,
+                           ConstantPad3d, PixelShuffle, PixelUnshuffle, ReflectionPad1d,
+                           ReflectionPad2d, ReflectionPad3d, ReplicationPad1d, ReplicationPad2d,
+                           ReplicationPad3d, ZeroPad1d, ZeroPad2d, ZeroPad3d)
