@@ -113,6 +113,14 @@ class Tensor:
         return self.device.type == "cuda"
 
     @property
+    def is_xpu(self) -> bool:
+        return False  # distgrad runs on CPUs and CUDA GPUs only
+
+    @property
+    def is_mps(self) -> bool:
+        return False
+
+    @property
     def _version(self) -> int:
         return self._vc[0]
 

@@ -931,3 +931,14 @@ def test_pin_memory_without_a_gpu_behaves_as_torch():
     else:
         with pytest.raises(RuntimeError, match="Cannot access accelerator device"):
             x.pin_memory()
+
+
+def test_device_kind_properties_as_torch():
+    x = dg.ones(2)
+    assert (x.is_cuda, x.is_xpu, x.is_mps) == (False, False, False)
+    try:
+        import torch
+    except ImportError:
+        return
+    t = torch.ones(2)
+    assert (t.is_cuda, t.is_xpu, t.is_mps) == (x.is_cuda, x.is_xpu, x.is_mps)

@@ -17,12 +17,17 @@ two runs start from the same numbers, this harness, in *both* backends alike:
 - re-initializes each ``nn.Linear`` / ``nn.Conv2d`` right after its constructor with
   PyTorch's default distribution, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and
   bias, drawn from the same stream (so construction order decides the values);
+- lets ``nn.init.orthogonal_`` run in the library (and checks that its result is
+  orthogonal up to ``gain``), then overwrites the tensor with PyTorch's algorithm
+  applied to normals from the same stream (a numpy QR), so both libraries start from
+  identical orthogonal weights;
 - sets the default dtype the program entry asks for (float64 for tight comparisons);
 - records the value of every call of the loss functions in ``torch.nn.functional``
   (the loss modules call these), in call order;
 - provides stand-ins for packages the programs import that are not under test:
   ``torchvision`` (``datasets.MNIST`` as a small synthetic data set of 28x28 uint8
-  images and labels drawn from ``RandomState(1234)``, ``transforms.ToTensor``, and a
+  images and labels drawn from ``RandomState(1234)``, ``transforms.ToTensor``,
+  ``transforms.Compose`` and ``transforms.Normalize`` as torchvision's, and a
   ``utils.save_image`` that only checks its argument) and ``matplotlib.pyplot``
   (drawing calls do nothing). Nothing is downloaded.
 
@@ -64,6 +69,10 @@ PROGRAMS = {
                                  build="MobileNetV2()", dtype="float64", batch=2, steps=2),
     "kuangliu_vgg11": dict(kind="model", path="kuangliu_cifar/vgg.py", build="VGG('VGG11')",
                            dtype="float64", batch=2, steps=2),
+    "yunjey_gan": dict(kind="script", path="yunjey_gan/main.py", dtype="float64", mnist=(100, 0)),
+    "examples_super_resolution": dict(kind="model", path="examples_super_resolution/model.py",
+                                      build="Net(upscale_factor=3)", driver="super_resolution",
+                                      dtype="float64", batch=4, steps=4),
 }
 
 LOSS_FUNCTIONS = ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "cross_entropy",
@@ -153,6 +162,41 @@ def patch_init(torch):
         cls.__init__ = __init__
 
 
+def _orthogonal(shape, gain):
+    """PyTorch's ``nn.init.orthogonal_`` algorithm on normals drawn from RNG (numpy QR)."""
+    rows = shape[0]
+    cols = math.prod(shape[1:])
+    flat = RNG.standard_normal((rows, cols))
+    if rows < cols:
+        flat = flat.T
+    q, r = np.linalg.qr(flat)
+    q = q * np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return gain * q.reshape(shape)
+
+
+def patch_orthogonal(torch):
+    """Call the library's own ``orthogonal_`` (checking its result is orthogonal, scaled by
+    ``gain``), then overwrite the tensor with ``_orthogonal``, the same in both libraries."""
+    init = torch.nn.init
+    original = init.orthogonal_
+
+    def orthogonal_(tensor, gain=1, generator=None):
+        out = original(tensor, gain)
+        assert out is tensor
+        rows = tensor.shape[0]
+        w = np.asarray(tensor.detach().numpy(), dtype=np.float64).reshape(rows, -1)
+        small = w @ w.T if rows <= w.shape[1] else w.T @ w
+        np.testing.assert_allclose(small, gain ** 2 * np.eye(small.shape[0]),
+                                   atol=1e-4 * max(gain ** 2, 1))
+        with torch.no_grad():
+            tensor.copy_(torch.tensor(_orthogonal(tuple(tensor.shape), gain), dtype=tensor.dtype))
+        return tensor
+
+    init.orthogonal_ = orthogonal_
+
+
 def patch_losses(torch):
     F = torch.nn.functional
     for name in LOSS_FUNCTIONS:
@@ -202,8 +246,29 @@ def install_stand_ins(torch):
     def save_image(tensor, fp, *args, **kwargs):
         assert tensor.ndim == 4 and tensor.shape[1] == 1, tuple(tensor.shape)
 
+    class Compose:
+        def __init__(self, transforms):
+            self.transforms = transforms
+
+        def __call__(self, img):
+            for t in self.transforms:
+                img = t(img)
+            return img
+
+    class Normalize:  # as torchvision's, per channel: (x - mean) / std
+        def __init__(self, mean, std):
+            self.mean, self.std = mean, std
+
+        def __call__(self, x):
+            shape = (-1,) + (1,) * (x.ndim - 1)
+            mean = torch.tensor(np.asarray(self.mean, dtype=np.float64).reshape(shape), dtype=x.dtype)
+            std = torch.tensor(np.asarray(self.std, dtype=np.float64).reshape(shape), dtype=x.dtype)
+            return (x - mean) / std
+
     datasets.MNIST = MNIST
     transforms.ToTensor = ToTensor
+    transforms.Compose = Compose
+    transforms.Normalize = Normalize
     utils.save_image = save_image
     tv.datasets, tv.transforms, tv.utils = datasets, transforms, utils
     sys.modules.update({"torchvision": tv, "torchvision.datasets": datasets,
@@ -223,6 +288,8 @@ def run_model(spec, torch):
     batches for a few steps, then one forward in eval mode."""
     namespace = runpy.run_path(os.path.join(PROGRAMS_DIR, spec["path"]), run_name="ported_model")
     net = eval(spec["build"], namespace)
+    if spec.get("driver") == "super_resolution":
+        return run_super_resolution(spec, torch, net)
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=200)
@@ -238,6 +305,24 @@ def run_model(spec, torch):
     net.eval()
     with torch.no_grad():
         criterion(net(torch.randn(spec["batch"], 3, 32, 32)), torch.randint(0, 10, (spec["batch"],)))
+    return {"net": net}
+
+
+def run_super_resolution(spec, torch, net):
+    """Train as pytorch/examples super_resolution/main.py does (Adam lr 0.01, MSE loss) on
+    random 1x8x8 inputs and 1x24x24 targets in [0, 1] for a few steps, then one test
+    forward without gradients."""
+    criterion = torch.nn.MSELoss()
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(spec["steps"]):
+        inputs = torch.rand(spec["batch"], 1, 8, 8)
+        targets = torch.rand(spec["batch"], 1, 24, 24)
+        optimizer.zero_grad()
+        loss = criterion(net(inputs), targets)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        criterion(net(torch.rand(spec["batch"], 1, 8, 8)), torch.rand(spec["batch"], 1, 24, 24))
     return {"net": net}
 
 
@@ -282,6 +367,7 @@ def main():
         torch.set_num_threads(1)
     patch_random(torch)
     patch_init(torch)
+    patch_orthogonal(torch)
     patch_losses(torch)
     install_stand_ins(torch)
     for name in names:

@@ -38,9 +38,10 @@ TOLERANCE["examples_regression"] = 1e-8
 # only, which Adam divides by sqrt(v) + eps: those biases drift by ~1e-9 in both libraries
 TOLERANCE["yunjey_cnn"] = 1e-8
 
-# programs that end with torch.save(model.state_dict(), 'model.ckpt')
-SAVES_CHECKPOINT = ["yunjey_linear_regression", "yunjey_logistic_regression",
-                    "yunjey_feedforward", "yunjey_cnn"]
+# programs that end with torch.save(<module>.state_dict(), <file>): file -> module variable
+SAVES_CHECKPOINT = {name: {"model.ckpt": "model"} for name in [
+    "yunjey_linear_regression", "yunjey_logistic_regression", "yunjey_feedforward", "yunjey_cnn"]}
+SAVES_CHECKPOINT["yunjey_gan"] = {"G.ckpt": "G", "D.ckpt": "D"}
 
 
 def _env():
@@ -140,18 +141,20 @@ def test_program(name, reference, distgrad_dir):
         assert err <= tol, f"{key} differs by {err:.3g} (tolerance {tol:g})"
 
 
-@pytest.mark.parametrize("name", SAVES_CHECKPOINT)
+@pytest.mark.parametrize("name", list(SAVES_CHECKPOINT))
 def test_checkpoint_read_by_torch(name, reference, distgrad_dir):
-    """The model.ckpt a program wrote with distgrad's torch.save loads in real PyTorch
-    with weights_only=True and holds the program's final weights."""
+    """The checkpoints a program wrote with distgrad's torch.save load in real PyTorch
+    with weights_only=True and hold the program's final weights."""
     mine = _distgrad_result(name, distgrad_dir)
-    path = os.path.join(distgrad_dir, name, "model.ckpt")
-    assert os.path.exists(path), f"{name} under distgrad wrote no model.ckpt"
+    for filename, var in SAVES_CHECKPOINT[name].items():
+        path = os.path.join(distgrad_dir, name, filename)
+        assert os.path.exists(path), f"{name} under distgrad wrote no {filename}"
     if reference is None:
         pytest.skip("torch is not installed")
     import torch
-    state = torch.load(path, weights_only=True)
-    assert sorted("model." + k for k in state) == sorted(
-        k for k in mine.files if k not in ("losses", "loss_names"))
-    for key, tensor in state.items():
-        np.testing.assert_array_equal(tensor.numpy(), mine["model." + key])
+    for filename, var in SAVES_CHECKPOINT[name].items():
+        state = torch.load(os.path.join(distgrad_dir, name, filename), weights_only=True)
+        assert sorted(f"{var}.{k}" for k in state) == sorted(
+            k for k in mine.files if k.startswith(var + "."))
+        for key, tensor in state.items():
+            np.testing.assert_array_equal(tensor.numpy(), mine[f"{var}.{key}"])
