@@ -18,3 +18,4 @@ from .pixelshuffle import (CircularPad1d, CircularPad2d, CircularPad3d, Constant
                            ConstantPad3d, PixelShuffle, PixelUnshuffle, ReflectionPad1d,
                            ReflectionPad2d, ReflectionPad3d, ReplicationPad1d, ReplicationPad2d,
                            ReplicationPad3d, ZeroPad1d, ZeroPad2d, ZeroPad3d)
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
