@@ -462,11 +462,12 @@ def test_autocast_enabled_region_warns_once_that_ops_do_not_cast(monkeypatch):
     monkeypatch.setitem(autocast_mode._warned, "ops", False)
     with pytest.warns(UserWarning, match="distgrad's ops do not cast to float16 under autocast yet"):
         with dg.autocast("cpu", dtype=dg.float16):
-            pass
+            assert dg.is_autocast_enabled("cpu")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error")  # the second region must not warn again
         with dg.autocast("cpu", dtype=dg.float16):
-            pass
+            assert dg.is_autocast_enabled("cpu")
+    assert not dg.is_autocast_enabled("cpu")
 
 
 def test_autocast_region_leaves_results_exact():

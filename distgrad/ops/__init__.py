@@ -71,8 +71,8 @@ _OUT = """add sub mul div pow neg abs sign exp expm1 log log1p sqrt rsqrt recipr
     concatenate stack hstack vstack sort argsort topk kthvalue var_mean std_mean zeros ones empty
     full arange linspace eye randn rand randint randperm normal multinomial""".split()
 
-_TORCH_TYPE = {"float32": "Float", "float64": "Double", "float16": "Half", "int64": "Long",
-               "int32": "Int", "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
+# PyTorch's scalar-type names in its messages ("Float", "Long"), from the legacy type names.
+_TORCH_TYPE = {k: v.removesuffix("Tensor") for k, v in _tensor_mod._TYPE_NAMES.items()}
 
 
 def _can_cast(src, dst) -> bool:
