@@ -202,3 +202,8 @@ op("cross_entropy", lambda m, a, t, **k: F(m).cross_entropy(a, t, **k),
    lambda rng: [((normal(rng, 2, 3, 4), positive(rng, 2, 3, 4)), {"reduction": r}) for r in _RED]
    + [((normal(rng, 4, 3), positive(rng, 4, 3)), {"label_smoothing": 0.2})],
    variant="probabilities")
+
+# ------------------------------------------------------------------------- nansum
+op("nansum", lambda m, x, **k: m.nansum(x, **k),
+   lambda rng: [((normal(rng, 2, 3),), {}), ((normal(rng, 2, 3, 2),), {"dim": 1}),
+                ((normal(rng, 2, 3),), {"dim": (0, 1), "keepdim": True})], method="nansum")

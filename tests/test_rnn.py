@@ -313,11 +313,3 @@ def test_errors():
         nn.GRUCell(3, 4)(dg.zeros(1, 2, 3))
     with pytest.raises(ValueError, match="Expected hx\\[1\\] to be 1D or 2D"):
         nn.LSTMCell(3, 4)(dg.zeros(2, 3), (dg.zeros(2, 4), dg.zeros(1, 2, 4)))
-
-
-def test_packed_sequence_rejected():
-    class PackedSequence(tuple):
-        batch_sizes = None
-
-    with pytest.raises(TypeError, match="PackedSequence"):
-        nn.LSTM(3, 4)(PackedSequence((dg.zeros(4, 3), dg.tensor([2, 2]))))

@@ -504,3 +504,26 @@ def test_reduction_node_names_match_torch():
     for fn in (lambda t: t.sum(), lambda t: t.sum(1), lambda t: t.sum((0, 1)), lambda t: t.mean(),
                lambda t: t.mean(0), lambda t: t.mean(dim=(0, 1), keepdim=True)):
         assert fn(x).grad_fn.name() == fn(tx).grad_fn.name()
+
+
+def test_nansum_and_scalar_division_match_torch():
+    """nansum is one NansumBackward0 node whose gradient is 0 at NaNs; ``s / x`` is
+    PyTorch's reciprocal-then-multiply (the same rounding and nodes)."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((4, 5))
+    a[1, 2] = a[3, 0] = np.nan
+    outs = []
+    for lib in (dg, torch):
+        x = lib.tensor(a, requires_grad=True)
+        s = lib.nansum(x, 1) * lib.tensor(np.arange(1.0, 5.0)) + x.nansum()
+        r = 3.7 / x[0]
+        (s.sum() + r.sum()).backward()
+        outs.append((s.grad_fn.next_functions[1][0].name(), r.grad_fn.name(),
+                     r.grad_fn.next_functions[0][0].name(), s.detach().numpy(), r.detach().numpy(),
+                     x.grad.numpy()))
+    d, t = outs
+    assert d[:3] == t[:3] == ("NansumBackward0", "MulBackward0", "ReciprocalBackward0")
+    np.testing.assert_allclose(d[3], t[3], rtol=1e-14)   # summation order may differ
+    np.testing.assert_array_equal(d[4], t[4])
+    np.testing.assert_array_equal(d[5], t[5])
+    assert d[5][1, 2] == 0.0 and d[5][3, 0] == 0.0

@@ -202,20 +202,14 @@ def div(input, other, *, rounding_mode=None):
     return record(DivBackward0, data, (input,), args=other)
 
 
-class RdivBackward0(Node):
-    def backward(self, g):
-        (x,) = self.saved_tensors
-        return g * (-self.args) / (x * x)
-
-
 def rdiv(input, other):
-    """``other / input`` for a scalar ``other``."""
+    """``other / input`` for a scalar ``other``: as PyTorch computes it, the reciprocal
+    times ``other`` (so the rounding and the graph, MulBackward0 over
+    ReciprocalBackward0, are the same)."""
     if isinstance(other, Tensor):
         return div(other, input)
     _check_scalar("div", other)
-    x = result_float(input._data)
-    data = scalar_operand(other, x) / x
-    return record(RdivBackward0, data, (input,), (input,), args=other)
+    return mul(reciprocal(input), other)
 
 
 def _rounded_div(input, other, mode):

@@ -64,8 +64,20 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):
     return record(cls, array_module(x).asarray(data), (input,), args=(x.shape, kshape))
 
 
+class NansumBackward0(Node):
+    def backward(self, g):
+        from .pointwise import isnan, where
+
+        shape, kshape = self.args
+        (x,) = self.saved_tensors
+        return where(isnan(x), 0.0, _keep(g, kshape).expand(shape))
+
+
 def nansum(input, dim=None, keepdim=False, *, dtype=None):
-    return sum(where_nan_zero(input), dim, keepdim, dtype=dtype)
+    """The sum with NaNs counted as zero; their gradient is zero."""
+    out = sum(where_nan_zero(input.detach()), dim, keepdim, dtype=dtype)
+    _, kshape, _ = _reduce_args(input, dim, "nansum")
+    return record(NansumBackward0, out._data, (input,), (input,), args=(input._data.shape, kshape))
 
 
 def where_nan_zero(input):

@@ -11,11 +11,12 @@ import warnings
 
 from ...ops.creation import empty, zeros
 from ...ops.pointwise import relu, sigmoid, tanh
-from ...ops.shape import cat, stack, unbind
+from ...ops.shape import cat, split, stack, unbind
 from .. import functional as F
 from .. import init
 from ..module import Module
 from ..parameter import Parameter
+from ..utils.rnn import PackedSequence
 
 __all__ = ["RNNCellBase", "RNNCell", "LSTMCell", "GRUCell", "RNNBase", "RNN", "LSTM", "GRU"]
 
@@ -45,11 +46,6 @@ def _gru_step(gi, h, w_hh, b_hh):
     z = sigmoid(i_z + h_z)
     n = tanh(i_n + r * h_n)
     return n + z * (h - n)
-
-
-def _check_packed(input, name):
-    if type(input).__name__ == "PackedSequence" or (isinstance(input, tuple) and hasattr(input, "batch_sizes")):
-        raise TypeError(f"{name}: PackedSequence input is not supported; pass a padded tensor instead")
 
 
 # --------------------------------------------------------------------- cells
@@ -85,7 +81,6 @@ class RNNCellBase(Module):
 
     def _prepare(self, input, hx, what="hidden"):
         name = type(self).__name__
-        _check_packed(input, name)
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if hx is not None and hx.dim() not in (1, 2):
@@ -134,7 +129,6 @@ class LSTMCell(RNNCellBase):
 
     def forward(self, input, hx=None):
         name = type(self).__name__
-        _check_packed(input, name)
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
         if hx is not None:
@@ -287,7 +281,6 @@ class RNNBase(Module):
     def _normalize(self, input, hx_list):
         """Unbatched / batch_first handling; returns time-major input, batched states, is_batched."""
         name = {"RNN_TANH": "RNN", "RNN_RELU": "RNN"}.get(self.mode, self.mode)
-        _check_packed(input, name)
         if input.dim() not in (2, 3):
             raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead")
         is_batched = input.dim() == 3
@@ -310,9 +303,11 @@ class RNNBase(Module):
         self._check_input(input)
         return input, hx_list, is_batched
 
-    def _run(self, x, states, step):
+    def _run(self, x, states, step, batch_sizes=None):
         """Runs every layer and direction over time-major ``x``; ``states`` is a list of
-        per-state tensors of shape (num_layers*num_directions, batch, *)."""
+        per-state tensors of shape (num_layers*num_directions, batch, *). With
+        ``batch_sizes`` (a packed sequence), ``x`` is the packed data and step ``t``
+        updates only the first ``batch_sizes[t]`` rows of the states."""
         num_directions = 2 if self.bidirectional else 1
         finals = [[] for _ in states]
         for layer in range(self.num_layers):
@@ -320,20 +315,60 @@ class RNNBase(Module):
             for direction in range(num_directions):
                 idx = layer * num_directions + direction
                 w_ih, w_hh, b_ih, b_hh, w_hr = self._layer_params(layer, direction)
-                gis = unbind(F.linear(x, w_ih, b_ih), 0)
+                proj = F.linear(x, w_ih, b_ih)
+                gis = unbind(proj, 0) if batch_sizes is None else split(proj, batch_sizes, 0)
                 st = tuple(s[idx] for s in states)
                 ys = [None] * len(gis)
                 order = range(len(gis)) if direction == 0 else reversed(range(len(gis)))
                 for t in order:
-                    st = step(gis[t], st, w_hh, b_hh, w_hr)
-                    ys[t] = st[0]
+                    b = gis[t].shape[0]
+                    if b == st[0].shape[0]:
+                        st = step(gis[t], st, w_hh, b_hh, w_hr)
+                    else:   # the sequences that have ended (or not begun) keep their states
+                        new = step(gis[t], tuple(s[:b] for s in st), w_hh, b_hh, w_hr)
+                        st = tuple(cat([n, s[b:]], 0) for n, s in zip(new, st))
+                    ys[t] = st[0][:b]
                 for k, s in enumerate(st):
                     finals[k].append(s)
-                outs.append(stack(ys, 0))
+                outs.append(stack(ys, 0) if batch_sizes is None else cat(ys, 0))
             x = outs[0] if num_directions == 1 else cat(outs, -1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, True)
         return x, [stack(f, 0) for f in finals]
+
+    def _forward(self, input, hx_list, shapes, step):
+        """The common forward: ``shapes(batch)`` gives the expected shape of each state
+        and its error message; returns (output, final states) in the caller's layout
+        (a PackedSequence in, a PackedSequence out)."""
+        if isinstance(input, PackedSequence):
+            x, batch_sizes, sorted_idx, unsorted_idx = input
+            sizes = [int(b) for b in batch_sizes.tolist()]
+            if x.dim() != 2:
+                raise RuntimeError(f"packed input data must have 2 dimensions, got {x.dim()}")
+            self._check_input(x.unsqueeze(0))
+            if hx_list is not None and sorted_idx is not None:
+                hx_list = [h.index_select(1, sorted_idx) for h in hx_list]
+            batch, is_batched = sizes[0], True
+        else:
+            x, hx_list, is_batched = self._normalize(input, hx_list)
+            sizes, batch = None, x.size(1)
+        expected = shapes(batch)
+        if hx_list is None:
+            states = [zeros(*shape, dtype=x.dtype, device=x.device) for shape, _ in expected]
+        else:
+            states = list(hx_list)
+            for h, (shape, msg) in zip(states, expected):
+                self._check_hidden_size(h, shape, msg)
+        out, finals = self._run(x, states, step, sizes)
+        if sizes is None:
+            return self._finish(out, finals, is_batched)
+        if unsorted_idx is not None:
+            finals = [f.index_select(1, unsorted_idx) for f in finals]
+        return PackedSequence(out, batch_sizes, sorted_idx, unsorted_idx), finals
+
+    def _hidden_shape(self, batch):
+        num_directions = 2 if self.bidirectional else 1
+        return [((self.num_layers * num_directions, batch, self.hidden_size), "Expected hidden size {}, got {}")]
 
     def _finish(self, output, finals, is_batched):
         if self.batch_first:
@@ -365,21 +400,12 @@ class RNN(RNNBase):
         self.nonlinearity = nonlinearity
 
     def forward(self, input, hx=None):
-        x, hxs, is_batched = self._normalize(input, None if hx is None else [hx])
-        num_directions = 2 if self.bidirectional else 1
-        expected = (self.num_layers * num_directions, x.size(1), self.hidden_size)
-        if hxs is None:
-            h0 = zeros(*expected, dtype=x.dtype, device=x.device)
-        else:
-            h0 = hxs[0]
-            self._check_hidden_size(h0, expected)
         act = tanh if self.mode == "RNN_TANH" else relu
 
         def step(gi, st, w_hh, b_hh, w_hr):
             return (_rnn_step(gi, st[0], w_hh, b_hh, act),)
 
-        out, finals = self._run(x, [h0], step)
-        out, finals = self._finish(out, finals, is_batched)
+        out, finals = self._forward(input, None if hx is None else [hx], self._hidden_shape, step)
         return out, finals[0]
 
 
@@ -395,24 +421,18 @@ class LSTM(RNNBase):
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise TypeError("LSTM: hx must be a tuple (h_0, c_0)")
             hx = list(hx)
-        x, hxs, is_batched = self._normalize(input, hx)
         num_directions = 2 if self.bidirectional else 1
         real_hidden = self.proj_size if self.proj_size > 0 else self.hidden_size
-        exp_h = (self.num_layers * num_directions, x.size(1), real_hidden)
-        exp_c = (self.num_layers * num_directions, x.size(1), self.hidden_size)
-        if hxs is None:
-            h0 = zeros(*exp_h, dtype=x.dtype, device=x.device)
-            c0 = zeros(*exp_c, dtype=x.dtype, device=x.device)
-        else:
-            h0, c0 = hxs
-            self._check_hidden_size(h0, exp_h, "Expected hidden[0] size {}, got {}")
-            self._check_hidden_size(c0, exp_c, "Expected hidden[1] size {}, got {}")
+
+        def shapes(batch):
+            return [((self.num_layers * num_directions, batch, real_hidden), "Expected hidden[0] size {}, got {}"),
+                    ((self.num_layers * num_directions, batch, self.hidden_size),
+                     "Expected hidden[1] size {}, got {}")]
 
         def step(gi, st, w_hh, b_hh, w_hr):
             return _lstm_step(gi, st[0], st[1], w_hh, b_hh, w_hr)
 
-        out, finals = self._run(x, [h0, c0], step)
-        out, (h_n, c_n) = self._finish(out, finals, is_batched)
+        out, (h_n, c_n) = self._forward(input, hx, shapes, step)
         return out, (h_n, c_n)
 
 
@@ -425,18 +445,8 @@ class GRU(RNNBase):
         super().__init__("GRU", *args, **kwargs)
 
     def forward(self, input, hx=None):
-        x, hxs, is_batched = self._normalize(input, None if hx is None else [hx])
-        num_directions = 2 if self.bidirectional else 1
-        expected = (self.num_layers * num_directions, x.size(1), self.hidden_size)
-        if hxs is None:
-            h0 = zeros(*expected, dtype=x.dtype, device=x.device)
-        else:
-            h0 = hxs[0]
-            self._check_hidden_size(h0, expected)
-
         def step(gi, st, w_hh, b_hh, w_hr):
             return (_gru_step(gi, st[0], w_hh, b_hh),)
 
-        out, finals = self._run(x, [h0], step)
-        out, finals = self._finish(out, finals, is_batched)
+        out, finals = self._forward(input, None if hx is None else [hx], self._hidden_shape, step)
         return out, finals[0]
