@@ -294,3 +294,23 @@ def test_module_argument_errors_match_torch():
                 lib.nn.Conv2d(4, 6, 3, **kw)
     with pytest.raises(ValueError, match='Only "zeros" padding mode'):
         dg.nn.ConvTranspose2d(4, 6, 3, padding_mode="reflect")
+
+
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode", [(2, 2, 0, False), (3, 1, 1, False), (3, 2, 1, True),
+                                                             (2, 1, 0, True)])
+def test_max_pool_windows_with_nan_route_the_gradient_as_torch(kernel, stride, padding, ceil_mode):
+    """A window holding NaN outputs NaN, and its index (and gradient) is its last NaN in
+    scan order, as PyTorch's CPU kernel picks; windows without NaN take their first maximum."""
+    rng = np.random.default_rng(kernel * 10 + stride)
+    a = rng.standard_normal((2, 3, 7, 6))
+    a[rng.random(a.shape) < 0.2] = np.nan
+    a[0, 0, :2, :2] = 1.5                            # a tie
+    got = []
+    for lib in (dg, torch):
+        x = lib.tensor(a, requires_grad=True)
+        y, i = lib.nn.functional.max_pool2d(x, kernel, stride, padding, return_indices=True, ceil_mode=ceil_mode)
+        y1 = lib.nn.functional.max_pool1d(x[0], kernel, stride, padding, ceil_mode=ceil_mode)
+        (y.masked_fill(y.isnan(), 0.0) * 2).sum().backward()
+        got.append((y.detach().numpy(), i.numpy(), x.grad.numpy(), y1.detach().numpy()))
+    for d, t in zip(*got):
+        np.testing.assert_array_equal(d, t)

@@ -548,6 +548,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
             xp.add(arg, ~found, out=arg)
             if flat < len(views) - 1:
                 found |= views[flat] == best
+        nan = xp.isnan(best)
+        if nan.any():  # as PyTorch's scan: a window holding NaN takes its last NaN
+            for flat, v in enumerate(views):
+                arg[nan & xp.isnan(v)] = flat
     lead = x.shape[:-2]
     out = record(MaxPool2DWithIndicesBackward0, best.reshape(lead + win.small), (input,), args=(arg, win, x.shape))
     if not return_indices:
