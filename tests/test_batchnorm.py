@@ -150,10 +150,6 @@ def test_dimension_errors():
         F.group_norm(dg.randn(2, 6, 4), 4)
 
 
-def test_nothing_named_syncbatchnorm():
-    assert not hasattr(nn, "SyncBatchNorm")
-
-
 @pytest.mark.parametrize("training", [True, False])
 def test_functional_batch_norm(torch, rng, training):
     x = rng.standard_normal((4, 3, 5))

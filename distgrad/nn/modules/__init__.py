@@ -19,3 +19,6 @@ from .pixelshuffle import (CircularPad1d, CircularPad2d, CircularPad3d, Constant
                            ReflectionPad2d, ReflectionPad3d, ReplicationPad1d, ReplicationPad2d,
                            ReplicationPad3d, ZeroPad1d, ZeroPad2d, ZeroPad3d)
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCellBase
+from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+                          TransformerEncoderLayer)
+from .batchnorm import SyncBatchNorm
