@@ -24,8 +24,10 @@ requires_grad, OrderedDict())`` where ``storage`` is the persistent id
 ``torch._utils._rebuild_parameter(tensor, requires_grad, OrderedDict())``.
 
 Loading never runs code named by the file: the unpickler accepts only the globals
-that describe tensors and plain containers (see ``load``) and refuses every other
-one with ``pickle.UnpicklingError``, whatever ``weights_only`` says.
+that describe tensors and plain containers (see ``load``), plus those the caller
+allowlisted by name as in PyTorch (``add_safe_globals`` / the ``safe_globals`` context
+manager), and refuses every other one with ``pickle.UnpicklingError``, whatever
+``weights_only`` says.
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ from .dtype import dtype as _DType
 from .dtype import from_numpy_dtype, to_dtype
 from .tensor import Size, Tensor, _wrap
 
-__all__ = ["load", "save"]
+__all__ = ["load", "save", "add_safe_globals", "get_safe_globals", "clear_safe_globals",
+           "safe_globals"]
 
 # PyTorch's storage classes and dtype names for distgrad's dtypes.
 _STORAGE_OF = {
@@ -365,6 +368,72 @@ def save(obj, f, pickle_module=None, pickle_protocol=2, _use_new_zipfile_seriali
 
 
 # ============================================================================ load
+# globals the caller allowlisted (``add_safe_globals`` / ``safe_globals``), as PyTorch's:
+# each entry is a class or function, or a ``(class or function, "module.name")`` pair
+_SAFE_GLOBALS: list = []
+
+
+def _check_safe_global(entry):
+    if isinstance(entry, tuple):
+        if (len(entry) != 2 or not callable(entry[0]) or not isinstance(entry[1], str)
+                or "." not in entry[1]):
+            raise TypeError(f"a safe global is a class or function, or a (class or function, "
+                            f"'module.name') pair; got {entry!r}")
+        return entry
+    if not callable(entry) or not hasattr(entry, "__module__") or not hasattr(entry, "__qualname__"):
+        raise TypeError(f"a safe global is a class or function, or a (class or function, "
+                        f"'module.name') pair; got {entry!r}")
+    return entry
+
+
+def _safe_global_name(entry) -> str:
+    if isinstance(entry, tuple):
+        return entry[1]
+    return f"{entry.__module__}.{entry.__qualname__}"
+
+
+def add_safe_globals(safe_globals) -> None:
+    """Allow ``load`` to resolve these globals by name (as ``torch.serialization.
+    add_safe_globals``): each a class or function, or a ``(class or function,
+    "module.name")`` pair for one pickled under another name. Only name these if you
+    trust every file you load: the unpickler calls them with arguments from the file."""
+    entries = [_check_safe_global(e) for e in safe_globals]
+    _SAFE_GLOBALS.extend(entries)
+
+
+def get_safe_globals() -> list:
+    """The globals ``add_safe_globals`` allowlisted (a copy)."""
+    return list(_SAFE_GLOBALS)
+
+
+def clear_safe_globals() -> None:
+    """Forget every global ``add_safe_globals`` allowlisted."""
+    _SAFE_GLOBALS.clear()
+
+
+class safe_globals:
+    """Context manager: ``add_safe_globals(globals)`` inside the block only."""
+
+    def __init__(self, safe_globals):
+        self.safe_globals = [_check_safe_global(e) for e in safe_globals]
+
+    def __enter__(self):
+        self._saved = list(_SAFE_GLOBALS)
+        _SAFE_GLOBALS.extend(self.safe_globals)
+        return self
+
+    def __exit__(self, *exc):
+        _SAFE_GLOBALS[:] = self._saved
+        return False
+
+
+def _allowlisted(full: str):
+    for entry in reversed(_SAFE_GLOBALS):
+        if _safe_global_name(entry) == full:
+            return entry[0] if isinstance(entry, tuple) else entry
+    return None
+
+
 def _refuse(what: str, weights_only: bool):
     if weights_only:
         tail = ("distgrad.load(weights_only=True) loads only tensors, Parameters and plain "
@@ -378,7 +447,9 @@ def _refuse(what: str, weights_only: bool):
     raise pickle.UnpicklingError(
         f"{prefix}: the file names the global {what}, which is not allowed. "
         f"{tail}. Nothing in the file was executed. Load files from trusted sources with "
-        "torch.load(..., weights_only=False) if you need other objects.")
+        "torch.load(..., weights_only=False) if you need other objects, or allowlist "
+        "the global with torch.serialization.add_safe_globals / safe_globals if you "
+        "trust it.")
 
 
 class _StorageType:
@@ -659,6 +730,9 @@ class _Loader:
                 raise pickle.UnpicklingError(
                     f"this checkpoint names the dtype torch.{name}, which distgrad does not "
                     f"have; supported: {', '.join(d.name for d in _ALL_DTYPES)}")
+        allowed = _allowlisted(full)
+        if allowed is not None:
+            return allowed
         _refuse(full, self.weights_only)
 
     # --------------------------------------------------------------- finish
@@ -879,11 +953,13 @@ def load(f, map_location=None, pickle_module=None, *, weights_only=True, mmap=No
     new location, or a callable ``(storage, location)`` returning a storage
     (``storage``, ``storage.cpu()``, ``storage.cuda(i)``) or None.
 
-    Only tensors, Parameters and plain containers are loaded; any other global the
-    file names raises ``pickle.UnpicklingError`` naming it, and nothing in the file is
-    executed. ``weights_only=False`` does not lift this: distgrad never runs code from
-    a checkpoint. ``mmap=True`` (a path to a zip-format file) maps storages from the
-    file copy-on-write instead of reading them."""
+    Only tensors, Parameters and plain containers are loaded, and the globals allowlisted
+    with ``add_safe_globals`` / ``safe_globals`` (e.g. numpy's array globals, for a file
+    ``torch.save`` wrote a numpy array to); any other global the file names raises
+    ``pickle.UnpicklingError`` naming it, and nothing in the file is executed.
+    ``weights_only=False`` does not lift this: distgrad never runs code from a
+    checkpoint that the caller did not allowlist. ``mmap=True`` (a path to a zip-format
+    file) maps storages from the file copy-on-write instead of reading them."""
     if weights_only is None:
         weights_only = True
     if pickle_module is not None and pickle_module is not pickle:

@@ -590,3 +590,58 @@ def test_pathlib_and_str_paths_are_the_same_file(tmp_path):
     p = pathlib.Path(tmp_path) / "same.pt"
     dg.save(dg.ones(2), p)
     assert_same(dg.load(os.fspath(p)), dg.ones(2))
+
+
+NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
+                       type(np.dtype(np.float64))]
+
+
+def test_safe_globals_allow_a_numpy_array_only_when_listed(tmp_path):
+    """As torch.serialization: a numpy array (numpy's globals) is refused by default and
+    loads inside ``safe_globals([...])`` or after ``add_safe_globals``; the allowlist
+    names globals exactly, and leaving the block restores it."""
+    data = np.sin(np.arange(12.0)).reshape(3, 4)
+    path = tmp_path / "array.pt"
+    dg.save({"x": data}, path)
+    with pytest.raises(pickle.UnpicklingError, match="add_safe_globals"):
+        dg.load(path)
+    with dg.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+        out = dg.load(path)["x"]
+        assert dg.serialization.get_safe_globals() == NUMPY_ARRAY_GLOBALS
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    np.testing.assert_array_equal(out, data)
+    assert dg.serialization.get_safe_globals() == []
+    with pytest.raises(pickle.UnpicklingError):   # only what is listed
+        with dg.serialization.safe_globals(NUMPY_ARRAY_GLOBALS[1:]):
+            dg.load(path)
+    # a (function, "module.name") pair allowlists the function under that name
+    marker = tmp_path / "ran"
+    blob = make_archive(global_call("os", "system", f"touch {marker}"))
+    with dg.serialization.safe_globals([(np.asarray, "os.system")]):
+        assert dg.load(io.BytesIO(blob)) == np.asarray(f"touch {marker}")
+    assert not marker.exists()
+    try:
+        dg.serialization.add_safe_globals(NUMPY_ARRAY_GLOBALS)
+        np.testing.assert_array_equal(dg.load(path, weights_only=False)["x"], data)
+    finally:
+        dg.serialization.clear_safe_globals()
+    with pytest.raises(TypeError):
+        dg.serialization.add_safe_globals(["numpy.ndarray"])
+
+
+def test_distgrad_loads_a_numpy_array_torch_saved(tmp_path):
+    """A file torch.save wrote a numpy array to (pytorch/examples time_sequence_prediction
+    does) loads with numpy's globals allowlisted, in both libraries alike."""
+    torch = pytest.importorskip("torch")
+    data = np.sin(np.arange(20.0) / 3).reshape(4, 5)
+    path = tmp_path / "traindata.pt"
+    with open(path, "wb") as f:
+        torch.save(data, f)
+    with pytest.raises(pickle.UnpicklingError):
+        dg.load(path)
+    with dg.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+        out = dg.load(path)
+    with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+        ref = torch.load(path)
+    np.testing.assert_array_equal(out, data)
+    np.testing.assert_array_equal(ref, data)
