@@ -21,3 +21,5 @@ from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell, RNNCel
 from .modules import (Transformer, TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
                       TransformerEncoderLayer)
 from .modules import SyncBatchNorm
+from .modules import (AdaptiveMaxPool1d, AdaptiveMaxPool2d, Conv3d, ConvTranspose3d, Fold, MaxUnpool1d,
+                      MaxUnpool2d, Unfold, Upsample, UpsamplingBilinear2d, UpsamplingNearest2d)

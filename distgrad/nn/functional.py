@@ -18,6 +18,15 @@ __all__ += [
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "avg_pool1d", "avg_pool2d", "conv1d", "conv2d",
     "conv_transpose1d", "conv_transpose2d", "max_pool1d", "max_pool2d",
 ]
+from ..ops.conv import (adaptive_max_pool1d, adaptive_max_pool1d_with_indices, adaptive_max_pool2d,
+                        adaptive_max_pool2d_with_indices, conv3d, conv_transpose3d, fold, interpolate,
+                        max_pool1d_with_indices, max_pool2d_with_indices, max_unpool1d, max_unpool2d, unfold,
+                        upsample, upsample_bilinear, upsample_nearest)
+
+__all__ += ["adaptive_max_pool1d", "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d",
+            "adaptive_max_pool2d_with_indices", "conv3d", "conv_transpose3d", "fold", "interpolate",
+            "max_pool1d_with_indices", "max_pool2d_with_indices", "max_unpool1d", "max_unpool2d", "unfold",
+            "upsample", "upsample_bilinear", "upsample_nearest"]
 from ..ops.nn import binary_cross_entropy, huber_loss, kl_div
 
 __all__ += ["binary_cross_entropy", "huber_loss", "kl_div"]

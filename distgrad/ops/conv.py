@@ -84,25 +84,39 @@ def _col2im(piece, lead, dtype, xp, win):
 
 class Im2ColBackward0(Node):
     def backward(self, g):
-        return col2im(g, self.args)
+        win, canon, in_shape = self.args
+        return col2im(g, win, canon, in_shape)
 
 
 class Col2ImBackward0(Node):
     def backward(self, g):
-        return im2col(g, self.args)
+        win, shape = self.args
+        return im2col(g, win, shape)
 
 
-def im2col(input, win):
-    """The windows of ``input`` (N, C, *big) as a new (N, C, *kernel, *small) tensor."""
+def im2col(input, win, shape=None):
+    """The windows of ``input`` (N, C, *big), or unbatched (C, *big), as a new
+    (N, C, *kernel, *small) tensor (reshaped to ``shape`` when given, as ``F.unfold``
+    lays them out)."""
     x = input._data
-    return record(Im2ColBackward0, array_module(x).ascontiguousarray(_im2col(x, win)), (input,), args=win)
+    if x.ndim == len(win.kernel) + 1:
+        x = x[None]
+    data = array_module(x).ascontiguousarray(_im2col(x, win))
+    canon = None if shape is None else data.shape
+    return record(Im2ColBackward0, data if shape is None else data.reshape(shape), (input,),
+                  args=(win, canon, input._data.shape))
 
 
-def col2im(input, win):
-    """(N, C, *kernel, *small) windows summed back onto an (N, C, *big) grid."""
+def col2im(input, win, canon=None, out_shape=None):
+    """(N, C, *kernel, *small) windows (or any shape that reshapes to ``canon``) summed
+    back onto an (N, C, *big) grid (reshaped to ``out_shape`` when given)."""
     c = input._data
+    if canon is not None:
+        c = c.reshape(canon)
     data = _col2im(lambda k: c[_ALL2 + k], c.shape[:2], c.dtype, array_module(c), win)
-    return record(Col2ImBackward0, data, (input,), args=win)
+    if out_shape is not None:
+        data = data.reshape(out_shape)
+    return record(Col2ImBackward0, data, (input,), args=(win, None if canon is None else input._data.shape))
 
 
 # ------------------------------------------------------------- convolution
@@ -671,3 +685,340 @@ def adaptive_avg_pool1d(input, output_size):
     _check_1d("adaptive_avg_pool1d", input)
     return adaptive_avg_pool2d(input.unsqueeze(-2), (1, _one(output_size, "output_size",
                                                              "adaptive_avg_pool1d"))).squeeze(-2)
+
+
+# ------------------------------------------------------------------ 3-D convolution
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _conv("conv3d", 3, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    return _conv_transpose("conv_transpose3d", 3, input, weight, bias, stride, padding, output_padding,
+                           groups, dilation)
+
+
+# ------------------------------------------------------------- unfold / fold
+def _sliding_window(op, spatial, kernel_size, dilation, padding, stride):
+    kernel = _ntuple(kernel_size, 2, "kernel_size", op)
+    dilation = _ntuple(dilation, 2, "dilation", op)
+    padding = _ntuple(padding, 2, "padding", op)
+    stride = _ntuple(stride, 2, "stride", op)
+    if any(k <= 0 for k in kernel):
+        raise RuntimeError(f"{op}: kernel size should be greater than zero, but got kernel_size={list(kernel)}")
+    _positive(op, stride, dilation)
+    if any(p < 0 for p in padding):
+        raise RuntimeError(f"{op}: padding should be non-negative, but got padding={list(padding)}")
+    small = tuple((b + 2 * p - d * (k - 1) - 1) // s + 1
+                  for b, k, d, p, s in zip(spatial, kernel, dilation, padding, stride))
+    if any(n < 1 for n in small):
+        raise RuntimeError(f"{op}: given input with spatial size {list(spatial)}, kernel_size={list(kernel)}, "
+                           f"dilation={list(dilation)}, padding={list(padding)}, stride={list(stride)}, the "
+                           f"calculated shape of the array of sliding blocks is {list(small)}, but its "
+                           f"components must be at least one")
+    return Window(kernel, stride, dilation, tuple((p, p) for p in padding), tuple(spatial), small)
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """The sliding blocks of a (N, C, H, W) (or (C, H, W)) input as (N, C * kh * kw, L)
+    columns, PyTorch's ``F.unfold`` (im2col)."""
+    if not isinstance(input, Tensor) or input._data.ndim not in (3, 4):
+        got = input._data.ndim if isinstance(input, Tensor) else type(input).__name__
+        raise RuntimeError(f"Input Error: Only 3D or 4D input Tensors are supported (got {got}D)")
+    unbatched = input._data.ndim == 3
+    n, c = (1,) + input._data.shape[:1] if unbatched else input._data.shape[:2]
+    win = _sliding_window("unfold", input._data.shape[-2:], kernel_size, dilation, padding, stride)
+    cols = (c * math.prod(win.kernel), math.prod(win.small))
+    return im2col(input, win, cols if unbatched else (n,) + cols)
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """Sum (N, C * kh * kw, L) columns back onto an (N, C, *output_size) grid,
+    PyTorch's ``F.fold`` (col2im, the adjoint of ``unfold``)."""
+    if not isinstance(input, Tensor) or input._data.ndim not in (2, 3):
+        got = input._data.ndim if isinstance(input, Tensor) else type(input).__name__
+        raise RuntimeError(f"Input Error: Only unbatched (2D) or batched (3D) input Tensors are supported "
+                           f"(got {got}D)")
+    unbatched = input._data.ndim == 2
+    size = _ntuple(output_size, 2, "output_size", "fold")
+    win = _sliding_window("fold", size, kernel_size, dilation, padding, stride)
+    n, ck, L = ((1,) + input._data.shape) if unbatched else input._data.shape
+    k = math.prod(win.kernel)
+    if ck % k:
+        raise RuntimeError(f"Expected size of input's dimension 1 to be divisible by the product of "
+                           f"kernel_size, but got input.size(1)={ck} and kernel_size={list(win.kernel)}")
+    if L != math.prod(win.small):
+        raise RuntimeError(f"Given output_size={list(size)}, kernel_size={list(win.kernel)}, "
+                           f"dilation={list(win.dilation)}, padding={[lo for lo, _ in win.pads]}, "
+                           f"stride={list(win.stride)}, expected size of input's dimension 2 to match the "
+                           f"calculated number of sliding blocks {win.small[0]} * {win.small[1]} = "
+                           f"{math.prod(win.small)}, but got input.size(2)={L}.")
+    return col2im(input, win, (n, ck // k) + win.kernel + win.small,
+                  (ck // k,) + size if unbatched else None)
+
+
+# --------------------------------------------------------- adaptive max pooling
+def _bins(b, n):
+    """PyTorch's adaptive bins: [floor(i*b/n), ceil((i+1)*b/n)) for each of n outputs."""
+    return [(i * b // n, -(-(i + 1) * b // n)) for i in range(n)]
+
+
+class AdaptiveMaxPool2DBackward0(Node):
+    def backward(self, g):
+        idx, shape = self.args   # flat (h * W + w) index of each output's maximum
+        flat = g.reshape(g.shape[:-2] + (-1,))
+        zeros = _wrap(array_module(idx._data).zeros(tuple(shape[:-2]) + (shape[-2] * shape[-1],), g._data.dtype))
+        return zeros.scatter_add(-1, idx.reshape(idx.shape[:-2] + (-1,)), flat).reshape(shape)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """The maximum over PyTorch's adaptive bins; indices are flat positions in H x W
+    (the first maximum of a bin in row-major order; a bin holding NaN takes its last NaN)."""
+    x = input._data
+    if x.ndim not in (3, 4) or 0 in x.shape[-2:]:
+        raise RuntimeError(f"adaptive_max_pool2d(): Expected 3D or 4D tensor with non-zero spatial sizes, "
+                           f"but got input of size {list(x.shape)}")
+    size = (output_size, output_size) if isinstance(output_size, int) or output_size is None else tuple(output_size)
+    if len(size) != 2:
+        raise RuntimeError(f"adaptive_max_pool2d(): internal error: output_size.size() must be 2, got {len(size)}")
+    (H, W) = x.shape[-2:]
+    size = tuple(b if n is None else n for b, n in zip((H, W), size))
+    if any(n <= 0 for n in size):
+        raise RuntimeError(f"adaptive_max_pool2d: elements of output_size must be greater than 0 but received "
+                           f"{list(size)}")
+    xp = array_module(x)
+    lead = x.shape[:-2]
+    vals = xp.empty(lead + size, x.dtype)
+    idx = xp.empty(lead + size, xp.int64)
+    for i, (h0, h1) in enumerate(_bins(H, size[0])):
+        for j, (w0, w1) in enumerate(_bins(W, size[1])):
+            region = x[..., h0:h1, w0:w1].reshape(lead + (-1,))
+            k = xp.argmax(region, axis=-1)
+            nan = xp.isnan(region)
+            if nan.any():   # the last NaN of the bin, as PyTorch's scan
+                last = region.shape[-1] - 1 - xp.argmax(nan[..., ::-1], axis=-1)
+                k = xp.where(nan.any(axis=-1), last, k)
+            vals[..., i, j] = xp.take_along_axis(region, k[..., None], -1)[..., 0]
+            idx[..., i, j] = (h0 + k // (w1 - w0)) * W + w0 + k % (w1 - w0)
+    indices = _wrap(idx)
+    out = record(AdaptiveMaxPool2DBackward0, vals, (input,), args=(indices, x.shape))
+    return (out, indices) if return_indices else out
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    _check_1d("adaptive_max_pool1d", input)
+    out = adaptive_max_pool2d(input.unsqueeze(-2), (1, _one(output_size, "output_size", "adaptive_max_pool1d")),
+                              True)
+    return (out[0].squeeze(-2), out[1].squeeze(-2)) if return_indices else out[0].squeeze(-2)
+
+
+# --------------------------------------------------------------- max unpooling
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """Place each value at its index (flat in the output's H x W) in a zero grid: the
+    inverse of ``max_pool2d(..., return_indices=True)``."""
+    kernel = _ntuple(kernel_size, 2, "kernel_size", "max_unpool2d")
+    stride = kernel if stride is None else _ntuple(stride, 2, "stride", "max_unpool2d")
+    pad = _ntuple(padding, 2, "padding", "max_unpool2d")
+    x = input._data
+    if x.ndim not in (3, 4):
+        raise RuntimeError(f"max_unpool2d: Expected 3D or 4D input, but got input of size {list(x.shape)}")
+    if tuple(indices.shape) != tuple(x.shape):
+        raise RuntimeError(f"Expected shape of indices to be same as that of the input tensor "
+                           f"({list(x.shape)}) but got indices tensor with shape: {list(indices.shape)}")
+    default = tuple((n - 1) * s - 2 * p + k for n, s, p, k in zip(x.shape[-2:], stride, pad, kernel))
+    if output_size is None:
+        size = default
+    else:
+        size = tuple(output_size)[-2:]
+        for d, (want, base, s) in enumerate(zip(size, default, stride)):
+            if not base - s < want < base + s:
+                raise ValueError(f"invalid output_size \"{list(size)}\" (dim {d} must be between "
+                                 f"{base - s} and {base + s})")
+    flat_idx = indices.reshape(indices.shape[:-2] + (-1,))
+    numel = size[0] * size[1]
+    if flat_idx.numel() and (int(flat_idx.max().item()) >= numel or int(flat_idx.min().item()) < 0):
+        raise RuntimeError(f"max_unpool2d(): Found an invalid max index: {int(flat_idx.max().item())} (output "
+                           f"volumes are of size {size[0]}x{size[1]})")
+    xp = array_module(x)
+    out = xp.zeros(x.shape[:-2] + (numel,), x.dtype)
+    xp.put_along_axis(out, flat_idx._data, x.reshape(x.shape[:-2] + (-1,)), -1)
+    return record(MaxUnpool2DBackward0, out.reshape(x.shape[:-2] + size), (input,), args=(flat_idx, x.shape))
+
+
+class MaxUnpool2DBackward0(Node):
+    def backward(self, g):
+        flat_idx, shape = self.args
+        return g.reshape(g.shape[:-2] + (-1,)).gather(-1, flat_idx).reshape(shape)
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    _check_1d("max_unpool1d", input)
+    k = _one(kernel_size, "kernel_size", "max_unpool1d")
+    s = _one(stride, "stride", "max_unpool1d", k)
+    size = None if output_size is None else (1, tuple(output_size)[-1])
+    return max_unpool2d(input.unsqueeze(-2), indices.unsqueeze(-2), (1, k), (1, s),
+                        (0, _one(padding, "padding", "max_unpool1d")), size).squeeze(-2)
+
+
+# ---------------------------------------------------------------- interpolate
+_INTERP_DIMS = {"linear": 1, "bilinear": 2, "trilinear": 3}
+
+
+def _source_index(out_n, in_n, scale, align_corners, xp, dtype):
+    """Each output position's real-valued source position (PyTorch's area_pixel rule)."""
+    pos = xp.arange(out_n, dtype=dtype)
+    if align_corners:
+        return pos * ((in_n - 1) / (out_n - 1) if out_n > 1 else 0.0)
+    s = (1.0 / scale) if scale is not None else in_n / out_n
+    return xp.maximum((pos + 0.5) * s - 0.5, 0.0)
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """Resize the spatial dims of an (N, C, *spatial) input: ``nearest``,
+    ``nearest-exact``, ``linear``/``bilinear``/``trilinear`` (separable, PyTorch's
+    source-index rules with and without ``align_corners``), ``area`` (adaptive
+    average pooling)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"interpolate(): expected a Tensor, got {type(input).__name__}")
+    nd = input.dim() - 2
+    modes = ("nearest", "nearest-exact", "linear", "bilinear", "trilinear", "area", "bicubic")
+    if mode not in modes:
+        raise NotImplementedError(f"interpolate: mode '{mode}' is not supported (supported: {', '.join(modes)})")
+    if mode == "bicubic":
+        raise NotImplementedError("interpolate: mode 'bicubic' is not implemented in distgrad; use 'bilinear'")
+    if antialias:
+        raise NotImplementedError("interpolate: antialias=True is not implemented in distgrad")
+    if nd < 1 or nd > 3:
+        raise NotImplementedError(f"Input Error: Only 3D, 4D and 5D input Tensors supported (got {input.dim()}D) "
+                                  f"for the modes: nearest | linear | bilinear | bicubic | trilinear | area | "
+                                  f"nearest-exact (got {mode})")
+    if mode in _INTERP_DIMS and _INTERP_DIMS[mode] != nd:
+        want = {1: "3D", 2: "4D", 3: "5D"}[_INTERP_DIMS[mode]]
+        raise NotImplementedError(f"Got {input.dim()}D input, but {mode} mode needs {want} input")
+    if align_corners is not None and mode not in _INTERP_DIMS:
+        raise ValueError("align_corners option can only be set with the interpolating modes: "
+                         "linear | bilinear | bicubic | trilinear")
+    align_corners = bool(align_corners)
+    spatial = tuple(input.shape[2:])
+    if (size is None) == (scale_factor is None):
+        raise ValueError("only one of size or scale_factor should be defined" if size is not None
+                         else "either size or scale_factor should be defined")
+    if size is not None:
+        out = tuple(size) if isinstance(size, (tuple, list)) else (size,) * nd
+        if len(out) != nd:
+            raise ValueError(f"Input and output must have the same number of spatial dimensions, but got input "
+                             f"with spatial dimensions of {list(spatial)} and output size of {list(out)}. Please "
+                             f"provide input tensor in (N, C, d1, d2, ...,dK) format and output size in (o1, o2, "
+                             f"...,oK) format.")
+        scales = (None,) * nd
+    else:
+        scales = tuple(scale_factor) if isinstance(scale_factor, (tuple, list)) else (scale_factor,) * nd
+        if len(scales) != nd:
+            raise ValueError(f"Input and scale_factor must have the same number of spatial dimensions, but got "
+                             f"input with spatial dimensions of {list(spatial)} and scale_factor of shape "
+                             f"{list(scales)}.")
+        out = tuple(int(math.floor(float(b) * float(s))) for b, s in zip(spatial, scales))
+        if recompute_scale_factor:
+            scales = (None,) * nd
+    if any(n <= 0 for n in out):
+        raise RuntimeError(f"interpolate: output size {list(out)} must be greater than 0 (input size "
+                           f"{list(spatial)})")
+    if mode == "area":
+        if nd == 3:
+            raise NotImplementedError("interpolate: mode 'area' on 5-D input is not implemented in distgrad")
+        return adaptive_avg_pool1d(input, out) if nd == 1 else adaptive_avg_pool2d(input, out)
+    x = input._data
+    xp = array_module(x)
+    real = x.dtype if x.dtype.kind == "f" else xp.float64
+    plan = []   # per spatial dim: (axis, input size, [(source indices, weights or None)])
+    for d, (n_in, n_out, sc) in enumerate(zip(spatial, out, scales)):
+        axis = 2 + d
+        if mode in ("nearest", "nearest-exact"):
+            s = (1.0 / sc) if sc is not None else n_in / n_out
+            pos = xp.arange(n_out, dtype=xp.float64) + (0.5 if mode == "nearest-exact" else 0.0)
+            plan.append((axis, n_in, [(xp.minimum(xp.floor(pos * s).astype(xp.int64), n_in - 1), None)]))
+            continue
+        src = _source_index(n_out, n_in, sc, align_corners, xp, real)
+        i0 = xp.minimum(xp.floor(src).astype(xp.int64), n_in - 1)
+        lam = (src - i0).astype(real).reshape((n_out,) + (1,) * (input.dim() - axis - 1))
+        plan.append((axis, n_in, [(i0, 1.0 - lam), (xp.minimum(i0 + 1, n_in - 1), lam)]))
+    y = x
+    for axis, _, parts in plan:
+        acc = None
+        for idx, wt in parts:
+            term = xp.take(y, idx, axis=axis)
+            if wt is not None:
+                term = term * wt
+            acc = term if acc is None else acc + term
+        y = acc
+    kind = {"nearest": "Nearest", "nearest-exact": "NearestExact"}.get(mode, mode.capitalize())
+    return record(_upsample_node(f"Upsample{kind}{nd}DBackward0"), y, (input,), args=(plan, x.shape))
+
+
+class _UpsampleBackward(Node):
+    """The adjoint of an interpolation: per spatial dim, in reverse order, each output
+    position's gradient added back to the source positions it read, with its weights."""
+
+    def backward(self, g):
+        plan, shape = self.args
+        for axis, n_in, parts in reversed(plan):
+            size = tuple(g.shape[:axis]) + (n_in,) + tuple(g.shape[axis + 1:])
+            acc = _wrap(array_module(g._data).zeros(size, g._data.dtype))
+            for idx, wt in parts:
+                acc = acc.index_add(axis, _wrap(idx), g if wt is None else g * _wrap(wt))
+            g = acc
+        return g
+
+
+_UPSAMPLE_NODES: dict = {}
+
+
+def _upsample_node(name):
+    """A ``_UpsampleBackward`` class under PyTorch's node name for the mode and dims."""
+    if name not in _UPSAMPLE_NODES:
+        _UPSAMPLE_NODES[name] = type(name, (_UpsampleBackward,), {})
+    return _UPSAMPLE_NODES[name]
+
+
+# ------------------------------------------------- PyTorch's other names for the same ops
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=True):
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                            return_indices=True):
+    return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def adaptive_max_pool2d_with_indices(input, output_size, return_indices=True):
+    return adaptive_max_pool2d(input, output_size, True)
+
+
+def adaptive_max_pool1d_with_indices(input, output_size, return_indices=True):
+    return adaptive_max_pool1d(input, output_size, True)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """Deprecated in PyTorch in favour of ``interpolate``; the same here, with its warning."""
+    import warnings
+
+    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` instead.",
+                  stacklevel=2)
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    import warnings
+
+    warnings.warn("`nn.functional.upsample_nearest` is deprecated. Use `nn.functional.interpolate` instead.",
+                  stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    import warnings
+
+    warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use `nn.functional.interpolate` instead.",
+                  stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
