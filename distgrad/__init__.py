@@ -6,6 +6,7 @@ if _os.environ.get("DISTGRAD_LAUNCHED"):  # a rank started by distgrad-launch: b
 
     _prepare_rank()
 from . import autograd, backend, cuda, data, distributed, nn, ops, optim, random, utils
+from . import linalg
 from . import accelerator, amp, backends, compiler, cpu
 from .amp import autocast, get_autocast_dtype, is_autocast_enabled, set_autocast_enabled
 from .backends import (are_deterministic_algorithms_enabled, get_float32_matmul_precision,
@@ -39,3 +40,4 @@ def __getattr__(name):
 
 
 __version__ = "0.1.0"
+from .nn.functional import cosine_similarity, pairwise_distance  # noqa: E402

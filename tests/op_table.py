@@ -512,3 +512,4 @@ op("to", lambda m, x: x.to(dtype=m.float32).double(),
 import op_table_conv  # noqa: E402,F401  (convolution and pooling entries)
 import op_table_more  # noqa: E402,F401  (sorting, einsum, addmm entries)
 import op_table_act  # noqa: E402,F401  (activations, pad, pixel shuffle)
+import op_table_breadth  # noqa: E402,F401  (more math, shape, indexing and linalg ops)

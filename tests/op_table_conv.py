@@ -5,6 +5,7 @@ distinct values, so no window holds a tie.
 """
 from __future__ import annotations
 
+import numpy as np
 from op_table import F, distinct, normal, op
 
 
@@ -68,3 +69,63 @@ op("avg_pool1d", lambda m, x, *a, **k: F(m).avg_pool1d(x, *a, **k),
    lambda rng: [((normal(rng, 2, 2, 7), 3), {"stride": 2, "padding": 1, "ceil_mode": True})])
 op("adaptive_avg_pool1d", lambda m, x, size: F(m).adaptive_avg_pool1d(x, size),
    lambda rng: [((normal(rng, 2, 2, 7), 3), {})])
+
+
+# --------------------------------------- 3-D convolution, unfold/fold, adaptive max, unpool, interpolate
+def _conv3d_samples(rng):
+    yield (normal(rng, 1, 2, 3, 4, 3), normal(rng, 2, 2, 2, 2, 2), normal(rng, 2)), {}
+    yield (normal(rng, 1, 4, 3, 3, 4), normal(rng, 2, 2, 2, 1, 2)), {"stride": (1, 2, 1), "padding": 1,
+                                                                     "groups": 2}
+
+
+def _conv_transpose3d_samples(rng):
+    yield (normal(rng, 1, 2, 2, 2, 3), normal(rng, 2, 2, 2, 2, 2), normal(rng, 2)), {"stride": 2, "padding": 1}
+
+
+def _unfold_samples(rng):
+    yield (normal(rng, 2, 2, 4, 5), 2), {}
+    yield (normal(rng, 1, 2, 5, 4), (2, 3)), {"dilation": (1, 2), "padding": 1, "stride": (2, 1)}
+    yield (normal(rng, 2, 4, 4), 3), {"padding": 1}  # unbatched
+
+
+def _fold_samples(rng):
+    yield (normal(rng, 2, 8, 12), (4, 5), 2), {}
+    yield (normal(rng, 1, 6, 6), (5, 4), (2, 3)), {"dilation": (1, 2), "padding": 1, "stride": (2, 1)}
+    yield (normal(rng, 4, 9), (4, 4), 2), {"padding": 1, "stride": 2}   # unbatched: 3 x 3 blocks
+
+
+def _adaptive_max_pool2d_samples(rng):
+    for size in ((2, 3), 1, (None, 2), (5, 6)):
+        yield (distinct(rng, (2, 2, 5, 6)), size), {}
+
+
+def _unpool(m, x, **k):
+    """max_unpool2d of ``x`` at the indices of a fixed max pooling (made in ``m``'s library)."""
+    src = m.tensor(np.arange(x.shape[0] * x.shape[1] * 36, dtype=np.float64)[::-1].copy()).reshape(
+        x.shape[0], x.shape[1], 6, 6)
+    _, idx = F(m).max_pool2d(src, 3, stride=2, padding=1, return_indices=True)
+    return F(m).max_unpool2d(x, idx, 3, stride=2, padding=1, **k)
+
+
+def _interpolate_samples(rng):
+    yield (normal(rng, 1, 2, 3, 4),), {"scale_factor": 1.5, "mode": "nearest"}
+    yield (normal(rng, 1, 2, 3, 4),), {"size": (5, 3), "mode": "nearest-exact"}
+    yield (normal(rng, 1, 2, 3, 4),), {"scale_factor": (1.7, 0.6), "mode": "bilinear"}
+    yield (normal(rng, 1, 2, 3, 4),), {"size": (4, 7), "mode": "bilinear", "align_corners": True}
+    yield (normal(rng, 2, 2, 5),), {"scale_factor": 2.5, "mode": "linear"}
+    yield (normal(rng, 1, 1, 2, 3, 2),), {"size": (3, 4, 3), "mode": "trilinear"}
+    yield (normal(rng, 1, 2, 5, 4),), {"size": (2, 3), "mode": "area"}
+
+
+op("conv3d", lambda m, x, w, b=None, **k: F(m).conv3d(x, w, b, **k), _conv3d_samples)
+op("conv_transpose3d", lambda m, x, w, b=None, **k: F(m).conv_transpose3d(x, w, b, **k),
+   _conv_transpose3d_samples)
+op("unfold", lambda m, x, *a, **k: F(m).unfold(x, *a, **k), _unfold_samples, variant="functional")
+op("fold", lambda m, x, *a, **k: F(m).fold(x, *a, **k), _fold_samples)
+op("adaptive_max_pool2d", lambda m, x, size: F(m).adaptive_max_pool2d(x, size, return_indices=True),
+   _adaptive_max_pool2d_samples)
+op("adaptive_max_pool1d", lambda m, x, size: F(m).adaptive_max_pool1d(x, size),
+   lambda rng: [((distinct(rng, (2, 2, 7)), 3), {})])
+op("max_unpool2d", _unpool, lambda rng: [((normal(rng, 2, 2, 3, 3),), {}),
+                                         ((normal(rng, 1, 2, 3, 3),), {"output_size": (6, 6)})])
+op("interpolate", lambda m, x, **k: F(m).interpolate(x, **k), _interpolate_samples)

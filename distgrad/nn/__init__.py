@@ -23,3 +23,14 @@ from .modules import (Transformer, TransformerDecoder, TransformerDecoderLayer, 
 from .modules import SyncBatchNorm
 from .modules import (AdaptiveMaxPool1d, AdaptiveMaxPool2d, Conv3d, ConvTranspose3d, Fold, MaxUnpool1d,
                       MaxUnpool2d, Unfold, Upsample, UpsamplingBilinear2d, UpsamplingNearest2d)
+from .modules import (CELU, GLU, SELU, Hardshrink, Hardsigmoid, Hardswish, LogSigmoid, Mish, PReLU,
+                      RReLU, Softmax2d, Softmin, Softshrink, Softsign, Tanhshrink, Threshold)
+from .modules import AlphaDropout, Dropout1d, Dropout2d, Dropout3d, FeatureAlphaDropout
+from .modules import (CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss, MarginRankingLoss,
+                      MultiLabelMarginLoss, MultiLabelSoftMarginLoss, MultiMarginLoss, PoissonNLLLoss,
+                      SoftMarginLoss, TripletMarginLoss, TripletMarginWithDistanceLoss)
+from .modules import CosineSimilarity, PairwiseDistance
+from .modules import ParameterDict, ParameterList
+from .modules import Bilinear, LazyLinear, UninitializedParameter
+from .modules import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LocalResponseNorm
+from .modules import EmbeddingBag

@@ -10,7 +10,19 @@ from .. import tensor as _tensor_mod
 from ..autograd.grad_mode import no_grad as _no_grad
 from ..autograd.grad_mode import state as _grad_state
 from ..tensor import Tensor
-from . import creation, indexing, inplace, linalg, pointwise, reduction, shape, sorting
+from . import (
+    creation,
+    indexing,
+    inplace,
+    linalg,
+    linalg_extra,
+    math_extra,
+    pointwise,
+    reduction,
+    shape,
+    shape_extra,
+    sorting,
+)
 
 # Ops that are both ``distgrad.<name>`` functions and ``Tensor.<name>`` methods.
 _SHARED = {
@@ -26,6 +38,17 @@ _SHARED = {
     shape: """view reshape flatten unflatten transpose swapaxes t permute movedim squeeze unsqueeze
         expand narrow split chunk unbind select clone contiguous flip repeat""",
     indexing: "gather scatter scatter_add index_select index_add index_put masked_fill masked_select tril triu",
+    math_extra: """acos asin atan atan2 arctan2 arccos arcsin arctan cosh sinh tan log10 log2 exp2 erfc
+        erfinv frac fmod lgamma digamma polygamma logit xlogy hypot lerp addcmul addcdiv clamp_min
+        clamp_max sgn signbit isneginf isposinf isreal nan_to_num negative subtract true_divide
+        not_equal absolute heaviside logaddexp logaddexp2 sinc deg2rad rad2deg float_power fmax fmin
+        copysign positive cumprod cummax cummin logcumsumexp nanmean median nanmedian mode quantile
+        nanquantile count_nonzero aminmax is_complex is_nonzero""",
+    shape_extra: """roll rot90 tile repeat_interleave diag diagonal diag_embed diagflat trace diff
+        fliplr flipud ravel moveaxis swapdims take take_along_dim index_fill index_copy
+        masked_scatter scatter_reduce unique unique_consecutive bincount kron inner vdot cross
+        tensor_split hsplit vsplit dsplit""",
+    linalg_extra: "det logdet slogdet inverse pinverse svd matrix_exp",
 }
 
 # Ops that are functions only.
@@ -38,6 +61,10 @@ _FUNCTIONS = {
         randint randperm normal multinomial zeros_like ones_like empty_like full_like randn_like
         rand_like randint_like""",
     indexing: "",
+    math_extra: "finfo iinfo is_floating_point result_type promote_types can_cast broadcast_shapes",
+    shape_extra: """tril_indices triu_indices meshgrid atleast_1d atleast_2d atleast_3d column_stack
+        dstack searchsorted bucketize isin unravel_index tensordot cdist block_diag cartesian_prod
+        combinations vander""",
 }
 
 # Methods only.
@@ -48,7 +75,8 @@ _METHODS = {
         random_""",
     inplace: """add_ sub_ mul_ div_ pow_ copy_ fill_ zero_ relu_ clamp_ clip_ masked_fill_
         index_put_ scatter_ scatter_add_ index_add_ neg_ exp_ log_ sqrt_ sigmoid_ tanh_ abs_
-        tril_ triu_""",
+        tril_ triu_ polygamma_ float_power_ fill_diagonal_""",
+    shape_extra: "unfold",
 }
 
 FUNCTIONS = {}
@@ -62,14 +90,7 @@ FUNCTIONS.update(_tensor_mod.LEGACY_TYPES)  # FloatTensor, LongTensor, ...
 # The functions that take ``out=`` in PyTorch. The registry wraps them once: the
 # op runs as usual and its result is written into ``out`` (resized when its shape
 # differs, as PyTorch does), which is returned.
-_OUT = """add sub mul div pow neg abs sign exp expm1 log log1p sqrt rsqrt reciprocal square sin cos
-    tanh sigmoid erf clamp clip maximum minimum nonzero floor ceil round trunc logical_not
-    logical_and logical_or logical_xor bitwise_not bitwise_and bitwise_or bitwise_xor eq ne lt le
-    gt ge floor_divide remainder sum nansum mean prod max min amax amin argmax argmin all any var
-    std norm logsumexp softmax log_softmax cumsum matmul mm bmm dot mv outer addmm baddbmm einsum
-    gather scatter scatter_add index_select index_add masked_select tril triu where cat concat
-    concatenate stack hstack vstack sort argsort topk kthvalue var_mean std_mean zeros ones empty
-    full arange linspace eye randn rand randint randperm normal multinomial""".split()
+_OUT = ["add", "sub", "mul", "div", "pow", "neg", "abs", "sign", "exp", "expm1", "log", "log1p", "sqrt", "rsqrt", "reciprocal", "square", "sin", "cos", "tanh", "sigmoid", "erf", "clamp", "clip", "maximum", "minimum", "nonzero", "floor", "ceil", "round", "trunc", "logical_not", "logical_and", "logical_or", "logical_xor", "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor", "eq", "ne", "lt", "le", "gt", "ge", "floor_divide", "remainder", "sum", "nansum", "mean", "prod", "max", "min", "amax", "amin", "argmax", "argmin", "all", "any", "var", "std", "norm", "logsumexp", "softmax", "log_softmax", "cumsum", "matmul", "mm", "bmm", "dot", "mv", "outer", "addmm", "baddbmm", "einsum", "gather", "scatter", "scatter_add", "index_select", "index_add", "masked_select", "tril", "triu", "where", "cat", "concat", "concatenate", "stack", "hstack", "vstack", "sort", "argsort", "topk", "kthvalue", "var_mean", "std_mean", "zeros", "ones", "empty", "full", "arange", "linspace", "eye", "randn", "rand", "randint", "randperm", "normal", "multinomial", "acos", "asin", "atan", "atan2", "arctan2", "arccos", "arcsin", "arctan", "cosh", "sinh", "tan", "log10", "log2", "exp2", "erfc", "erfinv", "frac", "fmod", "lgamma", "digamma", "polygamma", "logit", "xlogy", "hypot", "lerp", "addcmul", "addcdiv", "clamp_min", "clamp_max", "sgn", "signbit", "isneginf", "isposinf", "nan_to_num", "negative", "subtract", "true_divide", "not_equal", "absolute", "heaviside", "logaddexp", "logaddexp2", "sinc", "deg2rad", "rad2deg", "float_power", "fmax", "fmin", "copysign", "cumprod", "cummax", "cummin", "logcumsumexp", "nanmean", "median", "nanmedian", "mode", "quantile", "nanquantile", "aminmax", "diag", "diff", "take", "take_along_dim", "kron", "inner", "vdot", "cross", "index_copy", "tensordot", "inverse", "svd", "column_stack", "dstack", "searchsorted", "bucketize"]
 
 # PyTorch's scalar-type names in its messages ("Float", "Long"), from the legacy type names.
 _TORCH_TYPE = {k: v.removesuffix("Tensor") for k, v in _tensor_mod._TYPE_NAMES.items()}
@@ -162,6 +183,9 @@ for _name, _d in (("float", _dt.float32), ("double", _dt.float64), ("half", _dt.
                   ("long", _dt.int64), ("int", _dt.int32), ("short", _dt.int16), ("bool", _dt.bool),
                   ("byte", _dt.uint8)):
     setattr(Tensor, _name, shape._cast(_d))
+
+for _n, _f in {**inplace._make_inplace(), **inplace._shape_inplace_ops()}.items():
+    setattr(Tensor, _n, _f)
 
 Tensor.where = lambda self, condition, other: pointwise.where(condition, self, other)
 Tensor.T = property(shape._T)

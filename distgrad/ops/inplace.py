@@ -318,3 +318,97 @@ def setitem(self, key, value):
         index_put_(self, k, value)
 
 
+
+
+# ------------------------------------------- in-place forms of the math_extra ops
+def _inplace_of(name, fn):
+    def op(self, *args, **kwargs):
+        return apply_inplace(self, name, fn, args, kwargs)
+    op.__name__ = name
+    op.__doc__ = f"In-place {name[:-1]}."
+    return op
+
+
+def _make_inplace():
+    from . import math_extra as me
+    from . import shape_extra as se
+
+    table = {
+        pointwise: "floor ceil round trunc sign square",
+        me: """acos asin atan atan2 arctan2 arccos arcsin arctan cosh sinh tan log10 log2 exp2 erfc
+            erfinv frac fmod lgamma digamma logit xlogy hypot lerp addcmul addcdiv clamp_min
+            clamp_max sgn nan_to_num negative subtract true_divide not_equal absolute heaviside
+            sinc deg2rad rad2deg copysign cumprod""",
+        se: "index_fill index_copy masked_scatter scatter_reduce",
+    }
+    out = {}
+    for mod, names in table.items():
+        for n in names.split():
+            out[n + "_"] = _inplace_of(n + "_", getattr(mod, n))
+    return out
+
+
+def polygamma_(self, n):
+    from .math_extra import polygamma
+    return apply_inplace(self, "polygamma_", lambda x: polygamma(n, x))
+
+
+def float_power_(self, exponent):
+    if self.dtype.name != "float64":
+        raise RuntimeError(
+            f"the base given to float_power_ has dtype {str(self.dtype).split('.')[-1].capitalize()} "
+            "but the operation's result requires dtype Double")
+    from .math_extra import float_power
+    return apply_inplace(self, "float_power_", float_power, (exponent,))
+
+
+def fill_diagonal_(self, fill_value, wrap=False):
+    """Fill the main diagonal (all indices equal) of a tensor with >= 2 dims, as PyTorch."""
+    shape = self._data.shape
+    if len(shape) < 2:
+        raise RuntimeError("dimensions must larger than 1")
+    if len(shape) > 2 and len(set(shape)) != 1:
+        raise RuntimeError("all dimensions of input must be of equal length")
+    xp = array_module(self._data)
+    m = xp.zeros(shape, bool)
+    n = min(shape)
+    idx = xp.arange(n)
+    m[(idx,) * len(shape)] = True
+    if wrap and len(shape) == 2 and shape[0] > shape[1] + 1:
+        flat = m.reshape(-1)
+        step = shape[1] + 1
+        flat[::step] = True
+    return masked_fill_(self, _wrap_array(m), fill_value)
+
+
+def _wrap_array(a):
+    from ..tensor import _wrap
+    return _wrap(a)
+
+
+def _shape_inplace(name, fn):
+    """squeeze_/unsqueeze_/t_/transpose_: ``self`` takes the shape (and, in a graph, the
+    history) of the view ``fn(self)``."""
+    def op(self, *args):
+        _check(self, name)
+        r = fn(self, *args)
+        self._data = r._data
+        if r._grad_fn is not None and (self._requires_grad or self._grad_fn is not None):
+            self._grad_fn = r._grad_fn
+            self._output_nr = r._output_nr
+        self._vc[0] += 1
+        return self
+    op.__name__ = name
+    return op
+
+
+def _shape_inplace_ops():
+    from . import shape
+    return {
+        "squeeze_": _shape_inplace("squeeze_", shape.squeeze),
+        "unsqueeze_": _shape_inplace("unsqueeze_", shape.unsqueeze),
+        "t_": _shape_inplace("t_", shape.t),
+        "transpose_": _shape_inplace("transpose_", shape.transpose),
+        "swapdims_": _shape_inplace("swapdims_", shape.transpose),
+        "swapaxes_": _shape_inplace("swapaxes_", shape.transpose),
+    }
