@@ -1,10 +1,11 @@
-"""LayerNorm and RMSNorm."""
+"""LayerNorm, RMSNorm, InstanceNorm1d/2d/3d and LocalResponseNorm."""
 from __future__ import annotations
 
 from ...ops.creation import ones, zeros
 from .. import functional as F
 from ..module import Module
 from ..parameter import Parameter
+from .batchnorm import _NormBase
 
 
 def _shape(normalized_shape):
@@ -56,53 +57,15 @@ class RMSNorm(Module):
 
 
 # ------------------------------------------------------------ instance norm
-class _InstanceNorm(Module):
+class _InstanceNorm(_NormBase):
+    """Parameters and buffers as the batch-norm layers', with instance norm's defaults."""
+
     _no_batch_dim = 2
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  affine: bool = False, track_running_stats: bool = False, device=None, dtype=None,
                  *, bias: bool = True):
-        super().__init__()
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
-        self.affine = affine
-        self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = Parameter(ones(num_features, dtype=dtype, device=device))
-            if bias:
-                self.bias = Parameter(zeros(num_features, dtype=dtype, device=device))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            from ...dtype import long
-
-            self.register_buffer("running_mean", zeros(num_features, dtype=dtype, device=device))
-            self.register_buffer("running_var", ones(num_features, dtype=dtype, device=device))
-            self.register_buffer("num_batches_tracked", zeros((), dtype=long, device=device))
-        else:
-            self.register_buffer("running_mean", None)
-            self.register_buffer("running_var", None)
-            self.register_buffer("num_batches_tracked", None)
-
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            self.running_mean.zero_()
-            self.running_var.fill_(1)
-            self.num_batches_tracked.zero_()
-
-    def reset_parameters(self) -> None:
-        from ...autograd.grad_mode import no_grad
-
-        self.reset_running_stats()
-        if self.affine:
-            with no_grad():
-                self.weight.fill_(1)
-                if self.bias is not None:
-                    self.bias.zero_()
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
     def _check_input_dim(self, input):
         nd = self._no_batch_dim
@@ -132,10 +95,6 @@ class _InstanceNorm(Module):
             return self._apply_instance_norm(input.unsqueeze(0)).squeeze(0)
         return self._apply_instance_norm(input)
 
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, bias={self.bias is not None}, "
-                f"track_running_stats={self.track_running_stats}")
 
 
 class InstanceNorm1d(_InstanceNorm):
