@@ -6,7 +6,7 @@ distinct values, so no window holds a tie.
 from __future__ import annotations
 
 import numpy as np
-from op_table import F, distinct, normal, op
+from op_table import F, T, distinct, normal, op
 
 
 def _conv1d_samples(rng):
@@ -129,3 +129,19 @@ op("adaptive_max_pool1d", lambda m, x, size: F(m).adaptive_max_pool1d(x, size),
 op("max_unpool2d", _unpool, lambda rng: [((normal(rng, 2, 2, 3, 3),), {}),
                                          ((normal(rng, 1, 2, 3, 3),), {"output_size": (6, 6)})])
 op("interpolate", lambda m, x, **k: F(m).interpolate(x, **k), _interpolate_samples)
+
+
+def _grid_sample_samples(rng):
+    for mode, pad, ac in (("bilinear", "zeros", False), ("bilinear", "border", True),
+                          ("bilinear", "reflection", False), ("nearest", "zeros", False)):
+        grid = T(rng.uniform(-1.2, 1.2, (2, 3, 2, 2)))
+        yield (normal(rng, 2, 2, 4, 3), grid), {"mode": mode, "padding_mode": pad, "align_corners": ac}
+    yield (normal(rng, 1, 1, 2, 3, 2), T(rng.uniform(-1.1, 1.1, (1, 2, 2, 2, 3)))), {"align_corners": False}
+
+
+# bilinear sampling is piecewise linear in the grid: finite differences must not cross a
+# pixel boundary, which a uniform draw of positions avoids with probability ~1 at eps 1e-6
+op("grid_sample", lambda m, x, g, **k: F(m).grid_sample(x, g, **k), _grid_sample_samples)
+op("affine_grid", lambda m, t, size, ac: F(m).affine_grid(t, size, align_corners=ac),
+   lambda rng: [((normal(rng, 2, 2, 3), (2, 1, 3, 4), False), {}), ((normal(rng, 1, 3, 4), (1, 1, 2, 3, 2), True),
+                                                                     {})])

@@ -196,3 +196,36 @@ def test_interpolate_second_order_modules_and_errors():
         DF.interpolate(dg.tensor(x), size=3, mode="bicubic")
     v, i = DF.max_pool2d_with_indices(dg.tensor(x), 2)
     assert i.dtype == dg.int64 and tuple(v.shape) == (1, 2, 2, 2)
+
+
+@pytest.mark.parametrize("mode,padding_mode", [("bilinear", "zeros"), ("bilinear", "border"),
+                                               ("bilinear", "reflection"), ("nearest", "reflection")])
+def test_spatial_transformer_matches_torch(mode, padding_mode):
+    """affine_grid then grid_sample, as the spatial-transformer tutorial uses them: values
+    and the gradients reaching the input and the affine matrices."""
+    x = RNG.standard_normal((2, 3, 6, 5))
+    theta = np.array([[[0.9, -0.2, 0.1], [0.3, 1.1, -0.2]], [[1.4, 0.1, 0.0], [-0.1, 0.7, 0.3]]])
+
+    def run(lib, a, t):
+        grid = lib.nn.functional.affine_grid(t, (2, 3, 4, 7), align_corners=False)
+        return lib.nn.functional.grid_sample(a, grid, mode=mode, padding_mode=padding_mode, align_corners=False)
+
+    _parity(lambda a, t: run(dg, a, t), lambda a, t: run(torch, a, t), [x, theta])
+
+
+def test_grid_sample_warnings_and_errors():
+    x, g = dg.zeros(1, 1, 3, 3), dg.zeros(1, 2, 2, 2)
+    with pytest.warns(UserWarning, match="align_corners=False since 1.3.0"):
+        DF.grid_sample(x, g)
+    with pytest.warns(UserWarning, match="align_corners=False since 1.3.0"):
+        DF.affine_grid(dg.zeros(1, 2, 3), (1, 1, 2, 2))
+    with pytest.raises(ValueError, match="expected padding_mode"):
+        DF.grid_sample(x, g, padding_mode="wrap", align_corners=True)
+    with pytest.raises(RuntimeError, match="same batch size"):
+        DF.grid_sample(x, dg.zeros(2, 2, 2, 2), align_corners=True)
+    with pytest.raises(RuntimeError, match="size 2 in last dimension"):
+        DF.grid_sample(x, dg.zeros(1, 2, 2, 3), align_corners=True)
+    with pytest.raises(ValueError, match="Nx2x3"):
+        DF.affine_grid(dg.zeros(1, 3, 3), (1, 1, 2, 2), align_corners=True)
+    with pytest.raises(NotImplementedError, match="bicubic"):
+        DF.grid_sample(x, g, mode="bicubic", align_corners=True)

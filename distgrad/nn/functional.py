@@ -27,6 +27,9 @@ __all__ += ["adaptive_max_pool1d", "adaptive_max_pool1d_with_indices", "adaptive
             "adaptive_max_pool2d_with_indices", "conv3d", "conv_transpose3d", "fold", "interpolate",
             "max_pool1d_with_indices", "max_pool2d_with_indices", "max_unpool1d", "max_unpool2d", "unfold",
             "upsample", "upsample_bilinear", "upsample_nearest"]
+from ..ops.sampling import affine_grid, grid_sample
+
+__all__ += ["affine_grid", "grid_sample"]
 from ..ops.nn import binary_cross_entropy, huber_loss, kl_div
 
 __all__ += ["binary_cross_entropy", "huber_loss", "kl_div"]
