@@ -6,6 +6,9 @@ distgrad anywhere else changes nothing):
   cores divided among the ranks on that node (BLAS reads its thread count when it
   loads). A thread variable set by the user (``OMP_NUM_THREADS`` etc., forwarded by
   the launcher) is kept; ``DISTGRAD_THREADS=N`` asks for N threads per rank.
+- ``distgrad.set_num_threads(n)`` / ``get_num_threads()`` change and report the
+  threads the BLAS library behind numpy (and any other BLAS loaded in the process)
+  really uses, through ``threadpoolctl``, at any time, not only at start.
 - A Ctrl-C (which mpiexec passes to every rank) before the run has started ends
   the rank quietly with status 130, instead of a traceback from whatever module
   was loading; ``python -m distgrad.train`` puts Python's own handler back once it
@@ -76,3 +79,56 @@ def prepare_rank() -> None:
         signal.signal(signal.SIGINT, _quiet_interrupt)
     except ValueError:  # not the main thread: leave signals alone
         pass
+
+
+# ----------------------------------------------------------- torch.set_num_threads & co.
+def _check_count(n, fn: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise RuntimeError(f"{fn} expects an int, but got {type(n).__name__}")
+    if n <= 0:
+        raise RuntimeError(f"{fn} expects a positive integer")
+    return n
+
+
+def _blas_pools():
+    """threadpoolctl's view of the BLAS libraries loaded now (numpy's among them),
+    looked up afresh each call, since a library may load later."""
+    import numpy  # noqa: F401  (numpy loads its BLAS on import)
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+_requested: int | None = None
+_interop: int | None = None
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n`` threads in BLAS (matmul, conv, linalg): set at once in every BLAS
+    library loaded in this process, as ``torch.set_num_threads``."""
+    global _requested
+    _requested = _check_count(n, "set_num_threads")
+    _blas_pools().limit(limits=n)
+
+
+def get_num_threads() -> int:
+    """The threads BLAS uses now, read from the library itself (the most of any
+    BLAS loaded; without one, the last ``set_num_threads`` or the available cores)."""
+    counts = [p.num_threads for p in _blas_pools().lib_controllers]
+    if counts:
+        return max(counts)
+    return _requested or available_cores()
+
+
+def set_num_interop_threads(n: int) -> None:
+    """Record the inter-op thread count. distgrad runs ops one at a time on the
+    calling thread (no inter-op pool), so this changes nothing but what
+    ``get_num_interop_threads`` returns; it is accepted for compatibility."""
+    global _interop
+    _interop = _check_count(n, "set_num_interop_threads")
+
+
+def get_num_interop_threads() -> int:
+    """The value set by ``set_num_interop_threads``, by default the cores this
+    process may use (PyTorch's default)."""
+    return _interop or available_cores()

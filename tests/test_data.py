@@ -350,8 +350,11 @@ def test_distributed_sampler_rejects_bad_rank():
         DistributedSampler(Range(4), num_replicas=2, rank=-1)
 
 
-def test_distributed_sampler_defaults_to_single_process():
-    s = DistributedSampler(Range(5), shuffle=False)
+def test_distributed_sampler_needs_a_process_group_or_explicit_replicas():
+    """As PyTorch's: without a process group, num_replicas and rank must be given."""
+    with pytest.raises(ValueError, match="Default process group has not been initialized"):
+        DistributedSampler(Range(5), shuffle=False)
+    s = DistributedSampler(Range(5), num_replicas=1, rank=0, shuffle=False)
     assert s.num_replicas == 1 and s.rank == 0 and list(s) == [0, 1, 2, 3, 4]
 
 

@@ -1,4 +1,5 @@
-"""Datasets: ``Dataset``, ``TensorDataset``, ``Subset``, ``ConcatDataset``, ``random_split``."""
+"""Datasets: ``Dataset``, ``IterableDataset``, ``TensorDataset``, ``StackDataset``,
+``Subset``, ``ConcatDataset``, ``ChainDataset``, ``random_split``."""
 from __future__ import annotations
 
 import bisect
@@ -11,16 +12,31 @@ from ..tensor import Tensor
 
 
 class Dataset:
-    """A map-style dataset: ``__getitem__(i)`` and ``__len__``."""
+    """A map-style dataset: subclasses define ``__getitem__(i)`` and usually ``__len__``."""
 
     def __getitem__(self, index):
         raise NotImplementedError("Subclasses of Dataset should implement __getitem__.")
 
-    def __len__(self):
-        raise NotImplementedError("Subclasses of Dataset should implement __len__.")
+    # No default __len__ (as in PyTorch): len() of a dataset without one is a TypeError,
+    # which list() and friends take as "length unknown".
 
     def __add__(self, other: Dataset) -> ConcatDataset:
         return ConcatDataset([self, other])
+
+
+class IterableDataset(Dataset):
+    """A stream of samples: subclasses define ``__iter__`` (and may define ``__len__``).
+
+    A DataLoader over it batches the samples in the order the iterator gives them;
+    it takes no sampler. distgrad's DataLoader loads in the calling process, so
+    ``get_worker_info()`` is None inside ``__iter__`` and the whole stream is read
+    once (no per-worker sharding is needed). ``a + b`` chains two streams."""
+
+    def __iter__(self):
+        raise NotImplementedError("Subclasses of IterableDataset should implement __iter__.")
+
+    def __add__(self, other: Dataset) -> ChainDataset:
+        return ChainDataset([self, other])
 
 
 class TensorDataset(Dataset):
@@ -42,6 +58,56 @@ class TensorDataset(Dataset):
 
     def __len__(self):
         return self.tensors[0].shape[0]
+
+
+class StackDataset(Dataset):
+    """Several datasets of one length side by side: item ``i`` is the tuple of their
+    items ``i`` (``StackDataset(a, b)``) or a dict of them (``StackDataset(x=a, y=b)``)."""
+
+    def __init__(self, *args: Dataset, **kwargs: Dataset):
+        if args:
+            if kwargs:
+                raise ValueError(
+                    "Supported either ``tuple``- (via ``args``) or"
+                    "``dict``- (via ``kwargs``) like input/output, but both types are given."
+                )
+            self._length = len(args[0])
+            if any(self._length != len(d) for d in args):
+                raise ValueError("Size mismatch between datasets")
+            self.datasets = args
+        elif kwargs:
+            values = list(kwargs.values())
+            self._length = len(values[0])
+            if any(self._length != len(d) for d in values):
+                raise ValueError("Size mismatch between datasets")
+            self.datasets = kwargs
+        else:
+            raise ValueError("At least one dataset should be passed")
+
+    def __getitem__(self, index):
+        if isinstance(self.datasets, dict):
+            return {k: d[index] for k, d in self.datasets.items()}
+        return tuple(d[index] for d in self.datasets)
+
+    @staticmethod
+    def _column(dataset, indices):
+        fetch_many = getattr(dataset, "__getitems__", None)
+        if callable(fetch_many):
+            items = fetch_many(indices)
+            if len(items) != len(indices):
+                raise ValueError(f"Nested dataset's output size mismatch. Expected {len(indices)}, got {len(items)}")
+            return items
+        return [dataset[i] for i in indices]
+
+    def __getitems__(self, indices: list):
+        if isinstance(self.datasets, dict):
+            cols = {k: self._column(d, indices) for k, d in self.datasets.items()}
+            return [{k: col[j] for k, col in cols.items()} for j in range(len(indices))]
+        cols = [self._column(d, indices) for d in self.datasets]
+        return [tuple(col[j] for col in cols) for j in range(len(indices))]
+
+    def __len__(self):
+        return self._length
 
 
 class Subset(Dataset):
@@ -82,6 +148,9 @@ class ConcatDataset(Dataset):
         self.datasets = list(datasets)
         if len(self.datasets) == 0:
             raise AssertionError("datasets should not be an empty iterable")
+        for d in self.datasets:
+            if isinstance(d, IterableDataset):
+                raise AssertionError("ConcatDataset does not support IterableDataset")
         self.cumulative_sizes = self.cumsum(self.datasets)
 
     def __len__(self):
@@ -97,6 +166,27 @@ class ConcatDataset(Dataset):
             raise IndexError(f"index {idx} is out of range for a dataset of length {len(self)}")
         offset = self.cumulative_sizes[which - 1] if which else 0
         return self.datasets[which][idx - offset]
+
+
+class ChainDataset(IterableDataset):
+    """Iterable datasets one after another, chained as they are iterated."""
+
+    def __init__(self, datasets):
+        self.datasets = datasets
+
+    def __iter__(self):
+        for d in self.datasets:
+            if not isinstance(d, IterableDataset):
+                raise AssertionError("ChainDataset only supports IterableDataset")
+            yield from d
+
+    def __len__(self):
+        total = 0
+        for d in self.datasets:
+            if not isinstance(d, IterableDataset):
+                raise AssertionError("ChainDataset only supports IterableDataset")
+            total += len(d)
+        return total
 
 
 def random_split(dataset: Dataset, lengths, generator=None):

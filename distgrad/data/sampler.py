@@ -1,17 +1,25 @@
-"""Samplers: the order in which a DataLoader visits a dataset, and the
-``DistributedSampler`` that gives each rank its share."""
+"""Samplers: the order in which a DataLoader visits a dataset (``SequentialSampler``,
+``RandomSampler``, ``SubsetRandomSampler``, ``WeightedRandomSampler``, ``BatchSampler``).
+``DistributedSampler``, which gives each rank its share, lives in ``distributed.py``.
+
+Random samplers draw from distgrad's generators (``generator=`` or the default one
+that ``distgrad.manual_seed`` seeds): a seed gives a reproducible order, though not
+the numbers PyTorch's generator would give for the same seed."""
 from __future__ import annotations
 
-import math
+import numpy as np
 
 from ..random import Generator, rng
 
 
 class Sampler:
-    def __iter__(self):
-        raise NotImplementedError
+    """Base of the samplers: subclasses define ``__iter__`` (indices, or lists of them)
+    and usually ``__len__`` (there is no default one, as in PyTorch)."""
 
-    def __len__(self):
+    def __init__(self, data_source=None) -> None:
+        pass
+
+    def __iter__(self):
         raise NotImplementedError
 
 
@@ -66,10 +74,78 @@ class RandomSampler(Sampler):
         return self.num_samples
 
 
+class SubsetRandomSampler(Sampler):
+    """The given indices in a random order (a new permutation per pass)."""
+
+    def __init__(self, indices, generator: Generator | None = None):
+        self.indices = indices
+        self.generator = generator
+
+    def __iter__(self):
+        for i in rng(self.generator).permutation(len(self.indices)).tolist():
+            yield self.indices[i]
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class WeightedRandomSampler(Sampler):
+    """``num_samples`` indices into ``weights``, index ``i`` drawn with probability
+    proportional to ``weights[i]`` (as ``torch.multinomial``): independently with
+    ``replacement=True``; otherwise each index at most once (weighted sampling without
+    replacement, by the same exponential-keys method PyTorch uses, so once the
+    positive weights are used up, zero-weight indices follow). ``weights`` need not
+    sum to one; they are checked when the sampler is iterated, as in PyTorch."""
+
+    def __init__(self, weights, num_samples: int, replacement: bool = True, generator: Generator | None = None):
+        if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
+            raise ValueError(f"num_samples should be a positive integer value, but got num_samples={num_samples}")
+        if not isinstance(replacement, bool):
+            raise ValueError(f"replacement should be a boolean value, but got replacement={replacement}")
+        from ..dtype import float64
+        from ..ops.creation import as_tensor
+
+        w = as_tensor(weights, dtype=float64)
+        if len(w.shape) != 1:
+            raise ValueError(f"weights should be a 1d sequence but given weights have shape {tuple(w.shape)}")
+        self.weights = w
+        self.num_samples = num_samples
+        self.replacement = replacement
+        self.generator = generator
+
+    def _draw(self) -> np.ndarray:
+        w = np.asarray(self.weights.detach().cpu().numpy(), dtype=np.float64)
+        n, k = w.shape[0], self.num_samples
+        if n == 0:
+            raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
+        if not np.all(w >= 0):  # a NaN fails this too, and PyTorch reports it so
+            raise RuntimeError("invalid multinomial distribution (encountering probability entry < 0)")
+        if not np.all(np.isfinite(w)):
+            raise RuntimeError("invalid multinomial distribution (encountering probability entry = infinity or NaN)")
+        total = w.sum()
+        if total <= 0:
+            raise RuntimeError("invalid multinomial distribution (sum of probabilities <= 0)")
+        g = rng(self.generator)
+        if self.replacement:
+            return g.choice(n, size=k, replace=True, p=w / total)
+        if k > n:
+            raise RuntimeError("cannot sample n_sample > prob_dist.size(-1) samples without replacement")
+        keys = w / g.exponential(size=n)
+        return np.argsort(-keys, kind="stable")[:k]
+
+    def __iter__(self):
+        yield from self._draw().tolist()
+
+    def __len__(self):
+        return self.num_samples
+
+
 class BatchSampler(Sampler):
     def __init__(self, sampler, batch_size: int, drop_last: bool):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
             raise ValueError(f"batch_size should be a positive integer value, but got batch_size={batch_size}")
+        if not isinstance(drop_last, bool):
+            raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last}")
         self.sampler = sampler
         self.batch_size = batch_size
         self.drop_last = drop_last
@@ -89,55 +165,10 @@ class BatchSampler(Sampler):
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
-class DistributedSampler(Sampler):
-    """Each of ``num_replicas`` ranks gets a disjoint, equally long share of the
-    dataset (padded by repeating the start, or trimmed with ``drop_last``). With
-    ``shuffle``, the order is a permutation seeded by ``seed + epoch``: call
-    ``set_epoch`` at the start of each epoch so every rank shuffles alike."""
+def __getattr__(name):
+    # DistributedSampler moved to distributed.py; ``from .sampler import DistributedSampler`` still works.
+    if name == "DistributedSampler":
+        from .distributed import DistributedSampler
 
-    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None,
-                 shuffle: bool = True, seed: int = 0, drop_last: bool = False):
-        if num_replicas is None or rank is None:
-            from .. import distributed as dist
-
-            if num_replicas is None:
-                num_replicas = dist.get_world_size() if dist.is_initialized() else 1
-            if rank is None:
-                rank = dist.get_rank() if dist.is_initialized() else 0
-        if rank >= num_replicas or rank < 0:
-            raise ValueError(f"Invalid rank {rank}, rank should be in the interval [0, {num_replicas - 1}]")
-        self.dataset = dataset
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
-        self.drop_last = drop_last
-        n = len(dataset)
-        if drop_last and n % num_replicas:
-            self.num_samples = math.ceil((n - num_replicas) / num_replicas)
-        else:
-            self.num_samples = math.ceil(n / num_replicas)
-        self.total_size = self.num_samples * num_replicas
-        self.shuffle = shuffle
-        self.seed = seed
-
-    def __iter__(self):
-        n = len(self.dataset)
-        if self.shuffle:
-            indices = Generator().manual_seed(self.seed + self.epoch)._rng.permutation(n).tolist()
-        else:
-            indices = list(range(n))
-        if not self.drop_last:
-            pad = self.total_size - len(indices)
-            if pad <= len(indices):
-                indices += indices[:pad]
-            else:
-                indices += (indices * math.ceil(pad / len(indices)))[:pad]
-        else:
-            indices = indices[: self.total_size]
-        return iter(indices[self.rank:self.total_size:self.num_replicas])
-
-    def __len__(self):
-        return self.num_samples
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        return DistributedSampler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

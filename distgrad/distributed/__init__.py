@@ -12,3 +12,8 @@ __all__ = [
     "get_local_rank", "get_local_world_size", "get_rank", "get_world_size", "init_process_group",
     "is_available", "is_initialized", "reduce_scatter_tensor",
 ]
+from . import algorithms  # noqa: E402
+from .algorithms import ddp_comm_hooks  # noqa: E402,F401
+from .reducer import GradBucket  # noqa: E402
+
+__all__ += ["GradBucket", "algorithms"]

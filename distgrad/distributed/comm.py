@@ -1,14 +1,27 @@
-"""Communicators: collectives behind one small interface.
+"""Communicators: collectives behind one small interface, built from transports.
 
-- ``MPICommunicator``: mpi4py on host (numpy) arrays. GPU arrays are staged
-  through pinned host buffers, with the stream synchronized before MPI reads them,
-  since the MPI libraries in common use are not CUDA-aware.
-- ``NCCLCommunicator``: NCCL through CuPy for GPU arrays when every rank owns its
-  own GPU; bootstrapped by broadcasting NCCL's unique id over MPI. Host arrays
-  still go through MPI.
-- ``SingleProcessCommunicator``: world size 1, no MPI needed.
+A transport moves one kind of array between ranks:
+
+- ``MPITransport``: host (numpy) arrays through mpi4py.
+- ``StagedTransport``: GPU arrays copied into pinned host buffers (after their
+  stream has finished) and moved by an ``MPITransport``; the MPI libraries in common
+  use are not CUDA-aware. It works however many ranks share a GPU.
+- ``NCCLTransport``: GPU arrays through NCCL (CuPy's binding) on a stream of its
+  own, ordered after the producer's work by an event; ``test()`` and ``wait()`` on
+  its requests query and wait for an event recorded after the collective. Needs one
+  GPU per rank; bootstrapped by broadcasting NCCL's unique id over MPI.
+
+``MPICommunicator`` composes them: host arrays always go through MPI; GPU arrays go
+through the device transport, chosen once (``device="staged"``, ``"nccl"``, or
+``"auto"``: NCCL when every rank has a GPU of its own, decided by all ranks together)
+and created lazily, at the first collective on a GPU array: after the rank has picked
+its GPU, and never in a CPU-only job (which so never makes a CUDA context).
+``NCCLCommunicator`` is the same with ``device="nccl"``.
+``SingleProcessCommunicator``: world size 1, no MPI needed.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -32,9 +45,10 @@ class Communicator:
     def broadcast_(self, arr, root: int = 0) -> None:
         raise NotImplementedError
 
-    def iallreduce_(self, arr, op: str = SUM) -> "Request":
+    def iallreduce_(self, arr, op: str = SUM, ready=None) -> "Request":
         """Start an in-place all-reduce; ``test()`` on the result drives it and says
-        whether it has finished."""
+        whether it has finished. ``ready``: for a GPU array, an event after which the
+        array holds its values (default: all work queued on the current stream)."""
         self.allreduce_(arr, op)
         return Request()
 
@@ -133,30 +147,340 @@ def _mpi_op(MPI, op):
     return {SUM: MPI.SUM, AVG: MPI.SUM, PRODUCT: MPI.PROD, MIN: MPI.MIN, MAX: MPI.MAX}[op]
 
 
+_HALF_OPS: dict = {}
+
+
+def _is_half(dtype) -> bool:
+    """float16 or bfloat16: 2-byte floats that not every MPI library can reduce."""
+    return dtype.itemsize == 2 and (dtype.kind == "f" or dtype.name == "bfloat16")
+
+
+def _half_buffer(MPI, arr, op):
+    """(buffer spec, MPI op) reducing a float16/bfloat16 array with numpy's arithmetic
+    in an op of our own, as 16-bit words (portable across MPI libraries)."""
+    key = (arr.dtype.str, arr.dtype.name, op)
+    mop = _HALF_OPS.get(key)
+    if mop is None:
+        dtype = arr.dtype
+        ufunc = {SUM: np.add, AVG: np.add, PRODUCT: np.multiply, MIN: np.minimum, MAX: np.maximum}[op]
+
+        def reduce(inbuf, inoutbuf, datatype):
+            acc = np.frombuffer(inoutbuf, dtype)
+            ufunc(np.frombuffer(inbuf, dtype), acc, out=acc)
+
+        mop = _HALF_OPS[key] = MPI.Op.Create(reduce, commute=True)
+    return [arr.view(np.uint16), MPI.UINT16_T], mop
+
+
+# ------------------------------------------------------------------ transports
+class Transport:
+    """Collectives on one kind of array (host or GPU), in place where they reduce."""
+
+    name = "base"
+
+    def allreduce_(self, arr, op=SUM):
+        self.iallreduce_(arr, op).wait()
+
+    def iallreduce_(self, arr, op=SUM, ready=None) -> Request:
+        raise NotImplementedError
+
+    def broadcast_(self, arr, root=0):
+        self.ibroadcast_(arr, root).wait()
+
+    def ibroadcast_(self, arr, root=0) -> Request:
+        raise NotImplementedError
+
+    def iallgather(self, arr) -> Request:
+        raise NotImplementedError
+
+    def allgather(self, arr) -> list:
+        req = self.iallgather(arr)
+        req.wait()
+        return req.result
+
+    def reduce_scatter(self, arr, op=SUM):
+        raise NotImplementedError
+
+
+class MPITransport(Transport):
+    """Host arrays through mpi4py."""
+
+    name = "mpi"
+
+    def __init__(self, comm, MPI):
+        self.comm, self.MPI = comm, MPI
+        self.size = comm.Get_size()
+
+    def _spec(self, arr, op):
+        if not arr.flags.c_contiguous:
+            raise ValueError("all-reduce: the array must be contiguous")
+        if _is_half(arr.dtype):
+            return _half_buffer(self.MPI, arr, op)
+        return arr, _mpi_op(self.MPI, op)
+
+    def allreduce_(self, arr, op=SUM):
+        buf, mop = self._spec(arr, op)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=mop)
+        if op == AVG:
+            arr /= self.size
+
+    def iallreduce_(self, arr, op=SUM, ready=None):
+        buf, mop = self._spec(arr, op)
+        req = self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=mop)
+        return Request(req, (lambda: np.true_divide(arr, self.size, out=arr)) if op == AVG else None)
+
+    def broadcast_(self, arr, root=0):
+        self.comm.Bcast(arr, root=root)
+
+    def ibroadcast_(self, arr, root=0):
+        return Request(self.comm.Ibcast(arr, root=root))
+
+    def iallgather(self, arr):
+        host = np.ascontiguousarray(arr)
+        out = np.empty((self.size,) + host.shape, host.dtype)
+        request = Request(self.comm.Iallgather(host, out))
+        request._finish = lambda: setattr(request, "result", list(out))
+        return request
+
+    def allgather(self, arr):
+        host = np.ascontiguousarray(arr)
+        out = np.empty((self.size,) + host.shape, host.dtype)
+        self.comm.Allgather(host, out)
+        return list(out)
+
+    def reduce_scatter(self, arr, op=SUM):
+        if arr.shape[0] % self.size:
+            raise ValueError(
+                f"reduce_scatter: the first dim ({arr.shape[0]}) must divide evenly among {self.size} ranks")
+        out = np.empty((arr.shape[0] // self.size,) + arr.shape[1:], arr.dtype)
+        self.comm.Reduce_scatter_block(np.ascontiguousarray(arr), out, op=_mpi_op(self.MPI, op))
+        if op == AVG:
+            out /= self.size
+        return out
+
+
 class _Staging:
-    """Pinned host buffers, reused, for moving GPU arrays through MPI."""
+    """Pinned host buffers, reused, for moving GPU arrays through MPI (one set per
+    thread: the reducer's communication thread and the main thread never share one)."""
 
     def __init__(self):
-        self._buffers = {}
+        self._local = threading.local()
 
     def host(self, arr):
         import cupy
 
+        buffers = self._local.__dict__.setdefault("buffers", {})
         key = (arr.dtype.str, arr.size)
-        buf = self._buffers.get(key)
+        buf = buffers.get(key)
         if buf is None:
             mem = cupy.cuda.alloc_pinned_memory(arr.nbytes)
             buf = np.frombuffer(mem, arr.dtype, arr.size)
-            self._buffers[key] = buf
+            buffers[key] = buf
         return buf
 
 
-class MPICommunicator(Communicator):
-    name = "mpi"
+class StagedTransport(Transport):
+    """GPU arrays through pinned host memory and MPI."""
 
-    def __init__(self, comm=None):
+    name = "staged"
+
+    def __init__(self, host: MPITransport):
+        self.host = host
+        self._staging = _Staging()
+
+    def _out(self, arr, ready=None, copy=False):
+        """A host copy of ``arr``, taken once its values are final."""
+        import cupy
+
+        host = self._staging.host(arr)
+        with cupy.cuda.Device(arr.device.id):  # the current device is per thread
+            if ready is not None:
+                ready.synchronize()
+            else:
+                cupy.cuda.get_current_stream().synchronize()
+            arr.ravel().get(out=host)
+        return host.copy() if copy else host
+
+    @staticmethod
+    def _in(arr, host):
+        import cupy
+
+        with cupy.cuda.Device(arr.device.id):
+            arr.ravel().set(host)
+
+    def allreduce_(self, arr, op=SUM):
+        host = self._out(arr)
+        self.host.allreduce_(host, op)
+        self._in(arr, host)
+
+    def iallreduce_(self, arr, op=SUM, ready=None):
+        host = self._out(arr, ready)
+        inner = self.host.iallreduce_(host, op)
+        return Request(inner._req, lambda: (inner._done(), self._in(arr, host)))
+
+    def broadcast_(self, arr, root=0):
+        host = self._out(arr)
+        self.host.broadcast_(host, root)
+        self._in(arr, host)
+
+    def ibroadcast_(self, arr, root=0):
+        host = self._out(arr)
+        return Request(self.host.ibroadcast_(host, root)._req, lambda: self._in(arr, host))
+
+    def iallgather(self, arr):
+        inner = self.host.iallgather(self._out(arr, copy=True).reshape(arr.shape))
+        xp = array_module(arr)
+        request = Request(inner._req)
+
+        def finish():
+            inner._done()
+            request.result = [xp.asarray(o) for o in inner.result]
+
+        request._finish = finish
+        return request
+
+    def allgather(self, arr):
+        xp = array_module(arr)
+        return [xp.asarray(o) for o in self.host.allgather(self._out(arr, copy=True).reshape(arr.shape))]
+
+    def reduce_scatter(self, arr, op=SUM):
+        out = self.host.reduce_scatter(self._out(arr, copy=True).reshape(arr.shape), op)
+        return array_module(arr).asarray(out)
+
+
+class NCCLTransport(Transport):
+    """GPU arrays through NCCL, on a stream of its own per device."""
+
+    name = "nccl"
+
+    def __init__(self, mpi_comm, rank: int, size: int):
+        import cupy
+        from cupy.cuda import nccl
+
+        self.cupy, self.nccl = cupy, nccl
+        self.size = size
+        uid = nccl.get_unique_id() if rank == 0 else None
+        uid = mpi_comm.bcast(uid, root=0)
+        self.device = cupy.cuda.Device().id   # the rank's GPU, chosen before this first use
+        self.nccl_comm = nccl.NcclCommunicator(size, uid, rank)
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self._dtypes = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64,
+                        np.dtype(np.float16): nccl.NCCL_FLOAT16, np.dtype(np.int64): nccl.NCCL_INT64,
+                        np.dtype(np.int32): nccl.NCCL_INT32, np.dtype(np.uint8): nccl.NCCL_UINT8,
+                        np.dtype(np.int8): nccl.NCCL_INT8}
+        bf16 = getattr(nccl, "NCCL_BFLOAT16", None)
+        if bf16 is not None:
+            try:
+                import ml_dtypes
+
+                self._dtypes[np.dtype(ml_dtypes.bfloat16)] = bf16
+            except ImportError:
+                pass
+        self._ops = {SUM: nccl.NCCL_SUM, AVG: nccl.NCCL_SUM, PRODUCT: nccl.NCCL_PROD,
+                     MIN: nccl.NCCL_MIN, MAX: nccl.NCCL_MAX}
+
+    def _dtype(self, arr):
+        try:
+            return self._dtypes[arr.dtype]
+        except KeyError:
+            raise TypeError(f"NCCL cannot reduce arrays of dtype {arr.dtype}") from None
+
+    def _launch(self, arr, ready, call):
+        """Run ``call(stream_ptr)`` on the transport's stream after ``ready`` (or after
+        everything queued so far on the caller's stream); returns a request whose
+        ``test``/``wait`` follow an event recorded after it."""
+        cupy = self.cupy
+        with cupy.cuda.Device(arr.device.id):
+            if ready is None:
+                ready = cupy.cuda.Event(disable_timing=True)
+                ready.record(cupy.cuda.get_current_stream())
+            self.stream.wait_event(ready)
+            call(self.stream.ptr)
+            done = cupy.cuda.Event(disable_timing=True)
+            done.record(self.stream)
+        return DeviceRequest(done)
+
+    def iallreduce_(self, arr, op=SUM, ready=None):
+        n, dt = arr.size, self._dtype(arr)
+
+        def call(stream):
+            self.nccl_comm.allReduce(arr.data.ptr, arr.data.ptr, n, dt, self._ops[op], stream)
+            if op == AVG:
+                with self.stream:
+                    arr /= self.size
+
+        return self._launch(arr, ready, call)
+
+    def ibroadcast_(self, arr, root=0):
+        n, dt = arr.size, self._dtype(arr)
+        return self._launch(arr, None, lambda stream: self.nccl_comm.bcast(arr.data.ptr, n, dt, root, stream))
+
+    def iallgather(self, arr):
+        cupy = self.cupy
+        src = cupy.ascontiguousarray(arr)
+        out = cupy.empty((self.size,) + src.shape, src.dtype)
+        req = self._launch(src, None, lambda stream: self.nccl_comm.allGather(
+            src.data.ptr, out.data.ptr, src.size, self._dtype(src), stream))
+        req.result = list(out)
+        return req
+
+    def reduce_scatter(self, arr, op=SUM):
+        cupy = self.cupy
+        if arr.shape[0] % self.size:
+            raise ValueError(
+                f"reduce_scatter: the first dim ({arr.shape[0]}) must divide evenly among {self.size} ranks")
+        src = cupy.ascontiguousarray(arr)
+        out = cupy.empty((arr.shape[0] // self.size,) + arr.shape[1:], arr.dtype)
+
+        def call(stream):
+            self.nccl_comm.reduceScatter(src.data.ptr, out.data.ptr, out.size, self._dtype(src), self._ops[op],
+                                         stream)
+            if op == AVG:
+                with self.stream:
+                    out /= self.size
+
+        self._launch(src, None, call).wait()
+        return out
+
+
+class DeviceRequest(Request):
+    """A collective queued on a GPU stream: done when the event after it has completed."""
+
+    def __init__(self, event):
+        super().__init__()
+        self._event = event
+
+    def test(self) -> bool:
+        return self._event.done
+
+    def wait(self) -> None:
+        self._event.synchronize()
+
+
+def gpu_per_rank(local_size: int) -> bool:
+    """Whether this node has a GPU for each of its ``local_size`` ranks (False without
+    CuPy or a GPU). Counting devices does not create a CUDA context."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() >= local_size
+    except Exception:  # no CuPy, no driver, no GPU
+        return False
+
+
+# ---------------------------------------------------------------- communicators
+DEVICE_TRANSPORTS = ("auto", "nccl", "staged")
+
+
+class MPICommunicator(Communicator):
+    """Host arrays through MPI; GPU arrays through the device transport (see the
+    module's text), created at the first collective on a GPU array."""
+
+    def __init__(self, comm=None, device: str = "auto"):
         from mpi4py import MPI
 
+        if device not in DEVICE_TRANSPORTS:
+            raise ValueError(f"device transport {device!r}: use one of {', '.join(DEVICE_TRANSPORTS)}")
         self.MPI = MPI
         self.comm = comm if comm is not None else MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
@@ -165,109 +489,78 @@ class MPICommunicator(Communicator):
         self.local_rank = local.Get_rank()
         self.local_size = local.Get_size()
         local.Free()
-        self._staging = _Staging()
+        self.host = MPITransport(self.comm, MPI)
+        self.device_kind = device
+        self._device = None
+        self._device_lock = threading.Lock()
 
-    def _on_host(self, arr):
-        return isinstance(arr, np.ndarray)
+    @property
+    def name(self) -> str:
+        return "nccl" if self.device_kind == "nccl" else "mpi"
 
-    def _stage_out(self, arr):
-        """A host copy of a GPU array, taken after the array's stream has finished."""
-        import cupy
+    # ----------------------------------------------------------- the device side
+    def resolve_device(self) -> str:
+        """Decide, with every rank, which transport GPU arrays take ("nccl" or
+        "staged"); a collective on the first call with ``device="auto"``."""
+        if self.device_kind == "auto":
+            if self.size == 1:
+                self.device_kind = "staged"
+            else:
+                votes = self.comm.allgather(gpu_per_rank(self.local_size))
+                self.device_kind = "nccl" if all(votes) else "staged"
+        elif self.device_kind == "nccl" and not gpu_per_rank(self.local_size):
+            raise RuntimeError(
+                f"NCCL needs one GPU per rank: rank {self.rank} shares its node with {self.local_size - 1} "
+                f"other ranks but sees fewer GPUs; use backend='mpi' (GPU arrays staged through host memory)")
+        return self.device_kind
 
-        host = self._staging.host(arr)
-        with cupy.cuda.Device(arr.device.id):  # the current device is per thread
-            cupy.cuda.get_current_stream().synchronize()
-            arr.ravel().get(out=host)
-        return host
+    def device_transport(self, device_id=None) -> Transport:
+        """The transport of GPU arrays, made at the first call (with ``device_id``, the
+        GPU of the array that needs it, current in this thread while NCCL starts)."""
+        with self._device_lock:
+            if self._device is None:
+                if self.resolve_device() == "nccl":
+                    import cupy
 
-    @staticmethod
-    def _stage_in(arr, host):
-        import cupy
+                    with cupy.cuda.Device(device_id):
+                        self._device = NCCLTransport(self.comm, self.rank, self.size)
+                else:
+                    self._device = StagedTransport(self.host)
+            return self._device
 
-        with cupy.cuda.Device(arr.device.id):
-            arr.ravel().set(host)
+    def _transport(self, arr) -> Transport:
+        return self.host if isinstance(arr, np.ndarray) else self.device_transport(arr.device.id)
 
+    # ----------------------------------------------------------------- collectives
     def allreduce_(self, arr, op=SUM):
-        if self.size == 1:
-            return None
-        mop = _mpi_op(self.MPI, op)
-        if self._on_host(arr):
-            if not arr.flags.c_contiguous:
-                raise ValueError("allreduce_: the array must be contiguous")
-            self.comm.Allreduce(self.MPI.IN_PLACE, arr, op=mop)
-            if op == AVG:
-                arr /= self.size
-            return None
-        host = self._stage_out(arr)
-        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=mop)
-        if op == AVG:
-            host /= self.size
-        self._stage_in(arr, host)
-        return None
+        if self.size > 1:
+            self._transport(arr).allreduce_(arr, op)
 
-    def iallreduce_(self, arr, op=SUM):
+    def iallreduce_(self, arr, op=SUM, ready=None):
         if self.size == 1:
             return Request()
-        mop = _mpi_op(self.MPI, op)
-        host = arr if self._on_host(arr) else self._stage_out(arr)
-        req = self.comm.Iallreduce(self.MPI.IN_PLACE, host, op=mop)
-
-        def finish():
-            if op == AVG:
-                np.true_divide(host, self.size, out=host)
-            if host is not arr:
-                self._stage_in(arr, host)
-
-        return Request(req, finish)
+        return self._transport(arr).iallreduce_(arr, op, ready)
 
     def broadcast_(self, arr, root=0):
-        if self.size == 1:
-            return None
-        if self._on_host(arr):
-            self.comm.Bcast(arr, root=root)
-            return None
-        host = self._stage_out(arr)
-        self.comm.Bcast(host, root=root)
-        self._stage_in(arr, host)
-        return None
+        if self.size > 1:
+            self._transport(arr).broadcast_(arr, root)
 
     def ibroadcast_(self, arr, root=0):
         if self.size == 1:
             return Request()
-        host = arr if self._on_host(arr) else self._stage_out(arr)
-        req = self.comm.Ibcast(host, root=root)
-        return Request(req, None if host is arr else (lambda: self._stage_in(arr, host)))
+        return self._transport(arr).ibroadcast_(arr, root)
 
     def iallgather(self, arr):
-        host = np.ascontiguousarray(arr if self._on_host(arr) else self._stage_out(arr).copy())
-        out = np.empty((self.size,) + host.shape, host.dtype)
-        req = self.comm.Iallgather(host, out)
-        xp = array_module(arr)
-        request = Request(req)
-        request._finish = lambda: setattr(request, "result", [xp.asarray(o) for o in out])
-        return request
+        return self._transport(arr).iallgather(arr)
+
+    def allgather(self, arr):
+        return self._transport(arr).allgather(arr)
+
+    def reduce_scatter(self, arr, op=SUM):
+        return self._transport(arr).reduce_scatter(arr, op)
 
     def ibarrier(self):
         return Request(self.comm.Ibarrier())
-
-    def allgather(self, arr):
-        host = arr if self._on_host(arr) else self._stage_out(arr).copy()
-        out = np.empty((self.size,) + host.shape, host.dtype)
-        self.comm.Allgather(np.ascontiguousarray(host), out)
-        xp = array_module(arr)
-        return [xp.asarray(o) for o in out]
-
-    def reduce_scatter(self, arr, op=SUM):
-        host = arr if self._on_host(arr) else self._stage_out(arr).copy()
-        if host.shape[0] % self.size:
-            raise ValueError(
-                f"reduce_scatter: the first dim ({host.shape[0]}) must divide evenly among {self.size} ranks"
-            )
-        out = np.empty((host.shape[0] // self.size,) + host.shape[1:], host.dtype)
-        self.comm.Reduce_scatter_block(np.ascontiguousarray(host), out, op=_mpi_op(self.MPI, op))
-        if op == AVG:
-            out /= self.size
-        return array_module(arr).asarray(out)
 
     def barrier(self):
         self.comm.Barrier()
@@ -279,57 +572,16 @@ class MPICommunicator(Communicator):
         return self.comm.bcast(obj, root=root)
 
     def dup(self):
-        return MPICommunicator(self.comm.Dup())
+        """The same ranks and the same device-transport choice; its own NCCL
+        communicator (if any) is made at its own first GPU collective."""
+        return MPICommunicator(self.comm.Dup(), self.device_kind)
 
     def abort(self, code=1):
         self.comm.Abort(code)
 
 
 class NCCLCommunicator(MPICommunicator):
-    """NCCL (through CuPy) for GPU arrays; MPI for host arrays and objects."""
-
-    name = "nccl"
+    """GPU arrays through NCCL (one GPU per rank); host arrays and objects through MPI."""
 
     def __init__(self, comm=None):
-        super().__init__(comm)
-        import cupy
-        from cupy.cuda import nccl
-
-        self.nccl = nccl
-        if cupy.cuda.runtime.getDeviceCount() < self.local_size:
-            raise RuntimeError(
-                f"NCCL needs one GPU per rank: {self.local_size} ranks on this node but only "
-                f"{cupy.cuda.runtime.getDeviceCount()} GPUs; use backend='mpi' (staged through host memory)"
-            )
-        uid = nccl.get_unique_id() if self.rank == 0 else None
-        uid = self.comm.bcast(uid, root=0)
-        self.nccl_comm = nccl.NcclCommunicator(self.size, uid, self.rank)
-        self._dtypes = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64,
-                        np.dtype(np.float16): nccl.NCCL_FLOAT16, np.dtype(np.int64): nccl.NCCL_INT64,
-                        np.dtype(np.int32): nccl.NCCL_INT32}
-        self._ops = {SUM: nccl.NCCL_SUM, AVG: nccl.NCCL_SUM, PRODUCT: nccl.NCCL_PROD,
-                     MIN: nccl.NCCL_MIN, MAX: nccl.NCCL_MAX}
-
-    def allreduce_(self, arr, op=SUM):
-        if self._on_host(arr):
-            return super().allreduce_(arr, op)
-        import cupy
-
-        stream = cupy.cuda.get_current_stream()
-        self.nccl_comm.allReduce(arr.data.ptr, arr.data.ptr, arr.size, self._dtypes[arr.dtype],
-                                 self._ops[op], stream.ptr)
-        if op == AVG:
-            arr /= self.size
-        return None
-
-    def broadcast_(self, arr, root=0):
-        if self._on_host(arr):
-            return super().broadcast_(arr, root)
-        import cupy
-
-        stream = cupy.cuda.get_current_stream()
-        self.nccl_comm.bcast(arr.data.ptr, arr.size, self._dtypes[arr.dtype], root, stream.ptr)
-        return None
-
-    def dup(self):
-        return NCCLCommunicator(self.comm.Dup())
+        super().__init__(comm, device="nccl")

@@ -41,6 +41,7 @@ class DistributedDataParallel(Module):
                 "that requires a gradient."
             )
         self._sync_state(comm)
+        self._comm_hook = None
         self.reducer = Reducer(
             [p for _, p in named], [n for n, _ in named], comm,
             int(bucket_cap_mb * _MiB), int(first_bucket_cap_mb * _MiB), find_unused_parameters,
@@ -98,6 +99,24 @@ class DistributedDataParallel(Module):
             yield
         finally:
             self.reducer.sync = old
+
+    def register_comm_hook(self, state, hook) -> None:
+        """Reduce each gradient bucket with ``hook(state, bucket)`` instead of the
+        built-in all-reduce (PyTorch's API; built-in hooks in
+        ``distgrad.distributed.algorithms.ddp_comm_hooks.default_hooks``). ``bucket``
+        is a ``GradBucket``; the hook returns a ``distgrad.futures.Future`` of the
+        reduced buffer. It receives the gradients summed by nothing yet (not divided by
+        the world size) and runs, in bucket order, on the communication thread, where
+        its collectives use that thread's own communicator."""
+        if not callable(hook):
+            raise TypeError("Communication hook must be callable.")
+        if self._comm_hook is not None:
+            raise RuntimeError("register_comm_hook or register_builtin_comm_hook can only be called once.")
+        if self.reducer.active:
+            raise RuntimeError("register_comm_hook must be called before the first backward pass "
+                               "(a backward pass is in progress)")
+        self._comm_hook = (state, hook)
+        self.reducer.register_comm_hook(state, hook)
 
     def bucket_names(self) -> list:
         """Parameter names per bucket, in the order buckets are all-reduced."""

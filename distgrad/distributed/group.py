@@ -2,9 +2,11 @@
 (PyTorch's ``torch.distributed`` names)."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import threading
+import time
 
 from ..tensor import Tensor
 from . import comm as _comm
@@ -56,20 +58,10 @@ def _make_comm(backend: str) -> _comm.Communicator:
         if backend == "nccl":
             raise RuntimeError("init_process_group: backend 'nccl' needs mpi4py for bootstrapping") from None
         return _comm.SingleProcessCommunicator()
-    if backend == "mpi":
-        return _comm.MPICommunicator()
-    if backend == "nccl":
-        return _comm.NCCLCommunicator()
-    # auto: NCCL when CuPy sees a GPU for every local rank, else MPI (with staging for GPU arrays).
-    mpi = _comm.MPICommunicator()
-    try:
-        import cupy
-
-        if cupy.cuda.runtime.getDeviceCount() >= mpi.local_size:
-            return _comm.NCCLCommunicator(mpi.comm)
-    except Exception:  # no CuPy, no GPU, or NCCL unavailable: MPI it is
-        pass
-    return mpi
+    # GPU arrays: "mpi" stages them through host memory; "nccl" uses NCCL (one GPU per
+    # rank); "auto" decides at the first collective on a GPU array, with every rank, so
+    # a CPU job never touches CUDA.
+    return _comm.MPICommunicator(device={"mpi": "staged", "nccl": "nccl"}.get(backend, "auto"))
 
 
 def init_process_group(backend: str | None = "auto", init_method=None, timeout=None,
@@ -88,6 +80,8 @@ def init_process_group(backend: str | None = "auto", init_method=None, timeout=N
     if backend not in ("mpi", "nccl", "auto"):
         raise ValueError(f"init_process_group: unknown backend {backend!r}; use 'mpi', 'nccl' or 'auto'")
     c = _make_comm(backend)
+    if backend == "nccl" and isinstance(c, _comm.MPICommunicator):
+        c.resolve_device()   # one GPU per rank, or a clear error now (NCCL itself starts lazily)
     if world_size not in (-1, c.size):
         raise ValueError(f"init_process_group: world_size={world_size} but MPI started {c.size} ranks")
     if rank not in (-1, c.rank):
@@ -131,7 +125,31 @@ def is_available() -> bool:
     return True
 
 
+_local = threading.local()   # .comm: this thread's communicator while a DDP comm hook runs
+
+
+@contextlib.contextmanager
+def collectives_on(comm):
+    """Inside, this thread's collectives use ``comm`` and wait for themselves (the
+    reducer's communication thread runs comm hooks so: their all-reduces never mix
+    with the main thread's collectives, and the main thread's wait for the bucket is
+    what reports a stall)."""
+    old = getattr(_local, "comm", None)
+    _local.comm = comm
+    try:
+        yield
+    finally:
+        _local.comm = old
+
+
+def _hook_comm():
+    return getattr(_local, "comm", None)
+
+
 def _require() -> _comm.Communicator:
+    c = _hook_comm()
+    if c is not None:
+        return c
     if _world.comm is None:
         raise RuntimeError(
             "Default process group has not been initialized, please make sure to call "
@@ -158,8 +176,8 @@ def get_local_world_size() -> int:
 
 
 def get_backend(group=None) -> str:
-    _require()
-    return _world.backend
+    """'mpi', 'nccl' (GPU arrays through NCCL, once decided) or 'single'."""
+    return _require().name
 
 
 def default_comm() -> _comm.Communicator:
@@ -179,11 +197,26 @@ def wait_for(request, what: str):
     """Drive a started collective (a ``Request``) to its end within the job's timeout;
     returns its ``result``."""
     c = _require()
-    if c.size > 1:
+    if _hook_comm() is not None:
+        _poll(request, what)
+    elif c.size > 1:
         key, text = _next_key(what)
         monitor.wait(request.test, text, key, _world.timeout)
     request.wait()
     return request.result
+
+
+def _poll(request, what: str) -> None:
+    """Drive ``request`` to its end within the job's timeout, without the monitor."""
+    deadline = time.monotonic() + _world.timeout
+    pause = 20e-6
+    while not request.test():
+        if time.monotonic() > deadline:
+            raise monitor.CollectiveTimeout(
+                f"{monitor.whoami()}: {what} in a DDP communication hook did not finish within "
+                f"{_world.timeout:.0f} s")
+        time.sleep(pause)
+        pause = min(pause * 2, 1e-3)
 
 
 def run_with_timeout(fn, what: str):
@@ -191,7 +224,7 @@ def run_with_timeout(fn, what: str):
     timeout, so a rank that never joins makes it fail (naming the missing ranks)
     instead of hanging. For collectives with no non-blocking form (objects)."""
     c = _require()
-    if c.size == 1:
+    if c.size == 1 or _hook_comm() is not None:
         return fn()
     box = {}
 
@@ -213,8 +246,23 @@ def run_with_timeout(fn, what: str):
 class Work:
     """A finished (or finishing) collective, as returned with ``async_op=True``."""
 
-    def __init__(self, thread=None):
+    def __init__(self, thread=None, result=None):
         self._thread = thread
+        self._result = result
+
+    def get_future(self):
+        """A ``distgrad.futures.Future`` holding the collective's output tensors (for
+        ``all_reduce``, ``[tensor]``), as PyTorch's ``Work.get_future``."""
+        from ..futures import Future
+
+        self.wait()
+        fut = Future()
+        fut.set_result(self._result if self._result is not None else [])
+        return fut
+
+    def result(self):
+        self.wait()
+        return self._result if self._result is not None else []
 
     def wait(self, timeout=None) -> bool:
         if self._thread is not None:
@@ -251,7 +299,7 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
     else:  # a device transport's own all-reduce (NCCL), not the staged one
         run_with_timeout(lambda: c.allreduce_(tensor._data, op), "all_reduce")
     _bump(tensor)
-    return Work() if async_op else None
+    return Work(result=[tensor]) if async_op else None
 
 
 def broadcast(tensor, src=0, group=None, async_op=False):
@@ -264,7 +312,7 @@ def broadcast(tensor, src=0, group=None, async_op=False):
     else:
         run_with_timeout(lambda: c.broadcast_(tensor._data, src), "broadcast")
     _bump(tensor)
-    return Work() if async_op else None
+    return Work(result=[tensor]) if async_op else None
 
 
 def all_gather(tensor_list, tensor, group=None, async_op=False):
@@ -279,7 +327,7 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
             raise ValueError(f"all_gather: output tensor of shape {list(dst.shape)} for input of shape {list(part.shape)}")
         dst._data[...] = part
         _bump(dst)
-    return Work() if async_op else None
+    return Work(result=[tensor_list]) if async_op else None
 
 
 def all_gather_object(object_list, obj, group=None):
@@ -301,7 +349,7 @@ def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op=F
         raise ValueError(f"reduce_scatter_tensor: output must have shape {list(part.shape)}, got {list(output.shape)}")
     output._data[...] = part
     _bump(output)
-    return Work() if async_op else None
+    return Work(result=[output]) if async_op else None
 
 
 def barrier(group=None, async_op=False, device_ids=None):

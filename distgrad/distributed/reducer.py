@@ -42,11 +42,87 @@ class _Bucket:
         self.pending = len(param_ids)
         self.done = threading.Event()
         self.error = None
+        self.ready = None      # for a GPU buffer: an event after which it holds its values
+        self.is_last = False
 
     def reset(self) -> None:
         self.pending = len(self.param_ids)
         self.done.clear()
         self.error = None
+        self.ready = None
+
+
+class GradBucket:
+    """What a DDP communication hook receives (PyTorch's ``GradBucket``): a flat buffer
+    holding the gradients of some parameters, to be reduced; the hook returns a Future
+    of the reduced buffer."""
+
+    def __init__(self, bucket: _Bucket, params: list):
+        self._bucket = bucket
+        self._params = [params[i] for i in bucket.param_ids]
+        self._buffer = _wrap(bucket.buffer)
+
+    def index(self) -> int:
+        return self._bucket.index
+
+    def buffer(self):
+        return self._buffer
+
+    def gradients(self) -> list:
+        """Each parameter's gradient, as a view of the buffer."""
+        out = []
+        for i, p in zip(self._bucket.param_ids, self._params):
+            off, n = self._bucket.offsets[i]
+            out.append(self._buffer[off:off + n].view(p.shape))
+        return out
+
+    def parameters(self) -> list:
+        return list(self._params)
+
+    def is_last(self) -> bool:
+        return self._bucket.is_last
+
+    def set_buffer(self, buffer) -> None:
+        self._bucket.buffer[...] = buffer._data.reshape(-1)
+
+
+def _ready_event(buffer):
+    """An event recorded now on the current GPU stream, for a GPU buffer (None for a host one)."""
+    from ..backend import is_device_array
+
+    if not is_device_array(buffer):
+        return None
+    import cupy
+
+    with cupy.cuda.Device(buffer.device.id):
+        event = cupy.cuda.Event(disable_timing=True)
+        event.record(cupy.cuda.get_current_stream())
+    return event
+
+
+def run_comm_hook(comm, state, hook, params, bucket: _Bucket) -> None:
+    """Run a comm hook on ``bucket``, its collectives on ``comm``, and put the reduced
+    values it returns into the bucket."""
+    from . import group
+
+    if bucket.ready is not None:
+        bucket.ready.synchronize()
+    with group.collectives_on(comm):
+        out = hook(state, GradBucket(bucket, params))
+        out = out.wait() if hasattr(out, "wait") else out
+    if isinstance(out, (list, tuple)):
+        if len(out) != 1:
+            raise RuntimeError(f"a DDP communication hook's future must hold one tensor (the reduced "
+                               f"bucket), got a list of {len(out)}")
+        out = out[0]
+    data = getattr(out, "_data", None)
+    if data is None or data.size != bucket.buffer.size:
+        raise RuntimeError(
+            f"a DDP communication hook must return a Future of the reduced bucket: a tensor of "
+            f"{bucket.buffer.size} elements; got {type(out).__name__}"
+            + ("" if data is None else f" of {data.size} elements"))
+    if data is not bucket.buffer:
+        bucket.buffer[...] = data.reshape(-1)
 
 
 class _CommThread:
@@ -63,6 +139,7 @@ class _CommThread:
     def __init__(self, comm):
         self.comm = comm
         self.poll = float(os.environ.get("DISTGRAD_COMM_POLL_US", "100")) * 1e-6
+        self.hook = None       # (state, hook, params): a registered comm hook
         self.eager = threading.Event()
         self.queue = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name="distgrad-reducer", daemon=True)
@@ -77,12 +154,14 @@ class _CommThread:
             if bucket is None:
                 return
             try:
+                if self.hook is not None:
+                    run_comm_hook(self.comm, *self.hook, bucket)
                 # Every rank must use the same kind of call: a blocking and a non-blocking
                 # all-reduce never match each other in MPI.
-                if self.poll <= 0:
-                    self.comm.allreduce_(bucket.buffer, SUM)
+                elif self.poll <= 0:
+                    self.comm.iallreduce_(bucket.buffer, SUM, bucket.ready).wait()
                 else:
-                    req = self.comm.iallreduce_(bucket.buffer, SUM)
+                    req = self.comm.iallreduce_(bucket.buffer, SUM, bucket.ready)
                     while not req.test():
                         if self.eager.is_set():
                             req.wait()
@@ -118,8 +197,9 @@ class Reducer:
         self.step = 0
         self.rebuilt = False
         self.ready_order = []
-        self._build(list(reversed(range(len(params)))))
         self.worker = _CommThread(comm.dup()) if self.size > 1 else None
+        self.hook_in_process = None   # a comm hook in a world of one: run where the bucket is ready
+        self._build(list(reversed(range(len(params)))))
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
     # ---------------------------------------------------------------- buckets
@@ -136,9 +216,23 @@ class Reducer:
         if cur:
             groups.append(cur)
         self.buckets = [_Bucket(k, ids, self.params) for k, ids in enumerate(groups)]
-        for b in self.buckets:
-            b.scale = b.dtype.type(1.0 / self.size)
+        self.buckets[-1].is_last = True
+        self._set_scales()
         self.where = {i: b for b in self.buckets for i in b.param_ids}
+
+    def _set_scales(self) -> None:
+        # Without a hook, gradients are divided by the world size on the way in (so the
+        # sum is the mean); a hook gets them as they are and averages itself, as in PyTorch.
+        hooked = self.worker is not None and self.worker.hook is not None
+        for b in self.buckets:
+            b.scale = b.dtype.type(1.0 if hooked else 1.0 / self.size)
+
+    def register_comm_hook(self, state, hook) -> None:
+        if self.worker is None:
+            self.hook_in_process = (state, hook)
+        else:
+            self.worker.hook = (state, hook, self.params)
+        self._set_scales()
 
     def overlap_report(self) -> tuple:
         """(bytes of buckets whose all-reduce finished before the last backward's graph
@@ -195,6 +289,7 @@ class Reducer:
             array_module(slot).multiply(grad.reshape(-1), b.scale, out=slot)
         b.pending -= 1
         if b.pending == 0:
+            b.ready = _ready_event(b.buffer)
             self._launch_ready()
 
     def _launch_ready(self) -> None:
@@ -202,6 +297,8 @@ class Reducer:
         while self.next_launch < len(self.buckets) and self.buckets[self.next_launch].pending == 0:
             b = self.buckets[self.next_launch]
             if self.worker is None:
+                if self.hook_in_process is not None:
+                    self._hook_here(b)
                 b.done.set()
             else:
                 self.worker.submit(b)
@@ -245,6 +342,14 @@ class Reducer:
             self.active = False
             self.used_unsynced = set()
             self.step += 1
+
+    def _hook_here(self, b: _Bucket) -> None:
+        """A world of one still runs a registered hook (a compression hook rounds)."""
+        state, hook = self.hook_in_process
+        try:
+            run_comm_hook(self.comm, state, hook, self.params, b)
+        except BaseException as e:  # reported when backward waits for the bucket
+            b.error = e
 
     def _globally_used(self, used: list) -> list:
         """Which parameters got a gradient on some rank (one small all-reduce)."""

@@ -7,3 +7,10 @@ from .optimizer import Optimizer
 from .rmsprop import RMSprop
 from .sgd import SGD
 from .lbfgs import LBFGS
+from .adamax import Adamax
+from .asgd import ASGD
+from .nadam import NAdam
+from .radam import RAdam
+from .rprop import Rprop
+from .sparse_adam import SparseAdam
+from . import swa_utils

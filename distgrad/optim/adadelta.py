@@ -9,15 +9,16 @@ from .optimizer import Optimizer
 
 class Adadelta(Optimizer):
     """As ``torch.optim.Adadelta``; ``foreach``, ``capturable`` and ``differentiable``
-    are accepted and ignored."""
+    are accepted and select nothing (one implementation serves all; ``differentiable=True`` is not supported)."""
 
     def __init__(self, params, lr=1.0, rho: float = 0.9, eps: float = 1e-6, weight_decay: float = 0,
                  foreach=None, *, capturable: bool = False, maximize: bool = False,
                  differentiable: bool = False):
         self._check_args(("learning rate", lr, 0.0, None), ("rho value", rho, 0.0, 1.0),
                          ("epsilon value", eps, 0.0, None), ("weight_decay value", weight_decay, 0.0, None))
-        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, foreach=foreach,
-                                      capturable=capturable, maximize=maximize, differentiable=differentiable))
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,
+                                      capturable=capturable, foreach=foreach, differentiable=differentiable))
+        self._check_impl_flags(foreach, None, differentiable)
 
     def step(self, closure=None):
         loss = self._closure_loss(closure)

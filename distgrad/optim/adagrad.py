@@ -10,7 +10,7 @@ from .optimizer import Optimizer
 
 class Adagrad(Optimizer):
     """As ``torch.optim.Adagrad``; ``foreach``, ``differentiable`` and ``fused`` are
-    accepted and ignored (one implementation serves all)."""
+    accepted and select nothing (one implementation serves all; ``differentiable=True`` is not supported)."""
 
     def __init__(self, params, lr=1e-2, lr_decay: float = 0, weight_decay: float = 0,
                  initial_accumulator_value: float = 0, eps: float = 1e-10, foreach=None, *,
@@ -23,6 +23,7 @@ class Adagrad(Optimizer):
                                       initial_accumulator_value=initial_accumulator_value,
                                       foreach=foreach, maximize=maximize, differentiable=differentiable,
                                       fused=fused))
+        self._check_impl_flags(foreach, fused, differentiable)
         for group in self.param_groups:  # PyTorch makes the state up front
             for p in group["params"]:
                 self._init_state(p, group)

@@ -7,31 +7,48 @@ import numpy as np
 
 from ..backend import array_module
 from ..ops import cuda_kernels
-from ..tensor import _wrap
+from ..tensor import Tensor, _wrap
 from .optimizer import Optimizer
 
 
 class Adam(Optimizer):
+    """As ``torch.optim.Adam`` (``decoupled_weight_decay=True`` makes it AdamW);
+    ``foreach`` and ``fused`` are accepted (True or False) and select nothing:
+    distgrad has one implementation, with the same results. ``capturable`` is
+    accepted (there are no CUDA graphs to capture)."""
+
     _decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0, amsgrad: bool = False, *, maximize: bool = False):
-        if lr < 0.0:
+                 weight_decay: float = 0, amsgrad: bool = False, *, foreach=None,
+                 maximize: bool = False, capturable: bool = False, differentiable: bool = False,
+                 fused=None, decoupled_weight_decay: bool = False):
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if not 0.0 <= lr:
             raise ValueError(f"Invalid learning rate: {lr}")
-        if eps < 0.0:
+        if not 0.0 <= eps:
             raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameters: {betas}")
-        if weight_decay < 0.0:
+        self._check_betas(betas)
+        if not 0.0 <= weight_decay:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not ((isinstance(betas[0], float) and isinstance(betas[1], float))
+                or (isinstance(betas[0], Tensor) and isinstance(betas[1], Tensor))):
+            raise ValueError("betas must be either both floats or both Tensors")
+        betas = tuple(float(b) for b in betas)
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad, maximize=maximize))
+                                      amsgrad=amsgrad, maximize=maximize, foreach=foreach,
+                                      capturable=capturable, differentiable=differentiable, fused=fused,
+                                      decoupled_weight_decay=decoupled_weight_decay or self._decoupled))
+        self._check_impl_flags(foreach, fused, differentiable)
 
     def step(self, closure=None):
         loss = self._closure_loss(closure)
         for group in self.param_groups:
             lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
             wd, amsgrad, maximize = group["weight_decay"], group["amsgrad"], group["maximize"]
+            decoupled = group.get("decoupled_weight_decay", self._decoupled)
+            lr = float(lr)
             for p in group["params"]:
                 if p._grad is None:
                     continue
@@ -53,14 +70,14 @@ class Adam(Optimizer):
                 # Scalars of the parameter's own dtype: numpy is much faster with those
                 # than with Python floats on every call.
                 f = x.dtype.type
-                if wd and not self._decoupled:
+                if wd and not decoupled:
                     g = g + f(wd) * x
-                if wd and self._decoupled and (xp is np or amsgrad):
+                if wd and decoupled and (xp is np or amsgrad):
                     x *= f(1 - lr * wd)
                 m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
                 if xp is not np and not amsgrad:  # one fused GPU kernel
                     bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
-                    decay = 1 - lr * wd if wd and self._decoupled else 1.0
+                    decay = 1 - lr * wd if wd and decoupled else 1.0
                     cuda_kernels.adam_update(x, g, m, v, b1, b2, lr / bc1, 1 / math.sqrt(bc2), eps, decay)
                     p._vc[0] += 1
                     continue
@@ -93,5 +110,8 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach=None, capturable: bool = False, differentiable: bool = False, fused=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach,
+                         maximize=maximize, capturable=capturable, differentiable=differentiable,
+                         fused=fused, decoupled_weight_decay=True)

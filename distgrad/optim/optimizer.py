@@ -17,6 +17,23 @@ class _Required:
 required = _Required()
 
 
+def _lerp_(a, b, w: float, f) -> None:
+    """``a.lerp_(b, w)`` with PyTorch's formula (two forms, split at ``w = 0.5``)."""
+    if abs(w) < 0.5:
+        a += f(w) * (b - a)
+    else:
+        a[...] = b - (b - a) * f(1 - w)
+
+
+def _scalar_state(value: float):
+    """A 0-d float32 state entry on the host (``step`` and friends), as PyTorch's."""
+    import numpy as np
+
+    from ..tensor import _wrap
+
+    return _wrap(np.asarray(value, dtype=np.float32).reshape(()))
+
+
 class Optimizer:
     """Base class: subclasses implement ``step`` over ``self.param_groups``, reading
     ``p.grad`` and updating ``p`` in place (outside autograd)."""
@@ -80,6 +97,28 @@ class Optimizer:
                 raise ValueError(f"Invalid {what}: {value}")
 
     @staticmethod
+    def _check_betas(betas) -> None:
+        for i in (0, 1):
+            if not 0.0 <= betas[i] < 1.0:
+                raise ValueError(f"Invalid beta parameter at index {i}: {betas[i]}")
+
+    @staticmethod
+    def _check_impl_flags(foreach=None, fused=None, differentiable: bool = False) -> None:
+        """PyTorch's ``foreach``/``fused`` flags pick among implementations with the same
+        results; distgrad has a single implementation, so both are accepted (True or
+        False) and change nothing. ``differentiable=True`` (autograd through the update)
+        is not supported."""
+        if fused and differentiable:
+            raise RuntimeError("`fused` does not support `differentiable`")
+        if fused and foreach:
+            raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+        if differentiable:
+            raise NotImplementedError(
+                "differentiable=True is not supported: distgrad's optimizers update the "
+                "parameters outside autograd"
+            )
+
+    @staticmethod
     def _with_grads(group):
         """(parameter, its array, its gradient's array (negated under ``maximize``), the
         array module, the scalar type) for each parameter of ``group`` with a gradient."""
@@ -132,7 +171,9 @@ class Optimizer:
             entry = {}
             for name, val in v.items():
                 if isinstance(val, Tensor) and name != "step":
-                    if tuple(val.shape) != tuple(p.shape):
+                    # 0-d entries (NAdam's mu_product, ASGD's eta and mu) are cast to
+                    # the parameter's dtype as PyTorch casts them
+                    if val.ndim != 0 and tuple(val.shape) != tuple(p.shape):
                         raise ValueError(
                             f"loaded state for parameter {k} has '{name}' of shape {list(val.shape)}, "
                             f"expected {list(p.shape)}"

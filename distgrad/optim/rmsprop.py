@@ -9,7 +9,7 @@ from .optimizer import Optimizer
 
 class RMSprop(Optimizer):
     """As ``torch.optim.RMSprop``; ``foreach``, ``capturable`` and ``differentiable``
-    are accepted and ignored."""
+    are accepted and select nothing (one implementation serves all; ``differentiable=True`` is not supported)."""
 
     def __init__(self, params, lr=1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0,
                  momentum: float = 0, centered: bool = False, capturable: bool = False, foreach=None,
@@ -20,6 +20,7 @@ class RMSprop(Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                                       weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                                       maximize=maximize, differentiable=differentiable))
+        self._check_impl_flags(foreach, None, differentiable)
 
     def step(self, closure=None):
         loss = self._closure_loss(closure)

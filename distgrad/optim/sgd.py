@@ -9,8 +9,12 @@ from .optimizer import Optimizer, required
 
 
 class SGD(Optimizer):
+    """As ``torch.optim.SGD``; ``foreach`` and ``fused`` are accepted (True or False)
+    and select nothing: distgrad has one implementation, with the same results."""
+
     def __init__(self, params, lr=1e-3, momentum: float = 0, dampening: float = 0,
-                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False):
+                 weight_decay: float = 0, nesterov: bool = False, *, maximize: bool = False,
+                 foreach=None, differentiable: bool = False, fused=None):
         if lr is not required and lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if momentum < 0.0:
@@ -20,7 +24,9 @@ class SGD(Optimizer):
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize))
+                                      weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                                      foreach=foreach, differentiable=differentiable, fused=fused))
+        self._check_impl_flags(foreach, fused, differentiable)
 
     def step(self, closure=None):
         loss = self._closure_loss(closure)

@@ -797,3 +797,132 @@ def test_ranks_finishing_backward_at_different_times_do_not_deadlock():
     with all_ranks_agree():
         for other in theirs:
             np.testing.assert_array_equal(other, mine)
+
+
+# -------------------------------------------------------------- communication hooks
+def _hooked_grads(hook, state=None, steps=2, caps=SMALL_BUCKETS, dtype=dg.float64):
+    """Per-rank gradients of DDP with ``hook`` registered, and of one process on the
+    whole batch (rank 0's reference), for ``steps`` steps of SGD."""
+    rank, size = world()
+    ref = build("mlp", dtype)
+    model = build("mlp", dtype)
+    ddp = DDP(model, **caps)
+    if hook is not None:
+        ddp.register_comm_hook(state, hook)
+    opt, opt_ref = dg.optim.SGD(model.parameters(), lr=0.1), dg.optim.SGD(ref.parameters(), lr=0.1)
+    out = []
+    for step in range(steps):
+        batch = make_batch("mlp", dtype, 4 * size, step)
+        opt.zero_grad()
+        loss_fn("mlp", ddp, rows(batch, 4 * rank, 4 * rank + 4)).backward()
+        opt_ref.zero_grad()
+        loss_fn("mlp", ref, batch).backward()
+        out.append((grads(model), grads(ref)))
+        opt.step()
+        opt_ref.step()
+    return out, model
+
+
+@pytest.mark.mpi(min_size=2)
+def test_allreduce_hook_equals_the_builtin_reduction():
+    from distgrad.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    out, model = _hooked_grads(default_hooks.allreduce_hook)
+    with all_ranks_agree():
+        for step, (got, want) in enumerate(out):
+            assert_close(got, want, TOL[dg.float64], f"step {step}")
+    assert_identical_across_ranks(model)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_fp16_compress_hook_rounds_the_mean_to_float16():
+    """The bucket is divided by the world size, cast to float16, summed in float16 (by
+    MPI, with an op of distgrad's own) and cast back: the gradients equal the mean
+    within float16 rounding, not exactly, and are identical on every rank."""
+    from distgrad.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    out, model = _hooked_grads(default_hooks.fp16_compress_hook, steps=1)
+    got, want = out[0]
+    with all_ranks_agree():
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=2e-3, atol=2e-4, err_msg=k)
+        assert any(not np.array_equal(got[k], want[k]) for k in want), "no float16 rounding happened"
+        for k in got:
+            assert np.array_equal(got[k].astype(np.float16).astype(np.float64), got[k]), \
+                f"{k}: not a float16 value"
+    assert_identical_across_ranks(model)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_custom_hook_sees_unaveraged_buckets_and_its_result_is_used():
+    """A hook gets each bucket as this rank's raw gradients (not yet divided by the world
+    size), in bucket order, with GradBucket's accessors; what its Future holds becomes
+    the gradients (here: the sum over ranks, twice the builtin mean on 2 ranks)."""
+    from distgrad.futures import Future
+
+    rank, size = world()
+    seen = []
+
+    def summing_hook(state, bucket):
+        state.append((bucket.index(), bucket.is_last(), [tuple(g.shape) for g in bucket.gradients()],
+                      [tuple(p.shape) for p in bucket.parameters()], bucket.buffer().numel()))
+        buf = bucket.buffer()
+        dist.all_reduce(buf)            # on the hook's own communicator
+        fut = Future()
+        fut.set_result(buf)
+        return fut
+
+    out, _ = _hooked_grads(summing_hook, state=seen, steps=1)
+    got, want = out[0]
+    with all_ranks_agree():
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k] * size, **TOL[dg.float64], err_msg=k)
+        indices = [s[0] for s in seen]
+        assert indices == sorted(indices) and indices[0] == 0, indices
+        assert [s[1] for s in seen] == [False] * (len(seen) - 1) + [True]
+        for _, _, gshapes, pshapes, n in seen:
+            assert gshapes == pshapes and n == sum(int(np.prod(s)) for s in pshapes)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_hook_errors_are_reported_on_every_rank():
+    def bad_hook(state, bucket):
+        fut = dg.futures.Future()
+        fut.set_result(dg.zeros(3))    # not the bucket's size
+        return fut
+
+    rank, size = world()
+    model = build("mlp", dg.float64)
+    ddp = DDP(model, **SMALL_BUCKETS)
+    ddp.register_comm_hook(None, bad_hook)
+    err = None
+    try:
+        loss_fn("mlp", ddp, make_batch("mlp", dg.float64, 4, 0)).backward()
+    except RuntimeError as e:
+        err = str(e)
+    with all_ranks_agree():
+        assert err is not None and "Future of the reduced bucket" in err, err
+    with all_ranks_agree():
+        with pytest.raises(RuntimeError, match="can only be called once"):
+            ddp.register_comm_hook(None, bad_hook)
+        with pytest.raises(TypeError, match="must be callable"):
+            DDP.register_comm_hook(ddp, None, 3)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_half_precision_all_reduce_ops():
+    """float16 all-reduce with every op, through MPI's own op of distgrad's."""
+    rank, size = world()
+    base = np.array([0.5, -1.25, 3.0, 1e-3], np.float16)
+    results = {}
+    for op in (dist.ReduceOp.SUM, dist.ReduceOp.MAX, dist.ReduceOp.MIN, dist.ReduceOp.PRODUCT):
+        t = dg.tensor(base * (rank + 1), dtype=dg.float16)
+        dist.all_reduce(t, op=op)
+        results[op] = t.numpy()
+    stack = np.stack([base * (r + 1) for r in range(size)]).astype(np.float32)
+    with all_ranks_agree():
+        assert results[dist.ReduceOp.MAX].dtype == np.float16
+        np.testing.assert_array_equal(results[dist.ReduceOp.MAX], stack.max(0).astype(np.float16))
+        np.testing.assert_array_equal(results[dist.ReduceOp.MIN], stack.min(0).astype(np.float16))
+        np.testing.assert_allclose(results[dist.ReduceOp.SUM], stack.sum(0), rtol=2e-3)
+        np.testing.assert_allclose(results[dist.ReduceOp.PRODUCT], stack.prod(0), rtol=4e-3, atol=1e-7)

@@ -1,0 +1,1 @@
+"""Algorithms on top of the process group (PyTorch's ``torch.distributed.algorithms``)."""
