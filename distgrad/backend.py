@@ -36,9 +36,6 @@ def cupy():
             )
             raise RuntimeError(_cupy_error) from None
         _cupy = cp
-        from .random import default_generator
-
-        cp.random.seed(default_generator.initial_seed() & 0xFFFFFFFF)  # as manual_seed would have
     return _cupy
 
 

@@ -502,3 +502,30 @@ def test_linear_bias_kernel_matches_cpu(dtype):
     want = lin(x).detach().numpy()
     got = lin.to("cuda")(x.to("cuda")).detach().cpu().numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@gpu
+def test_disabling_the_kernels_switches_every_one_off(monkeypatch):
+    """``cuda_kernels.enabled = False``: no fused kernel runs (each would raise here),
+    and GELU, softmax, LayerNorm, cross-entropy, SGD and Adam still work on the GPU."""
+    from distgrad.ops import cuda_kernels
+
+    def refuse(*a, **k):
+        raise AssertionError("a fused kernel ran with cuda_kernels.enabled = False")
+
+    for name in ("gelu", "gelu_grad", "sgd_update", "adam_update", "softmax_forward", "softmax_backward",
+                 "layer_norm_forward", "layer_norm_backward", "cross_entropy_forward", "cross_entropy_backward",
+                 "add_bias_", "bmm"):
+        if hasattr(cuda_kernels, name):
+            monkeypatch.setattr(cuda_kernels, name, refuse)
+    monkeypatch.setattr(cuda_kernels, "enabled", False)
+    lin = dg.nn.Linear(8, 8).cuda()
+    ln = dg.nn.LayerNorm(8).cuda()
+    x = dg.randn(4, 8, device="cuda", requires_grad=True)
+    for opt in (dg.optim.SGD(lin.parameters(), lr=0.1), dg.optim.AdamW(lin.parameters(), lr=0.1)):
+        y = dg.nn.functional.gelu(ln(lin(x)))
+        loss = dg.nn.functional.cross_entropy(y, dg.tensor([0, 1, 2, 3], device="cuda")) + y.softmax(-1).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert np.isfinite(lin.weight.detach().cpu().numpy()).all()

@@ -70,40 +70,78 @@ def synchronize(device=None) -> None:
 
 
 # ------------------------------------------------------------------ seeding
+# Each GPU has its own counter-based generator (``distgrad.random.DeviceGenerator``):
+# its state is (seed, offset), saved and restored by checkpointing and ``fork_rng``.
 def manual_seed(seed: int) -> None:
-    """Seed the GPU's generator (CuPy's); nothing without a GPU, as in PyTorch."""
-    seed = int(seed)
+    """Seed the current GPU's generator; nothing without a GPU, as in PyTorch."""
     if is_available():
         from .. import random
 
-        random._cuda_seed = seed
-        backend.cupy().random.seed(seed & 0xFFFFFFFF)
+        random.device_generator(current_device()).manual_seed(int(seed))
 
 
 def manual_seed_all(seed: int) -> None:
-    manual_seed(seed)
+    """Seed every GPU's generator (also those not used yet); nothing without a GPU."""
+    if is_available():
+        from .. import random
+
+        random._cuda_seed = int(seed)
+        for i in range(device_count()):
+            random.device_generator(i).manual_seed(int(seed))
 
 
 def seed() -> None:
-    """Seed the GPU's generator with a random number; nothing without a GPU."""
+    """Seed the current GPU's generator with a random number; nothing without a GPU."""
     if is_available():
-        import numpy as np
+        from .. import random
 
-        manual_seed(int(np.random.SeedSequence().entropy) & ((1 << 63) - 1))
+        random.device_generator(current_device()).seed()
 
 
 def seed_all() -> None:
-    seed()
+    if is_available():
+        import numpy as np
+
+        manual_seed_all(int(np.random.SeedSequence().entropy) & ((1 << 63) - 1))
 
 
 def initial_seed() -> int:
-    """The GPU generator's seed (that of the last ``manual_seed``)."""
+    """The current GPU generator's seed."""
     backend.cupy()
     from .. import random
 
-    if random._cuda_seed is not None:
-        return random._cuda_seed
-    return random.default_generator.initial_seed()
+    return random.device_generator(current_device()).initial_seed()
+
+
+def get_rng_state(device="cuda"):
+    """The state of a GPU's generator: a 16-byte uint8 tensor (seed, offset)."""
+    backend.cupy()
+    from .. import random
+
+    return random.device_generator(_rng_index(device)).get_state()
+
+
+def set_rng_state(new_state, device="cuda") -> None:
+    backend.cupy()
+    from .. import random
+
+    random.device_generator(_rng_index(device)).set_state(new_state)
+
+
+def get_rng_state_all() -> list:
+    return [get_rng_state(i) for i in range(device_count())]
+
+
+def set_rng_state_all(new_states) -> None:
+    for i, state in enumerate(new_states):
+        set_rng_state(state, i)
+
+
+def _rng_index(device) -> int:
+    if isinstance(device, int):
+        return device
+    text = str(device)
+    return int(text.split(":")[1]) if ":" in text else current_device()
 
 
 # ------------------------------------------------------------------- memory

@@ -3,9 +3,9 @@ GELU and its gradient and the SGD and Adam/AdamW updates (CuPy ElementwiseKernel
 the row kernels of softmax with cross-entropy and of LayerNorm (a RawModule, one
 thread block per row).
 
-Each is used behind a single check in the op's own code (``if xp is not numpy``
-and ``cuda_kernels.enabled``) and is tested against the unfused array code on the
-GPU. Kernels are compiled on first use; ``enabled = False`` turns them all off.
+Each is used behind one predicate, ``use(array)`` (kernels enabled, a float32 or
+float64 GPU array), and is tested against the unfused array code on the GPU.
+Kernels are compiled on first use; ``enabled = False`` turns every one of them off.
 """
 from __future__ import annotations
 
@@ -299,9 +299,14 @@ def _row_kernel(name, dtype):
     return _rows_module().get_function(f"{name}<{'float' if dtype == np.float32 else 'double'}>")
 
 
-def rows_supported(arr) -> bool:
-    """The row kernels take float32 and float64 arrays on the GPU."""
+def use(arr) -> bool:
+    """The one test every fused kernel's call site makes: kernels are on (``enabled``),
+    and ``arr`` is a float32 or float64 array on the GPU. Anything else takes the
+    unfused array code (which also runs on the GPU)."""
     return enabled and backend.is_device_array(arr) and arr.dtype in (np.float32, np.float64)
+
+
+rows_supported = use   # the row kernels' name for the same test
 
 
 def _threads(c: int) -> int:

@@ -631,7 +631,7 @@ def _gelu_sigmoid(x, x2):
 
 def _gelu_value(x, approximate):
     """gelu of an array, with in-place temporaries (few passes over memory)."""
-    if type(x) is not _np_ndarray:
+    if cuda_kernels.use(x):
         return cuda_kernels.gelu(x, approximate)
     f = x.dtype.type
     if approximate == "tanh":
@@ -700,7 +700,7 @@ class GeluBackwardBackward0(Node):
 
 def gelu_backward(grad_output, input, approximate="none"):
     """``grad_output * gelu'(input)`` as one op: the gradient of gelu."""
-    if type(input._data) is not _np_ndarray:
+    if cuda_kernels.use(input._data) and grad_output._data.dtype == input._data.dtype:
         d = cuda_kernels.gelu_grad(input._data, grad_output._data, approximate)
     else:
         d = _gelu_derivative(input._data, approximate)

@@ -72,10 +72,11 @@ class Adam(Optimizer):
                 f = x.dtype.type
                 if wd and not decoupled:
                     g = g + f(wd) * x
-                if wd and decoupled and (xp is np or amsgrad):
+                fused = cuda_kernels.use(x) and not amsgrad and g.dtype == x.dtype
+                if wd and decoupled and not fused:
                     x *= f(1 - lr * wd)
                 m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
-                if xp is not np and not amsgrad:  # one fused GPU kernel
+                if fused:  # one GPU kernel for the whole update
                     bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
                     decay = 1 - lr * wd if wd and decoupled else 1.0
                     cuda_kernels.adam_update(x, g, m, v, b1, b2, lr / bc1, 1 / math.sqrt(bc2), eps, decay)

@@ -53,9 +53,9 @@ class SGD(Optimizer):
                         b *= f(mom)
                         b += f(1 - damp) * d if damp else d
                     d = d + f(mom) * buf._data if nesterov else buf._data
-                if type(x) is np.ndarray:
-                    x -= f(lr) * d
-                else:  # one fused GPU kernel instead of a multiply and a subtract
+                if cuda_kernels.use(x) and d.dtype == x.dtype:  # one fused kernel, not two passes
                     cuda_kernels.sgd_update(x, d, lr)
+                else:
+                    x -= f(lr) * d
                 p._vc[0] += 1
         return loss

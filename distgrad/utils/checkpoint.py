@@ -3,9 +3,9 @@ rest during backward.
 
 The default (``use_reentrant=False``) is built on saved-tensor hooks: inside the
 segment every tensor an op saves is replaced by a placeholder; the first time
-backward unpacks one, the segment runs again (with the RNG state it had, so
-dropout draws the same mask) until it has saved them all, and they fill the
-placeholders. The original graph is the one backward walks (also the second time,
+backward unpacks one, the segment runs again (with the RNG states it had, the CPU
+generator's and each GPU's, so dropout draws the same mask) until it has saved them
+all, and they fill the placeholders. The original graph is the one backward walks (also the second time,
 with create_graph), so gradients are bit-identical to a run without checkpointing
 and each parameter's gradient is accumulated once. A recomputed value must be at
 the version its original was when saved; otherwise backward raises the version
@@ -17,8 +17,18 @@ from ..autograd.function import Function, _SavedTensorModified, _version_error
 from ..autograd.grad_mode import enable_grad
 from ..autograd.graph import saved_tensors_hooks
 from ..autograd import engine
-from ..random import default_generator
+from .. import random as _random
 from ..tensor import Tensor
+
+
+def _rng_states(args, kwargs) -> tuple:
+    """The CPU generator's state and the GPU generators' (those of the GPUs the inputs
+    are on included, as PyTorch stashes the inputs' devices' states)."""
+    from ..backend import is_device_array
+
+    devices = {a._data.device.id for a in list(args) + list(kwargs.values())
+               if isinstance(a, Tensor) and is_device_array(a._data)}
+    return _random.get_all_states(devices)
 
 
 def _versions(args) -> list:
@@ -89,17 +99,17 @@ class _Recomputation:
                 raise _StopRecomputation
             return len(storage) - 1
 
-        current = default_generator.get_state() if self.rng_state is not None else None
+        current = _random.get_all_states() if self.rng_state is not None else None
         try:
             if self.rng_state is not None:
-                default_generator.set_state(self.rng_state)
+                _random.set_all_states(self.rng_state)
             with enable_grad(), saved_tensors_hooks(pack, storage.__getitem__):
                 self.function(*self.args, **self.kwargs)
         except _StopRecomputation:
             pass
         finally:
             if current is not None:
-                default_generator.set_state(current)
+                _random.set_all_states(current)
         if len(storage) != len(self.saved) or any(
             (t._data.shape, t._data.dtype) != m[:2] for t, m in zip(storage.values(), self.saved)
         ):
@@ -121,8 +131,7 @@ def checkpoint(function, *args, use_reentrant: bool | None = False, context_fn=N
         if kwargs:
             raise ValueError("checkpoint: keyword arguments are only supported with use_reentrant=False")
         return _CheckpointFunction.apply(function, preserve_rng_state, *args)
-    frame = _Recomputation(function, args, kwargs,
-                           default_generator.get_state() if preserve_rng_state else None)
+    frame = _Recomputation(function, args, kwargs, _rng_states(args, kwargs) if preserve_rng_state else None)
     with saved_tensors_hooks(frame.pack, frame.unpack):
         return function(*args, **kwargs)
 
@@ -134,7 +143,7 @@ class _CheckpointFunction(Function):
     @staticmethod
     def forward(ctx, run_function, preserve_rng_state, *args):
         ctx.run_function = run_function
-        ctx.rng_state = default_generator.get_state() if preserve_rng_state else None
+        ctx.rng_state = _rng_states(args, {}) if preserve_rng_state else None
         ctx.inputs = args
         ctx.input_versions = _versions(args)
         return run_function(*args)
@@ -145,15 +154,15 @@ class _CheckpointFunction(Function):
         inputs = tuple(
             a.detach().requires_grad_(a.requires_grad) if isinstance(a, Tensor) else a for a in ctx.inputs
         )
-        current = default_generator.get_state() if ctx.rng_state is not None else None
+        current = _random.get_all_states() if ctx.rng_state is not None else None
         try:
             if ctx.rng_state is not None:
-                default_generator.set_state(ctx.rng_state)
+                _random.set_all_states(ctx.rng_state)
             with enable_grad():
                 outputs = ctx.run_function(*inputs)
         finally:
             if current is not None:
-                default_generator.set_state(current)
+                _random.set_all_states(current)
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         pairs = [(o, g) for o, g in zip(outputs, grad_outputs)
                  if isinstance(o, Tensor) and o.requires_grad and g is not None]
