@@ -44,3 +44,5 @@ from .nn.functional import cosine_similarity, pairwise_distance  # noqa: E402
 from ._threads import (get_num_interop_threads, get_num_threads, set_num_interop_threads,  # noqa: E402
                        set_num_threads)
 from . import futures  # noqa: E402
+from . import distributions, jit, testing  # noqa: E402
+from ._sampling import bernoulli, poisson  # noqa: E402

@@ -11,3 +11,7 @@ __all__ = [
     "gradcheck", "gradgradcheck", "graph", "inference_mode", "is_grad_enabled",
     "is_inference_mode_enabled", "no_grad", "once_differentiable", "set_grad_enabled",
 ]
+from . import functional  # noqa: E402
+from .variable import Variable  # noqa: E402
+
+__all__ += ["Variable", "functional"]

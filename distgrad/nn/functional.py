@@ -1258,3 +1258,28 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
 
 
 __all__ += ["embedding_bag"]
+
+
+def gumbel_softmax(logits, tau: float = 1, hard: bool = False, eps: float = 1e-10, dim: int = -1):
+    """Sample from the Gumbel-Softmax distribution: ``softmax((logits + g) / tau)`` with
+    Gumbel noise ``g`` from the default generator. With ``hard=True`` the result is one-hot
+    in the forward pass, with the soft sample's gradient (straight-through)."""
+    import numpy as _gnp
+
+    from ..random import default_generator as _gen
+    from ..tensor import _wrap as _gwrap
+
+    if eps != 1e-10:
+        _warnings.warn("`eps` parameter is deprecated and has no effect.", stacklevel=2)
+    e = _gen._rng.standard_exponential(tuple(logits.shape)).astype(_gnp.asarray(logits.detach().numpy()).dtype)
+    gumbels = -_gwrap(e).to(device=logits.device).log()
+    gumbels = (logits + gumbels) / tau
+    y_soft = gumbels.softmax(dim)
+    if hard:
+        index = y_soft.max(dim, keepdim=True)[1]
+        y_hard = _zeros_like(logits).scatter(dim, index, 1.0)
+        return y_hard - y_soft.detach() + y_soft
+    return y_soft
+
+
+__all__ += ["gumbel_softmax"]

@@ -146,3 +146,25 @@ def sparse_(tensor, sparsity, std: float = 0.01, generator=None):
         vals[g.permutation(rows)[:num_zeros], c] = 0
     with no_grad():
         return tensor.copy_(tensor.new_tensor(vals))
+
+
+def dirac_(tensor, groups: int = 1):
+    """Fill a 3-, 4- or 5-D (convolution weight) tensor with the Dirac delta: each output
+    channel (per group) passes its matching input channel through unchanged."""
+    import numpy as np
+
+    dimensions = tensor.ndimension()
+    if dimensions not in [3, 4, 5]:
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    sizes = tensor.size()
+    if sizes[0] % groups != 0:
+        raise ValueError("dim 0 must be divisible by groups")
+    out_chans_per_grp = sizes[0] // groups
+    min_dim = min(out_chans_per_grp, sizes[1])
+    vals = np.zeros(tuple(sizes))
+    centre = tuple(s // 2 for s in sizes[2:])
+    for g in range(groups):
+        for d in range(min_dim):
+            vals[(g * out_chans_per_grp + d, d) + centre] = 1
+    with no_grad():
+        return tensor.copy_(tensor.new_tensor(vals))
