@@ -529,3 +529,35 @@ def test_disabling_the_kernels_switches_every_one_off(monkeypatch):
         loss.backward()
         opt.step()
     assert np.isfinite(lin.weight.detach().cpu().numpy()).all()
+
+
+def _gpu_ddp_job(backend, hook):
+    import shutil
+
+    mpiexec = shutil.which("mpiexec") or shutil.which("mpirun")
+    if mpiexec is None:
+        pytest.skip("needs mpiexec")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "tests", "mpi", "scripts", "gpu_ddp.py")
+    args = [mpiexec, "-n", "2"]
+    if "Open MPI" in subprocess.run([mpiexec, "--version"], capture_output=True, text=True).stdout:
+        args += ["--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    proc = subprocess.run(args + [sys.executable, script, backend, hook], capture_output=True, text=True,
+                          timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("gpu_ddp OK") == 2, proc.stdout
+
+
+@gpu
+@pytest.mark.parametrize("hook", ["none", "allreduce", "fp16"])
+def test_two_ranks_staged_on_the_gpu_with_hooks(hook):
+    """Two ranks sharing the GPUs there are, gradients staged through host memory."""
+    _gpu_ddp_job("mpi", hook)
+
+
+@gpu
+@pytest.mark.parametrize("hook", ["none", "fp16"])
+def test_two_ranks_over_nccl(hook):
+    if dg.cuda.device_count() < 2:
+        pytest.skip(f"NCCL needs one GPU per rank: 2 ranks, {dg.cuda.device_count()} GPU(s) here")
+    _gpu_ddp_job("nccl", hook)
