@@ -17,7 +17,7 @@ from ._tensor_str import set_printoptions
 from .autograd.grad_mode import (enable_grad, inference_mode, is_grad_enabled,
                                  is_inference_mode_enabled, no_grad, set_grad_enabled)
 from .backend import device
-from .dtype import (bool, double, dtype, float, float16, float32, float64, get_default_dtype,
+from .dtype import (bfloat16, bool, double, dtype, float, float16, float32, float64, get_default_dtype,
                     half, int, int8, int16, int32, int64, long, set_default_dtype, short, uint8)
 from .ops import FUNCTIONS as _FUNCTIONS
 from .serialization import load, save
@@ -33,9 +33,6 @@ def numel(input) -> "int":
 
 
 def __getattr__(name):
-    if name == "bfloat16":
-        raise AttributeError("distgrad has no bfloat16 dtype yet (it is planned with mixed precision "
-                             "on the GPU); use distgrad.float16 or distgrad.float32")
     raise AttributeError(f"module 'distgrad' has no attribute '{name}'")
 
 
@@ -46,3 +43,6 @@ from ._threads import (get_num_interop_threads, get_num_threads, set_num_interop
 from . import futures  # noqa: E402
 from . import distributions, jit, testing  # noqa: E402
 from ._sampling import bernoulli, poisson  # noqa: E402
+from .amp.policy import install as _install_autocast  # noqa: E402
+
+_install_autocast()

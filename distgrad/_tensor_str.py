@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 import numpy as np
+from .dtype import kind_of as _kind_of
 
 
 @dataclasses.dataclass
@@ -66,7 +67,7 @@ class _Formatter:
     """Picks one notation and column width shared by every element of a tensor."""
 
     def __init__(self, flat: np.ndarray):
-        self.is_float = flat.dtype.kind == "f"
+        self.is_float = _kind_of(flat.dtype) == "f"
         self.int_mode = True
         self.sci_mode = False
         self.width = 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+from .dtype import kind_of as _kind_of
 
 ndarray = np.ndarray
 
@@ -255,7 +256,7 @@ def sum_leading(arr, k: int):
     array this is a matrix-vector product with a vector of ones (cuBLAS), many times
     faster than CuPy's generic reduction over non-contiguous axes (bias and LayerNorm
     weight gradients are such sums)."""
-    if (type(arr) is np.ndarray or not is_device_array(arr) or arr.dtype.kind != "f"
+    if (type(arr) is np.ndarray or not is_device_array(arr) or _kind_of(arr.dtype) != "f"
             or arr.dtype.itemsize < 4 or not arr.flags.c_contiguous or not 0 < k < arr.ndim):
         return arr.sum(axis=tuple(range(k)))
     rest = arr.shape[k:]

@@ -3,6 +3,25 @@ from __future__ import annotations
 
 import numpy as np
 
+import ml_dtypes as _ml_dtypes  # the bfloat16 numpy dtype (shared with CuPy 14 and JAX)
+
+BFLOAT16_NP = np.dtype(_ml_dtypes.bfloat16)
+
+
+def is_float_np(npd) -> bool:
+    """Whether numpy dtype ``npd`` is a real floating-point type: kind "f", or
+    bfloat16 (whose numpy kind is "V")."""
+    return npd.kind == "f" or npd == BFLOAT16_NP
+
+
+def is_bf16_np(npd) -> bool:
+    return npd == BFLOAT16_NP
+
+
+def kind_of(npd) -> str:
+    """numpy's kind letter, with "f" for bfloat16 (numpy says "V")."""
+    return "f" if is_bf16_np(npd) else npd.kind
+
 
 class dtype:
     __slots__ = ("name", "np", "is_floating_point", "is_signed", "itemsize")
@@ -10,8 +29,8 @@ class dtype:
     def __init__(self, name: str, np_dtype):
         self.name = name
         self.np = np.dtype(np_dtype)
-        self.is_floating_point = self.np.kind == "f"
-        self.is_signed = self.np.kind in "fi"
+        self.is_floating_point = is_float_np(self.np)
+        self.is_signed = self.is_floating_point or self.np.kind == "i"
         self.itemsize = self.np.itemsize
 
     def __repr__(self):
@@ -30,8 +49,9 @@ int16 = short = dtype("int16", np.int16)
 int32 = int = dtype("int32", np.int32)
 int64 = long = dtype("int64", np.int64)
 bool = dtype("bool", np.bool_)
+bfloat16 = dtype("bfloat16", BFLOAT16_NP)
 
-_ALL = (float16, float32, float64, uint8, int8, int16, int32, int64, bool)
+_ALL = (float16, float32, float64, uint8, int8, int16, int32, int64, bool, bfloat16)
 _BY_NP = {d.np: d for d in _ALL}
 _BY_NAME = {d.name: d for d in _ALL}
 _BY_NAME.update(half=float16, float=float32, double=float64, short=int16, int=int32, long=int64)

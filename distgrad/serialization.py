@@ -57,18 +57,19 @@ _STORAGE_OF = {
     "float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
     "uint8": "ByteStorage", "int8": "CharStorage", "int16": "ShortStorage",
     "int32": "IntStorage", "int64": "LongStorage", "bool": "BoolStorage",
+    "bfloat16": "BFloat16Storage",
 }
 _DTYPE_OF_STORAGE = {v: to_dtype(k) for k, v in _STORAGE_OF.items()}
 _TORCH_DTYPE_ALIASES = {"float": "float32", "double": "float64", "half": "float16",
                         "short": "int16", "int": "int32", "long": "int64"}
 # Storage classes and dtypes PyTorch has but distgrad does not.
 _UNSUPPORTED_STORAGES = {
-    "BFloat16Storage": "bfloat16", "ComplexFloatStorage": "complex64",
+    "ComplexFloatStorage": "complex64",
     "ComplexDoubleStorage": "complex128", "QInt8Storage": "qint8", "QUInt8Storage": "quint8",
     "QInt32Storage": "qint32", "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
 }
 _UNSUPPORTED_DTYPES = {
-    "bfloat16", "complex32", "complex64", "complex128", "cfloat", "cdouble", "chalf",
+    "complex32", "complex64", "complex128", "cfloat", "cdouble", "chalf",
     "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu",
     "uint16", "uint32", "uint64", "qint8", "quint8", "qint32", "quint4x2", "quint2x4",
     "bits8", "bits16", "bits1x8", "bits2x4", "bits4x2",

@@ -106,7 +106,7 @@ class Tensor:
         return self._data.flags.c_contiguous
 
     def is_floating_point(self) -> bool:
-        return self._data.dtype.kind == "f"
+        return _dt.kind_of(self._data.dtype) == "f"
 
     @property
     def is_cuda(self) -> bool:
@@ -158,7 +158,7 @@ class Tensor:
                 "Setting requires_grad=True on inference tensor outside InferenceMode is not "
                 "allowed; make a normal tensor first with .clone() outside inference mode"
             )
-        if requires_grad and self._data.dtype.kind not in "fc":
+        if requires_grad and _dt.kind_of(self._data.dtype) not in "fc":
             raise RuntimeError(
                 f"only Tensors of floating point dtype can require gradients (got {self.dtype}); "
                 "convert first, e.g. x.float()"
@@ -428,7 +428,7 @@ def _refresh_view(t: Tensor) -> None:
 
 
 # ------------------------------------------------------------- legacy constructors
-_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor", "bfloat16": "BFloat16Tensor",
                "int64": "LongTensor", "int32": "IntTensor", "int16": "ShortTensor",
                "int8": "CharTensor", "uint8": "ByteTensor", "bool": "BoolTensor"}
 _BY_TYPE_NAME = {v: k for k, v in _TYPE_NAMES.items()}

@@ -6,6 +6,7 @@ import math
 import numbers
 
 import numpy as np
+from .dtype import kind_of as _kind_of
 
 __all__ = ["assert_allclose", "assert_close", "make_tensor"]
 
@@ -103,7 +104,7 @@ def _compare_arrays(a, e, *, rtol, atol, equal_nan, a_meta, e_meta, check_dtype,
     if a.dtype != e.dtype:
         common = np.promote_types(a.dtype, e.dtype)
         a, e = a.astype(common), e.astype(common)
-    floating = a.dtype.kind in "fc"
+    floating = _kind_of(a.dtype) in "fc"
     if floating:
         matches = np.isclose(a, e, rtol=rtol, atol=atol, equal_nan=equal_nan)
     else:

@@ -116,6 +116,20 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
 
 
 def _run(roots, grads, retain_graph, create_graph, inputs, accumulate):
+    """Backward runs outside autocast, whatever region it is called in (the backward
+    formulas compute in the dtypes the forward recorded)."""
+    from ..amp import autocast_mode
+
+    active = autocast_mode._active[0]
+    autocast_mode._active[0] = False
+    try:
+        return _walk(roots, grads, retain_graph, create_graph, inputs, accumulate)
+    finally:
+        if active:
+            autocast_mode._refresh()
+
+
+def _walk(roots, grads, retain_graph, create_graph, inputs, accumulate):
     root_edges = []
     for i, t in enumerate(roots):
         if t.grad_fn is None and not t._requires_grad:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from ..dtype import kind_of as _kind_of
 
 from ..backend import to_numpy
 from ..tensor import Tensor, _wrap
@@ -21,7 +22,7 @@ def _as_tuple(x):
 
 
 def _diff_outputs(outputs):
-    return [o for o in outputs if isinstance(o, Tensor) and o._data.dtype.kind == "f"]
+    return [o for o in outputs if isinstance(o, Tensor) and _kind_of(o._data.dtype) == "f"]
 
 
 def _numerical(func, inputs, diff_idx, n_out_elems, eps):

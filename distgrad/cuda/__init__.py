@@ -60,8 +60,15 @@ def get_device_capability(device=None) -> tuple:
 
 
 def is_bf16_supported(including_emulation: bool = True) -> bool:
-    """False: distgrad has no bfloat16 dtype yet, on any device (use float16 or float32)."""
-    return False
+    """Whether bfloat16 tensors can live on the GPU: CUDA is available and CuPy is
+    version 14 or newer (the first to take ml_dtypes' bfloat16 arrays)."""
+    if not is_available():
+        return False
+    try:
+        major = int(str(backend.cupy().__version__).split(".")[0])
+    except (RuntimeError, ValueError):
+        return False
+    return major >= 14
 
 
 def synchronize(device=None) -> None:

@@ -370,6 +370,7 @@ __all__ += ["elu", "elu_", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_",
 # named as PyTorch's, whose backward formulas are tensor ops), so gradients of any
 # order work.
 import numpy as _np
+from ..dtype import kind_of as _kind_of
 
 from ..autograd.function import Node as _Node
 from ..autograd.function import record as _record
@@ -721,7 +722,7 @@ def _noise_dropout(input, p, training, inplace, feature, alpha):
     if feature and input.dim() < 2:
         raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
     x = input._data
-    dt = x.dtype if x.dtype.kind == "f" else _np.dtype(_np.float64)
+    dt = x.dtype if _kind_of(x.dtype) == "f" else _np.dtype(_np.float64)
     xp = _xp(x)
     shape = tuple(x.shape[:2]) + (1,) * (x.ndim - 2) if feature else x.shape
     if p == 1:

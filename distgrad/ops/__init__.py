@@ -98,7 +98,7 @@ _TORCH_TYPE = {k: v.removesuffix("Tensor") for k, v in _tensor_mod._TYPE_NAMES.i
 
 def _can_cast(src, dst) -> bool:
     """PyTorch's canCast: no float to integral, no non-bool to bool."""
-    if src.kind == "f" and dst.kind in "biu":
+    if _dt.kind_of(src) == "f" and dst.kind in "biu":
         return False
     return not (src.kind != "b" and dst.kind == "b")
 
@@ -180,7 +180,7 @@ for _mod, _names in list(_SHARED.items()) + list(_METHODS.items()):
         setattr(Tensor, _n, getattr(_mod, _n))
 
 for _name, _d in (("float", _dt.float32), ("double", _dt.float64), ("half", _dt.float16),
-                  ("long", _dt.int64), ("int", _dt.int32), ("short", _dt.int16), ("bool", _dt.bool),
+                  ("bfloat16", _dt.bfloat16), ("long", _dt.int64), ("int", _dt.int32), ("short", _dt.int16), ("bool", _dt.bool),
                   ("byte", _dt.uint8)):
     setattr(Tensor, _name, shape._cast(_d))
 

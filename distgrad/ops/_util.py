@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from numbers import Number
 
+import numpy as _np
+
 from .. import dtype as _dt
 from ..backend import array_module, freeze, ndarray
 from ..tensor import Tensor, _wrap, _wrap_dim
 
 __all__ = ["Tensor", "_wrap", "array_module", "as_tensor_arg", "dims_arg", "wrap_dim",
-           "broadcast_error", "device_error", "result_float", "scalar_operand", "check_scalar"]
+           "broadcast_error", "device_error", "result_float", "scalar_operand", "check_scalar",
+           "up", "down"]
 
 _SCALARS: dict = {}
 _PY_NUMBERS = (float, int, bool)
@@ -21,7 +24,7 @@ def scalar_operand(v, arr):
     scalar. Anything else is returned as it is (CuPy takes a Python number as a
     kernel argument, which is what it runs fastest)."""
     dt = arr.dtype
-    if dt.kind == "f" and (type(v) is float or type(v) is int) and type(arr) is ndarray:
+    if _dt.kind_of(dt) == "f" and (type(v) is float or type(v) is int) and type(arr) is ndarray:
         key = (v, dt)
         z = _SCALARS.get(key)
         if z is None:
@@ -60,7 +63,7 @@ def _scalar_dtype(x, like):
     if isinstance(x, int):
         return like if like.kind != "b" else _dt.int64.np
     if isinstance(x, float):
-        return like if like.kind == "f" else _dt.get_default_dtype().np
+        return like if _dt.kind_of(like) == "f" else _dt.get_default_dtype().np
     raise TypeError(f"unsupported scalar {x!r}")
 
 
@@ -69,6 +72,26 @@ def result_float(arr):
     if arr.dtype.kind in "iub":
         return arr.astype(_dt.get_default_dtype().np)
     return arr
+
+
+def up(arr):
+    """``arr`` in float32 when it is bfloat16 (numpy sums, scans and einsum run in
+    bfloat16 or not at all; PyTorch accumulates bfloat16 in float32), else as it is."""
+    return arr.astype(_np.float32) if _dt.is_bf16_np(arr.dtype) else arr
+
+
+def matprod(x, y):
+    """``x @ y``; on the CPU a float16 product runs in float32 (numpy has no float16
+    BLAS: its own loop is ~100x slower) and comes back float32, for the caller to
+    round once, as PyTorch's CPU product accumulates float16 in float32."""
+    if type(x) is _np.ndarray and x.dtype == _np.float16:
+        return x.astype(_np.float32) @ y.astype(_np.float32)
+    return x @ y
+
+
+def down(arr, dt):
+    """``arr`` (computed in float32 for a bfloat16 input) rounded back to ``dt``."""
+    return arr.astype(dt) if getattr(arr, "dtype", dt) != dt else arr
 
 
 def dims_arg(dim, ndim: int, op: str):

@@ -12,6 +12,7 @@ the same formulas run as tensor ops (im2col and col2im are each other's
 derivative), so every op here can be differentiated again.
 """
 from __future__ import annotations
+from ..dtype import kind_of as _kind_of
 
 import itertools
 import math
@@ -20,7 +21,7 @@ from typing import NamedTuple
 from ..autograd.function import Node, record
 from ..autograd.grad_mode import state as _grad_state
 from ..backend import is_device_array
-from ._util import Tensor, _wrap, array_module, device_error
+from ._util import Tensor, _wrap, array_module, device_error, down, up
 
 
 class Window(NamedTuple):
@@ -259,25 +260,27 @@ class ConvolutionBackward0(Node):
             gw = _weight_grad_graph(small, big, win, groups) if self.needs(1) else None
             gb = g.sum((0,) + spatial) if len(self.next_functions) == 3 and self.needs(2) else None
         else:
-            gd, wd, n = g._data, w._data, g._data.shape[0]
+            dt = g._data.dtype
+            gd, wd, n = up(g._data), up(w._data), g._data.shape[0]
             gx = gw = gb = None
             adj = None if transposed or not self.needs(0) else _adjoint_window(win, wd.shape[0], wd.shape[1] * groups)
             # The big side's windows or the small side's rows serve both gradients.
             cols = kept if kept is not None else (
-                _cols(big._data, win, groups) if transposed or self.needs(1) else None)
-            sm = _small_rows(small._data, groups) if (not transposed and adj is None and self.needs(0)) \
+                _cols(up(big._data), win, groups) if transposed or self.needs(1) else None)
+            sm = _small_rows(up(small._data), groups) if (not transposed and adj is None and self.needs(0)) \
                 or self.needs(1) else None
             if self.needs(0):
                 if transposed:
-                    gx = _wrap(_merge_groups(_direct(cols, wd, n, win, groups)))
+                    gx = _wrap(down(_merge_groups(_direct(cols, wd, n, win, groups)), dt))
                 elif adj is not None:
-                    gx = _wrap(_merge_groups(_direct(_cols(gd, adj, groups), _flipped(wd, groups), n, adj, groups)))
+                    gx = _wrap(down(_merge_groups(_direct(_cols(gd, adj, groups), _flipped(wd, groups), n, adj,
+                                                          groups)), dt))
                 else:
-                    gx = _wrap(_transposed(sm, wd, n, win, groups))
+                    gx = _wrap(down(_transposed(sm, wd, n, win, groups), dt))
             if self.needs(1):
-                gw = _wrap(_weight_grad(sm, cols, wd.shape))
+                gw = _wrap(down(_weight_grad(sm, cols, wd.shape), dt))
             if len(self.next_functions) == 3 and self.needs(2):
-                gb = _wrap(gd.sum(axis=(0,) + spatial))
+                gb = _wrap(down(gd.sum(axis=(0,) + spatial), dt))
         return (gx, gw) if len(self.next_functions) == 2 else (gx, gw, gb)
 
 
@@ -296,6 +299,8 @@ def _convolution(input, weight, bias, win, groups, transposed):
     """The one convolution op: (N, C, *grid) input, checked arguments."""
     x, w = input._data, weight._data
     b = None if bias is None else bias._data
+    dt, x, w = x.dtype, up(x), up(w)  # bfloat16: computed in float32, rounded once
+    b = None if b is None else up(b)
     n = x.shape[0]
     if transposed:
         out = _transposed(_small_rows(x, groups), w, n, win, groups)
@@ -308,7 +313,7 @@ def _convolution(input, weight, bias, win, groups, transposed):
     kept = cols if (not transposed and _grad_state.enabled and weight._requires_grad
                     and _KEEP_COLS_MIN <= cols.nbytes <= _KEEP_COLS_BYTES) else None
     inputs = (input, weight) if bias is None else (input, weight, bias)
-    return record(ConvolutionBackward0, out, inputs, (input, weight), args=(win, groups, transposed, kept))
+    return record(ConvolutionBackward0, down(out, dt), inputs, (input, weight), args=(win, groups, transposed, kept))
 
 
 # ----------------------------------------------------------- argument checks
@@ -601,14 +606,14 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         raise RuntimeError("avg_pool2d: divisor must be not zero")
     x = input._data
     xp = array_module(x)
-    cols = _im2col(_planes(x), win)
+    cols = _im2col(_planes(up(x)), win)
     total = None
     for k, _ in win.offsets():
         total = cols[_ALL2 + k].copy() if total is None else xp.add(total, cols[_ALL2 + k], out=total)
-    div = _avg_divisor(win, count_include_pad, divisor_override, xp, x.dtype)
+    div = _avg_divisor(win, count_include_pad, divisor_override, xp, total.dtype)
     total /= div
-    div = div if divisor_override else _wrap(div)
-    return record(AvgPool2DBackward0, total.reshape(x.shape[:-2] + win.small), (input,),
+    div = div if divisor_override else _wrap(div.astype(x.dtype))
+    return record(AvgPool2DBackward0, down(total.reshape(x.shape[:-2] + win.small), x.dtype), (input,),
                   args=(div, win, x.shape))
 
 
@@ -643,7 +648,8 @@ def adaptive_avg_pool2d(input, output_size):
         return input.mean((-1, -2), keepdim=True)  # PyTorch's shortcut (MeanBackward1)
     xp = array_module(x)
     rows, cols = (_adaptive_matrix(b, n, xp, x.dtype) for b, n in zip(x.shape[-2:], size))
-    return record(AdaptiveAvgPool2DBackward0, rows @ x @ cols.T, (input,), args=(_wrap(rows), _wrap(cols)))
+    data = down(up(rows) @ up(x) @ up(cols).T, x.dtype)
+    return record(AdaptiveAvgPool2DBackward0, data, (input,), args=(_wrap(rows), _wrap(cols)))
 
 
 # ------------------------------------------------------ 1-D pooling via 2-D
@@ -929,7 +935,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         return adaptive_avg_pool1d(input, out) if nd == 1 else adaptive_avg_pool2d(input, out)
     x = input._data
     xp = array_module(x)
-    real = x.dtype if x.dtype.kind == "f" else xp.float64
+    real = up(x).dtype if _kind_of(x.dtype) == "f" else xp.float64  # bfloat16: float32 weights
     plan = []   # per spatial dim: (axis, input size, [(source indices, weights or None)])
     for d, (n_in, n_out, sc) in enumerate(zip(spatial, out, scales)):
         axis = 2 + d
@@ -942,7 +948,7 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         i0 = xp.minimum(xp.floor(src).astype(xp.int64), n_in - 1)
         lam = (src - i0).astype(real).reshape((n_out,) + (1,) * (input.dim() - axis - 1))
         plan.append((axis, n_in, [(i0, 1.0 - lam), (xp.minimum(i0 + 1, n_in - 1), lam)]))
-    y = x
+    y = up(x)
     for axis, _, parts in plan:
         acc = None
         for idx, wt in parts:
@@ -952,7 +958,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
             acc = term if acc is None else acc + term
         y = acc
     kind = {"nearest": "Nearest", "nearest-exact": "NearestExact"}.get(mode, mode.capitalize())
-    return record(_upsample_node(f"Upsample{kind}{nd}DBackward0"), y, (input,), args=(plan, x.shape))
+    return record(_upsample_node(f"Upsample{kind}{nd}DBackward0"), down(y, x.dtype), (input,),
+                  args=(plan, x.shape))
 
 
 class _UpsampleBackward(Node):
@@ -965,7 +972,7 @@ class _UpsampleBackward(Node):
             size = tuple(g.shape[:axis]) + (n_in,) + tuple(g.shape[axis + 1:])
             acc = _wrap(array_module(g._data).zeros(size, g._data.dtype))
             for idx, wt in parts:
-                acc = acc.index_add(axis, _wrap(idx), g if wt is None else g * _wrap(wt))
+                acc = acc.index_add(axis, _wrap(idx), g if wt is None else g * _wrap(down(wt, g._data.dtype)))
             g = acc
         return g
 

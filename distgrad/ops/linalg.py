@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
+from ..dtype import kind_of as _kind_of
 
 from ..autograd.function import Node, record
-from ._util import array_module, device_error
+from ._util import array_module, device_error, matprod
 
 
 def _check_dtypes(op, a, b):
@@ -16,6 +17,13 @@ def _check_dtypes(op, a, b):
             f"{op}: expected both operands to have the same dtype, but got {a.dtype} and "
             f"{b.dtype}; convert one of them with .to(dtype)"
         )
+
+
+def _mat(x, y):
+    """``x @ y`` in the operands' dtype: numpy computes a bfloat16 product in float32
+    (as PyTorch accumulates it) and returns float32, which is rounded back here."""
+    r = matprod(x, y)
+    return r.astype(x.dtype) if r.dtype != x.dtype else r
 
 
 def _mismatch(op, a, b):
@@ -69,7 +77,7 @@ def matmul(input, other):
     if nb == 1:
         return matmul(a, b.unsqueeze(-1)).squeeze(-1)
     try:
-        data = a._data @ b._data
+        data = _mat(a._data, b._data)
     except ValueError:
         raise _mismatch("matmul", a, b) from None
     cls = MmBackward0 if na == 2 and nb == 2 else BmmBackward0
@@ -99,7 +107,7 @@ def bmm(input, mat2):
             f"and {list(mat2._data.shape)})."
         )
     _check_dtypes("bmm", input, mat2)
-    return record(BmmBackward0, input._data @ mat2._data, (input, mat2), (input, mat2))
+    return record(BmmBackward0, _mat(input._data, mat2._data), (input, mat2), (input, mat2))
 
 
 def dot(input, other):
@@ -114,7 +122,7 @@ def dot(input, other):
             % (input._data.shape[0], other._data.shape[0], input._data.shape[0], other._data.shape[0])
         )
     _check_dtypes("dot", input, other)
-    data = array_module(input._data).asarray(input._data @ other._data)
+    data = array_module(input._data).asarray(_mat(input._data, other._data))
     return record(DotBackward0, data, (input, other), (input, other))
 
 
@@ -122,7 +130,7 @@ def mv(input, vec):
     if input._data.ndim != 2 or vec._data.ndim != 1 or input._data.shape[1] != vec._data.shape[0]:
         raise _mismatch("mv", input, vec)
     _check_dtypes("mv", input, vec)
-    return record(MvBackward0, input._data @ vec._data, (input, vec), (input, vec))
+    return record(MvBackward0, _mat(input._data, vec._data), (input, vec), (input, vec))
 
 
 def outer(input, vec2):
@@ -154,7 +162,12 @@ class BaddbmmBackward0(AddmmBackward0):
 
 def _scaled_sum(inp, prod, beta, alpha):
     """beta * inp + alpha * prod on arrays; with beta == 0, ``inp`` is ignored
-    (its NaN and inf do not propagate), as in PyTorch."""
+    (its NaN and inf do not propagate), as in PyTorch. A bfloat16 product comes
+    as float32: the sum is taken in float32 and rounded once."""
+    dt = inp.dtype
+    if prod.dtype != dt:
+        inp = inp.astype(prod.dtype)
+        return _scaled_sum(inp, prod, beta, alpha).astype(dt)
     if alpha != 1:
         prod = prod * prod.dtype.type(alpha)
     if beta == 0:
@@ -164,7 +177,7 @@ def _scaled_sum(inp, prod, beta, alpha):
 
 
 def _check_beta_alpha(op, dtype, beta, alpha):
-    if dtype.kind not in "fc":
+    if _kind_of(dtype) not in "fc":
         for name, v in (("beta", beta), ("alpha", alpha)):
             if isinstance(v, float) and not float(v).is_integer():
                 raise RuntimeError(f"For integral input tensors, argument {name} must not be a floating point number.")

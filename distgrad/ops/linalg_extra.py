@@ -7,6 +7,7 @@ import math
 from collections import namedtuple
 
 import numpy as np
+from ..dtype import kind_of as _kind_of
 
 from ..autograd.function import OUTPUT, Node, record
 from . import pointwise as _pw
@@ -26,7 +27,7 @@ def _check_square(op, A):
     if A.shape[-1] != A.shape[-2]:
         raise RuntimeError(f"{op}: A must be batches of square matrices, but they are "
                            f"{A.shape[-2]} by {A.shape[-1]} matrices")
-    if A._data.dtype.kind != "f":
+    if _kind_of(A._data.dtype) != "f":
         raise RuntimeError(f"{op}: Expected a floating point or complex tensor as input. Got {A.dtype}")
 
 
@@ -325,7 +326,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
     from .reduction import norm
     if dtype is not None:
         x = x.to(dtype)
-    if x._data.dtype.kind != "f":
+    if _kind_of(x._data.dtype) != "f":
         raise RuntimeError(f"linalg.vector_norm: Expected a floating point or complex tensor as input. Got {x.dtype}")
     if isinstance(dim, int):
         dim = (dim,)

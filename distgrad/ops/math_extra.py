@@ -20,6 +20,7 @@ from ..autograd.function import OUTPUT, Node, record
 from ..backend import errstate
 from . import pointwise as _pw
 from . import reduction as _red
+from ._util import down as _down, up as _up
 from ._util import (
     Tensor,
     _wrap,
@@ -305,12 +306,12 @@ def signbit(input):
 
 def isposinf(input):
     x = input._data
-    return _wrap(array_module(x).isposinf(x) if x.dtype.kind == "f" else array_module(x).zeros(x.shape, bool))
+    return _wrap(array_module(x).isposinf(x) if _dt.kind_of(x.dtype) == "f" else array_module(x).zeros(x.shape, bool))
 
 
 def isneginf(input):
     x = input._data
-    return _wrap(array_module(x).isneginf(x) if x.dtype.kind == "f" else array_module(x).zeros(x.shape, bool))
+    return _wrap(array_module(x).isneginf(x) if _dt.kind_of(x.dtype) == "f" else array_module(x).zeros(x.shape, bool))
 
 
 def isreal(input):
@@ -326,7 +327,7 @@ class NanToNumBackward0(Node):
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
     x = input._data
     xp = array_module(x)
-    if x.dtype.kind != "f":
+    if _dt.kind_of(x.dtype) != "f":
         return record(NanToNumBackward0, x.copy(), (input,), (input,))
     fi = np.finfo(x.dtype)
     data = xp.where(xp.isnan(x), nan, x)
@@ -753,7 +754,7 @@ def cumprod(input, dim, *, dtype=None):
         x = x.astype(np.int64)
     d = wrap_dim(dim, x.ndim, "cumprod")
     xp = array_module(x)
-    data = xp.cumprod(x, axis=d) if x.ndim else x.copy()
+    data = _down(xp.cumprod(_up(x), axis=d), x.dtype) if x.ndim else x.copy()
     src = input if dtype is None or input._data.dtype == x.dtype else input.to(_dt.to_dtype(dtype))
     return record(CumprodBackward0, data, (src,), (src, OUTPUT), args=d)
 
@@ -793,7 +794,7 @@ def _cum_extreme(input, dim, is_max):
         for i in range(xm.shape[0]):
             cur = xm[i]
             better = (cur >= best) if is_max else (cur <= best)
-            if x.dtype.kind == "f":
+            if _dt.kind_of(x.dtype) == "f":
                 better = better | xp.isnan(cur)
                 better = better & ~xp.isnan(best) | xp.isnan(cur)
             best = xp.where(better, cur, best)
@@ -840,7 +841,7 @@ def logcumsumexp(input, dim):
         data = x.copy()
     else:
         with _quiet(xp):
-            data = xp.logaddexp.accumulate(x, axis=d) if xp is np else _logcumsumexp_loop(xp, x, d)
+            data = xp.logaddexp.accumulate(_up(x), axis=d) if xp is np else _logcumsumexp_loop(xp, _up(x), d)
     return record(LogcumsumexpBackward0, data.astype(x.dtype, copy=False), (input,), (input, OUTPUT), args=d)
 
 
@@ -857,7 +858,7 @@ def _logcumsumexp_loop(xp, x, d):
 
 # ================================================================ reductions
 def nanmean(input, dim=None, keepdim=False, *, dtype=None):
-    if input._data.dtype.kind != "f":
+    if _dt.kind_of(input._data.dtype) != "f":
         raise RuntimeError(
             f"nanmean(): expected input to have floating point or complex dtype but got {_dt.from_numpy_dtype(input._data.dtype)}")
     count = _pw.logical_not(_pw.isnan(input)).sum(dim=dim, keepdim=keepdim)
@@ -936,7 +937,7 @@ def _median_pos(xp, s, ignore_nan):
         pos = xp.maximum(k - 1, 0) // 2
         return pos
     pos = xp.full(s.shape[:-1], (n - 1) // 2, np.int64)
-    has_nan = xp.isnan(s).any(-1) if s.dtype.kind == "f" else xp.zeros(s.shape[:-1], bool)
+    has_nan = xp.isnan(s).any(-1) if _dt.kind_of(s.dtype) == "f" else xp.zeros(s.shape[:-1], bool)
     return xp.where(has_nan, n - 1, pos)  # a NaN in the row makes the median NaN
 
 
@@ -1019,7 +1020,7 @@ def _quantile(input, q, dim, keepdim, interpolation, ignore_nan):
     op = "nanquantile" if ignore_nan else "quantile"
     from .creation import tensor as _tensor
     from .sorting import sort
-    if input._data.dtype.kind != "f":
+    if _dt.kind_of(input._data.dtype) != "f":
         raise RuntimeError(f"{op}() input tensor must be either float or double dtype")
     if interpolation not in _INTERP:
         raise RuntimeError(
@@ -1177,14 +1178,14 @@ def result_type(tensor1, tensor2):
     if not isinstance(tensor1, Tensor) and not isinstance(tensor2, Tensor):
         # Two numbers: the higher category in its default dtype.
         a, b = arr(tensor1, None), arr(tensor2, None)
-        return _dt.from_numpy_dtype(a.dtype if _category(a.dtype.kind) >= _category(b.dtype.kind) else b.dtype)
+        return _dt.from_numpy_dtype(a.dtype if _category(_dt.kind_of(a.dtype)) >= _category(_dt.kind_of(b.dtype)) else b.dtype)
     x, y = _pw._promoted(arr(tensor1, tensor2), arr(tensor2, tensor1))
     return _dt.from_numpy_dtype(x.dtype)
 
 
 def can_cast(from_, to):
     a, b = _dt.to_dtype(from_), _dt.to_dtype(to)
-    if a.np.kind == "f" and b.np.kind in "biu":
+    if _dt.kind_of(a.np) == "f" and b.np.kind in "biu":
         return False
     return not (a.np.kind != "b" and b.np.kind == "b")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from ..dtype import kind_of as _kind_of
 
 from .. import backend
 from .. import random as _random
@@ -15,7 +16,7 @@ from ..autograd.grad_mode import state as _grad_state
 from . import cuda_kernels, pointwise
 from . import reduction as _red
 from ..backend import errstate, freeze
-from ._util import Tensor, _wrap, array_module, wrap_dim
+from ._util import Tensor, _wrap, array_module, down, matprod, up, wrap_dim
 
 
 # -------------------------------------------------------------------- linear
@@ -52,16 +53,18 @@ def linear(input, weight, bias=None):
             f"and {weight.dtype}; convert the input with .to({weight.dtype})"
         )
     lead = x.shape[:-1]
-    y = x.reshape(-1, x.shape[-1]) @ w.T
+    y = matprod(x.reshape(-1, x.shape[-1]), w.T)  # float32 for 16-bit floats: the bias is added before rounding
     if bias is None:
-        return record(MmBackward0, y.reshape(lead + (w.shape[0],)), (input, weight), (input, weight))
+        return record(MmBackward0, down(y, x.dtype).reshape(lead + (w.shape[0],)), (input, weight),
+                      (input, weight))
     b = bias._data
     if (type(y) is not np.ndarray and b.dtype == y.dtype and b.ndim == 1 and cuda_kernels.rows_supported(y)
             and y.flags.c_contiguous):
         cuda_kernels.add_bias_(y, array_module(b).ascontiguousarray(b))
     else:
         y += b
-    return record(AddmmBackward0, y.reshape(lead + (w.shape[0],)), (input, weight, bias), (input, weight))
+    return record(AddmmBackward0, down(y, x.dtype).reshape(lead + (w.shape[0],)), (input, weight, bias),
+                  (input, weight))
 
 
 # ----------------------------------------------------------------- embedding
@@ -159,7 +162,8 @@ def _layer_norm_backward_arrays(node, g, saved):
     """The same formula as above on arrays, for the usual backward that builds no
     graph: a few passes over memory instead of a dozen tensor ops."""
     dims, eps, has_w, has_b, _ = node.args
-    x, gd = saved[0]._data, g._data
+    dt = g._data.dtype
+    x, gd = up(saved[0]._data), up(g._data)  # bfloat16: in float32, rounded at the end
     f = x.dtype.type
     xc = x - x.mean(axis=dims, keepdims=True)
     rstd = (xc * xc).mean(axis=dims, keepdims=True)
@@ -169,18 +173,18 @@ def _layer_norm_backward_arrays(node, g, saved):
     xc *= rstd                                            # xhat
     lead = tuple(range(x.ndim - len(dims)))
     grads = [None]
-    gxhat = gd * saved[1]._data if has_w else gd
+    gxhat = gd * up(saved[1]._data) if has_w else gd
     if node.needs(0):
         gx = gxhat * xc
         proj = gx.mean(axis=dims, keepdims=True)
         gx = gxhat - gxhat.mean(axis=dims, keepdims=True)
         gx -= xc * proj
         gx *= rstd
-        grads[0] = _wrap(gx)
+        grads[0] = _wrap(down(gx, dt))
     if has_w:
-        grads.append(_wrap((gd * xc).sum(axis=lead)) if node.needs(1) else None)
+        grads.append(_wrap(down((gd * xc).sum(axis=lead), dt)) if node.needs(1) else None)
     if has_b:
-        grads.append(_wrap(gd.sum(axis=lead)) if node.needs(len(grads)) else None)
+        grads.append(_wrap(down(gd.sum(axis=lead), dt)) if node.needs(len(grads)) else None)
     return tuple(grads)
 
 
@@ -238,14 +242,16 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         out = _layer_norm_fused(input, dims, weight, bias, eps)
         if out is not None:
             return out
+    dt, x = x.dtype, up(x)  # bfloat16: in float32, rounded once
     mean = x.mean(axis=dims, keepdims=True)
     xc = x - mean
     var = (xc * xc).mean(axis=dims, keepdims=True)
     y = xc * (1.0 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
     if weight is not None:
-        y *= weight._data
+        y *= up(weight._data)
     if bias is not None:
-        y += bias._data
+        y += up(bias._data)
+    y = down(y, dt)
     inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
     saved = (input, weight) if weight is not None else (input,)
     return record(NativeLayerNormBackward0, y, inputs, saved,
@@ -324,9 +330,9 @@ def _reduce_arr(loss, reduction_):
     """The reduced loss array (same dtype), for the losses with their own node."""
     xp = array_module(loss)
     if reduction_ == "mean":
-        return xp.asarray(loss.mean(), dtype=loss.dtype)
+        return xp.asarray(up(loss).mean(), dtype=loss.dtype)
     if reduction_ == "sum":
-        return xp.asarray(loss.sum(), dtype=loss.dtype)
+        return xp.asarray(up(loss).sum(), dtype=loss.dtype)
     return loss
 
 
@@ -659,12 +665,12 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     if reduction == "none":
         data = losses.reshape(()) if unbatched else losses
     elif reduction == "sum":
-        data = losses.sum()
+        data = up(losses).sum()
     else:
-        d = w_t.sum()  # kept as an array: reading it would make a GPU wait
+        d = up(w_t).sum()  # kept as an array: reading it would make a GPU wait
         with errstate(xp, divide="ignore", invalid="ignore"):
-            data = losses.sum() / d  # NaN when every target is ignored, as in PyTorch
-        denom = _wrap(xp.asarray(d))
+            data = up(losses).sum() / d  # NaN when every target is ignored, as in PyTorch
+        denom = _wrap(xp.asarray(down(d, w_t.dtype)))
     cls = NllLoss2DBackward0 if x2.ndim > 2 else NllLossBackward0
     out = record(cls, xp.asarray(data, dtype=x2.dtype), (input,),
                  args=(_wrap(safe_t), _wrap(w_t), denom, x2.shape, unbatched))
@@ -753,7 +759,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     cdim = 0 if input._data.ndim == 1 else 1
     logp = _red.log_softmax(input, cdim)
     c = input._data.shape[cdim]
-    if isinstance(target, Tensor) and target._data.dtype.kind == "f":
+    if isinstance(target, Tensor) and _kind_of(target._data.dtype) == "f":
         if target._data.shape != input._data.shape:
             raise RuntimeError(
                 f"cross_entropy: class-probability target must have the input's shape "

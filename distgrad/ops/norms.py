@@ -2,6 +2,7 @@
 gradients of every order come from the ops they are built of)."""
 from __future__ import annotations
 
+from .. import dtype as _dt
 from ..autograd.grad_mode import no_grad
 
 
@@ -43,6 +44,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     _check_channels("running_var", running_var, c)
     _check_channels("weight", weight, c)
     _check_channels("bias", bias, c)
+    if input.dtype == _dt.bfloat16:  # in float32 (statistics and affine), rounded once, as PyTorch
+        return batch_norm(input.float(), running_mean, running_var, _f32(weight), _f32(bias), training,
+                          momentum, eps).to(_dt.bfloat16)
     dims = (0,) + tuple(range(2, ndim))
     if training:
         mean = input.mean(dims, keepdim=True)
@@ -72,6 +76,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return y
 
 
+def _f32(t):
+    return t.float() if t is not None and t.dtype == _dt.bfloat16 else t
+
+
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Normalize over groups of ``num_groups`` channels (and all the spatial dims) of an
     (N, C, *) input, then apply the per-channel affine ``weight`` and ``bias``."""
@@ -86,6 +94,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     _verify_batch_size([n * c // num_groups, num_groups] + list(shape[2:]))
     _check_channels("weight", weight, c)
     _check_channels("bias", bias, c)
+    if input.dtype == _dt.bfloat16:  # in float32, rounded once, as PyTorch
+        return group_norm(input.float(), num_groups, _f32(weight), _f32(bias), eps).to(_dt.bfloat16)
     x = input.reshape(n, num_groups, -1)
     mean = x.mean(2, keepdim=True)
     xc = x - mean

@@ -46,7 +46,7 @@ def _promoted(x, y):
     else:
         dims, zero = (x.dtype, y.dtype) if y.ndim == 0 else (y.dtype, x.dtype)
         # A 0-d tensor takes part only when its category (bool < int < float) is higher.
-        if dims.kind == "f" or (dims.kind != "b" and zero.kind != "f"):
+        if _dt.kind_of(dims) == "f" or (dims.kind != "b" and _dt.kind_of(zero) != "f"):
             d = dims
         else:
             d = _promote_types(xp, dims, zero)
@@ -56,8 +56,8 @@ def _promoted(x, y):
 def _promote_types(xp, d1, d2):
     """PyTorch's promotion of two dtypes: a float type beats any int or bool type as is;
     otherwise numpy's rule agrees (uint8 + int8 -> int16, float32 + float64 -> float64)."""
-    if (d1.kind == "f") != (d2.kind == "f"):
-        return d1 if d1.kind == "f" else d2
+    if (_dt.kind_of(d1) == "f") != (_dt.kind_of(d2) == "f"):
+        return d1 if _dt.kind_of(d1) == "f" else d2
     return xp.promote_types(d1, d2)
 
 
@@ -592,7 +592,7 @@ def threshold_backward(grad_output, input, threshold):
     g = grad_output._data
     mask = input._data <= threshold
     xp = array_module(g)
-    if xp is np and g.dtype.kind == "f" and g.shape == mask.shape and np.isfinite(g).all():
+    if xp is np and _dt.kind_of(g.dtype) == "f" and g.shape == mask.shape and np.isfinite(g).all():
         # On the CPU a product with the mask is many times faster than where() (no
         # branch per element); inf or NaN times 0 would not give 0, hence the check,
         # and adding 0 turns the -0.0 of negative gradients into PyTorch's 0.
@@ -800,6 +800,8 @@ def clamp(input, min=None, max=None):
     if type(min) is float or type(max) is float:
         x = result_float(x)  # before clipping: numpy would make int64 with 2.5 float64
     data = array_module(x).clip(x, min, max)
+    if _dt.is_bf16_np(x.dtype):
+        data = data.astype(x.dtype)  # numpy clips bfloat16 with Python bounds in float32
     return record(ClampBackward1, data, (input,), (input,), args=(min, max))
 
 

@@ -12,7 +12,7 @@ from ..autograd.grad_mode import state as _grad_state
 from .. import backend
 from ..backend import errstate, ndarray
 from . import cuda_kernels
-from ._util import Tensor, _wrap, array_module, dims_arg, wrap_dim
+from ._util import Tensor, _wrap, array_module, dims_arg, down, up, wrap_dim
 
 _max_t = namedtuple("max", ["values", "indices"])
 _min_t = namedtuple("min", ["values", "indices"])
@@ -54,7 +54,10 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):
     npd = _dt.to_np(dtype)
     if npd is None and x.dtype.kind in "biu":
         npd = _dt.int64.np
-    if npd is None and axes == tuple(range(len(axes))) and type(x) is not ndarray:
+    out = npd if npd is not None else x.dtype
+    if _dt.is_bf16_np(out):  # accumulated in float32, rounded once (numpy would add in bfloat16)
+        data = down(up(x.astype(out, copy=False)).sum(axis=axes, keepdims=keepdim), out)
+    elif npd is None and axes == tuple(range(len(axes))) and type(x) is not ndarray:
         data = backend.sum_leading(x, len(axes))  # fast on a GPU
         if keepdim:
             data = data.reshape((1,) * len(axes) + data.shape)
@@ -100,13 +103,13 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
     x = input._data
     if dtype is not None:
         x = x.astype(_dt.to_np(dtype))
-    elif x.dtype.kind not in "fc":
+    elif _dt.kind_of(x.dtype) not in "fc":
         raise RuntimeError(
             "mean(): could not infer output dtype. Input dtype must be either a floating point "
             f"or complex dtype. Got: {input.dtype}; convert first with .float()"
         )
     axes, kshape, n = _reduce_args(input, dim, "mean")
-    data = x.mean(axis=axes, keepdims=keepdim)
+    data = up(x).mean(axis=axes, keepdims=keepdim)
     cls = MeanBackward0 if dim is None else MeanBackward1
     return record(cls, array_module(x).asarray(data, dtype=x.dtype), (input,),
                   args=(x.shape, kshape, n))
@@ -167,7 +170,7 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
     axes, kshape, _ = _reduce_args(input, dim, "prod")
     if dim is not None and not isinstance(dim, int):
         raise TypeError("prod(): dim must be an int (PyTorch reduces one dim at a time)")
-    data = array_module(x).asarray(x.prod(axis=axes, keepdims=keepdim))
+    data = array_module(x).asarray(down(up(x).prod(axis=axes, keepdims=keepdim), x.dtype))
     return record(ProdBackward0, data, (input,), (input, OUTPUT), args=(x.shape, kshape, axes))
 
 
@@ -323,7 +326,7 @@ def var(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     c = _correction(correction, unbiased)
     x = input._data
     axes, kshape, n = _reduce_args(input, dim, "var")
-    data = array_module(x).asarray(x.var(axis=axes, ddof=c, keepdims=keepdim))
+    data = array_module(x).asarray(up(x).var(axis=axes, ddof=c, keepdims=keepdim))
     return record(VarBackward0, data.astype(x.dtype, copy=False), (input,), (input,), args=(kshape, axes, n - c))
 
 
@@ -341,7 +344,7 @@ def std(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     axes, kshape, n = _reduce_args(input, dim, "std")
     xp = array_module(x)
     with errstate(xp, divide="ignore", invalid="ignore"):
-        data = xp.asarray(x.std(axis=axes, ddof=c, keepdims=keepdim)).astype(x.dtype, copy=False)
+        data = xp.asarray(up(x).std(axis=axes, ddof=c, keepdims=keepdim)).astype(x.dtype, copy=False)
     return record(StdBackward0, data, (input,), (input, OUTPUT), args=(kshape, axes, n - c))
 
 
@@ -384,17 +387,18 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     x = input._data
     if dtype is not None:
         x = x.astype(_dt.to_np(dtype))
-    if x.dtype.kind != "f":
+    if _dt.kind_of(x.dtype) != "f":
         raise RuntimeError(f"norm(): input dtype should be floating point, but got {input.dtype}")
     axes, kshape, _ = _reduce_args(input, dim, "norm")
     xp = array_module(x)
+    dt, x = x.dtype, up(x)
     a = xp.abs(x)
     if p == float("inf"):
         data = a.max(axis=axes, keepdims=keepdim)
     elif p == float("-inf"):
         data = a.min(axis=axes, keepdims=keepdim)
     elif p == 0:
-        data = (x != 0).sum(axis=axes, keepdims=keepdim).astype(x.dtype)
+        data = (x != 0).sum(axis=axes, keepdims=keepdim).astype(dt)
         return _wrap(xp.asarray(data))
     elif p == 1:
         data = a.sum(axis=axes, keepdims=keepdim)
@@ -402,7 +406,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
         data = xp.sqrt((x * x).sum(axis=axes, keepdims=keepdim))
     else:
         data = (a ** p).sum(axis=axes, keepdims=keepdim) ** (1.0 / p)
-    data = xp.asarray(data).astype(x.dtype, copy=False)
+    data = xp.asarray(data).astype(dt, copy=False)
     return record(NormBackward1, data, (input,), (input, OUTPUT), args=(kshape, axes, p))
 
 
@@ -418,16 +422,17 @@ class LogsumexpBackward0(Node):
 
 def logsumexp(input, dim, keepdim=False):
     x = input._data
-    if x.dtype.kind != "f":
+    if _dt.kind_of(x.dtype) != "f":
         x = x.astype(_dt.get_default_dtype().np)
     axes, kshape, _ = _reduce_args(input, dim, "logsumexp")
     xp = array_module(x)
+    dt, x = x.dtype, up(x)
     m = x.max(axis=axes, keepdims=True) if x.size else xp.zeros(kshape, x.dtype)
     m = xp.where(xp.isfinite(m), m, 0)
     data = xp.log(xp.exp(x - m).sum(axis=axes, keepdims=True)) + m
     if not keepdim:
         data = data.reshape([s for i, s in enumerate(x.shape) if i not in axes])
-    return record(LogsumexpBackward0, xp.asarray(data), (input,), (input, OUTPUT), args=kshape)
+    return record(LogsumexpBackward0, xp.asarray(down(data, dt)), (input,), (input, OUTPUT), args=kshape)
 
 
 class SoftmaxBackward0(Node):
@@ -453,13 +458,13 @@ def softmax(input, dim, dtype=None):
     x = input._data
     if dtype is not None:
         x = x.astype(_dt.to_np(dtype))
-    elif x.dtype.kind != "f":
+    elif _dt.kind_of(x.dtype) != "f":
         x = x.astype(_dt.get_default_dtype().np)
     d = wrap_dim(dim, x.ndim, "softmax")
     if d == x.ndim - 1 and cuda_kernels.rows_supported(x):
         data = cuda_kernels.softmax_forward(array_module(x).ascontiguousarray(x))  # one GPU pass
     else:
-        data = _softmax_arr(x, d)
+        data = down(_softmax_arr(up(x), d), x.dtype)
     return record(SoftmaxBackward0, data, (input,), (OUTPUT,), args=d)
 
 
@@ -476,12 +481,13 @@ def log_softmax(input, dim, dtype=None):
     x = input._data
     if dtype is not None:
         x = x.astype(_dt.to_np(dtype))
-    elif x.dtype.kind != "f":
+    elif _dt.kind_of(x.dtype) != "f":
         x = x.astype(_dt.get_default_dtype().np)
     d = wrap_dim(dim, x.ndim, "log_softmax")
     xp = array_module(x)
+    dt, x = x.dtype, up(x)
     shifted = x - x.max(axis=d, keepdims=True)
-    data = shifted - xp.log(xp.exp(shifted).sum(axis=d, keepdims=True))
+    data = down(shifted - xp.log(xp.exp(shifted).sum(axis=d, keepdims=True)), dt)
     return record(LogSoftmaxBackward0, data, (input,), (OUTPUT,), args=d)
 
 
@@ -498,5 +504,9 @@ def cumsum(input, dim, *, dtype=None):
     npd = _dt.to_np(dtype)
     if npd is None and x.dtype.kind in "biu":
         npd = _dt.int64.np
-    data = x.cumsum(axis=d, dtype=npd) if x.ndim else x.astype(npd or x.dtype, copy=True)
+    out = npd if npd is not None else x.dtype
+    if _dt.is_bf16_np(out):  # accumulated in float32, rounded per element
+        data = down(up(x.astype(out, copy=False)).cumsum(axis=d) if x.ndim else x.astype(out, copy=True), out)
+    else:
+        data = x.cumsum(axis=d, dtype=npd) if x.ndim else x.astype(npd or x.dtype, copy=True)
     return record(CumsumBackward0, data, (input,), args=d)

@@ -380,7 +380,7 @@ def to(input, *args, dtype=None, device=None, copy=False, non_blocking=False):
     elif not move or copy:
         data = data.copy()
     src = (_dt.from_numpy_dtype(x.dtype), backend.device_of(x))
-    if x.dtype.kind != "f" or (d is not None and not d.is_floating_point):
+    if _dt.kind_of(x.dtype) != "f" or (d is not None and not d.is_floating_point):
         return record(ToCopyBackward0, data, ())
     return record(ToCopyBackward0, data, (input,), args=src)
 

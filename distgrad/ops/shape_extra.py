@@ -580,7 +580,7 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
         if ident is None:
             fill = s.min() if reduce == "amax" else s.max()
             # start from a value that loses to every source value
-            fill = (-xp.inf if reduce == "amax" else xp.inf) if x.dtype.kind == "f" else fill
+            fill = (-xp.inf if reduce == "amax" else xp.inf) if _dt.kind_of(x.dtype) == "f" else fill
             data[hit] = fill
         else:
             data[hit] = ident
@@ -589,7 +589,7 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
         cnt = xp.full(x.shape, 1 if include_self else 0, np.int64)
         xp.add.at(cnt, key, 1)
         cnt = xp.maximum(cnt, 1)
-        data = (data / cnt).astype(x.dtype) if x.dtype.kind == "f" else data // cnt
+        data = (data / cnt).astype(x.dtype) if _dt.kind_of(x.dtype) == "f" else data // cnt
     return record(ScatterReduceBackward0, data, (input, src), (input, src, _OUT_MARK()),
                   args=(d, index, reduce, include_self))
 
@@ -656,7 +656,7 @@ def bincount(input, weights=None, minlength=0):
     if weights is None:
         return _wrap(xp.bincount(x, minlength=minlength).astype(np.int64))
     w = weights._data
-    dt = w.dtype if w.dtype.kind == "f" and w.dtype == np.float32 else np.float64
+    dt = w.dtype if _dt.kind_of(w.dtype) == "f" and w.dtype == np.float32 else np.float64
     return _wrap(xp.bincount(x, weights=w, minlength=minlength).astype(dt))
 
 

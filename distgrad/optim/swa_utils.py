@@ -9,6 +9,7 @@ import warnings
 from copy import deepcopy
 
 import numpy as np
+from ..dtype import kind_of as _kind_of
 
 from ..autograd.grad_mode import no_grad
 from ..tensor import Tensor, _wrap
@@ -27,7 +28,7 @@ def _lerp_list_(averaged, current, weight: float) -> None:
 
 
 def _is_floating(t: Tensor) -> bool:
-    return t._data.dtype.kind in "fc"
+    return _kind_of(t._data.dtype) in "fc"
 
 
 def get_ema_multi_avg_fn(decay=0.999):
@@ -134,7 +135,7 @@ class AveragedModel(_module_base()):
                 for p_avg, p_model in zip(averaged, current):
                     x = p_avg._data
                     new = x + (p_model._data - x) / (n + 1)
-                    x[...] = new if x.dtype.kind in "fc" else np.trunc(new)
+                    x[...] = new if _kind_of(x.dtype) in "fc" else np.trunc(new)
                     p_avg._vc[0] += 1
             else:
                 for p_avg, p_model in zip(averaged, current):

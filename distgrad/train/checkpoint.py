@@ -21,6 +21,7 @@ import os
 import re
 
 import numpy as np
+from ..dtype import BFLOAT16_NP as _BF16, kind_of as _kind_of
 
 from ..backend import to_numpy
 from ..ops.creation import from_numpy
@@ -88,7 +89,7 @@ def _host(arr):
 
 
 def _non_finite(arrays: dict) -> list:
-    return [k for k, a in arrays.items() if a.dtype.kind in "fc" and not np.isfinite(a).all()]
+    return [k for k, a in arrays.items() if _kind_of(a.dtype) in "fc" and not np.isfinite(a).all()]
 
 
 # ------------------------------------------------------------------------ save
@@ -231,12 +232,28 @@ def _read_tensor_bytes(run_dir: str, step: int, meta: dict) -> bytes:
     return data
 
 
+# safetensors' dtype names; its numpy loader does not know BF16, so the file is read here.
+_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": _BF16,
+              "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
+              "U16": np.uint16, "U32": np.uint32, "U64": np.uint64, "BOOL": np.bool_}
+
+
+def _st_load(data: bytes) -> dict:
+    from safetensors import deserialize
+
+    arrays = {}
+    for name, v in deserialize(data):
+        if v["dtype"] not in _ST_DTYPES:
+            raise ValueError(f"tensor {name!r} has the unsupported dtype {v['dtype']}")
+        arrays[name] = np.frombuffer(v["data"], _ST_DTYPES[v["dtype"]]).reshape(v["shape"])
+    return arrays
+
+
 def _parse_tensors(tensor_path: str, data: bytes) -> dict:
     from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
 
     try:
-        arrays = st_load(data)
+        arrays = _st_load(data)
     except (SafetensorError, ValueError) as e:
         raise CheckpointError(f"{tensor_path} is not a readable safetensors file: {e}") from e
     bad = _non_finite(arrays)

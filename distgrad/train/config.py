@@ -125,6 +125,10 @@ SCHEMA = {
         "seed": Key(int, 0, "seed for initialization, data order and dropout"),
         "device": Key(str, "cpu", "'cpu' or 'cuda' (each rank takes its local GPU)", choices=("cpu", "cuda")),
         "dtype": Key(str, "float32", "parameter and activation dtype", choices=("float32", "float64")),
+        "precision": Key(str, "32", "'32' (everything in run.dtype), 'bf16-mixed' or 'fp16-mixed' (Lightning's "
+                                    "names; '16-mixed' is 'fp16-mixed'): float32 weights, forward under "
+                                    "autocast in bfloat16 or float16, and for float16 a dynamic loss scale",
+                         choices=("32", "32-true", "bf16-mixed", "fp16-mixed", "16-mixed")),
     },
     "model": {
         "name": Key(str, "gpt", "'gpt', 'mlp', or a class by import path 'package.module:Class' "
@@ -599,6 +603,10 @@ def _resolve(cfg: dict, source: str, world_size, errors: list, invalid: set) -> 
         if needs and cfg["data"]["name"] != needs:
             errors.append(f"{source}: model.name = {m['name']!r} needs data.name = {needs!r}, got "
                           f"data.name = {cfg['data']['name']!r} (a model by import path takes any data)")
+    if usable("run.precision", "run.dtype") and cfg["run"]["precision"].endswith("-mixed") \
+            and cfg["run"]["dtype"] != "float32":
+        errors.append(f"{source}: run.precision = {cfg['run']['precision']!r} keeps float32 weights and needs "
+                      f"run.dtype = 'float32', got {cfg['run']['dtype']!r}")
     if usable("dist.hostfile", "dist.hosts") and d["hostfile"] and d["hosts"]:
         errors.append(f"{source}: give dist.hostfile or dist.hosts, not both")
     # Paths not given anywhere (the defaults) are taken from the current directory.

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import cuda, distributed as dist, nn, optim
+from .. import amp, cuda, distributed as dist, nn, optim
+from .. import random as _random
 from ..autograd.grad_mode import no_grad
 from ..data.dataloader import default_collate
 from ..data.sampler import DistributedSampler
@@ -200,6 +201,12 @@ class Trainer:
         self.hash = config_hash(cfg)
         self.hosts = self._agree_on_the_run()
         self.skipped = self.consecutive_skips = 0
+        # Mixed precision: float32 weights; forward (and evaluation) under autocast; for
+        # float16 a dynamic loss scale (bfloat16 has float32's range and needs none).
+        low = {"bf16-mixed": "bfloat16", "fp16-mixed": "float16", "16-mixed": "float16"}.get(cfg["run"]["precision"])
+        self.autocast_dtype = None if low is None else amp.autocast_mode._resolve(low)
+        self.device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        self.scaler = amp.GradScaler(self.device_type, enabled=low == "float16")
 
     def _agree_on_the_run(self) -> list:
         """Every rank's host name, after checking that all ranks will run the same
@@ -224,7 +231,8 @@ class Trainer:
     def _loss(self, x, y):
         x, y = x.to(self.device), y.to(self.device)
         model = self.ddp if self.ddp is not None and self.model.training else self.model
-        return self.objective(model(x), y)
+        with amp.autocast(self.device_type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            return self.objective(model(x), y)
 
     def _rank_name(self, r: int) -> str:
         return f"rank {r} ({self.hosts[r]})"
@@ -265,9 +273,11 @@ class Trainer:
                 monitor.at("forward", step, detail)
                 loss, _, _ = self._loss(x, y)
                 monitor.at("backward", step, detail)
-                (loss / n).backward()
+                self.scaler.scale(loss / n).backward()
             losses.append(loss.detach())
         monitor.at("optimizer", step, "")
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)   # the true gradients, for the norm and clipping
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = nn.utils.get_total_norm(grads)
         clip = self.cfg["optim"]["grad_clip"]
@@ -279,10 +289,27 @@ class Trainer:
         row = {"step": step, "loss": float(every[:, 0].mean()), "local_loss": local,
                "grad_norm": float(every[self.rank, 1]), "lr": self.scheduler.get_last_lr()[0]}
         problem = self._nonfinite(step, every)
-        if problem is None:
+        if self.scaler.is_enabled() and (problem is None or np.isfinite(every[:, 0]).all()):
+            # float16: overflowing gradients are the loss scale's business: the scaler
+            # skips the update and lowers the scale (the same on every rank, as the
+            # gradients are averaged before it looks)
+            before = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            row["loss_scale"] = before
+            if problem is None:
+                self.consecutive_skips = 0
+            else:
+                self.optimizer.zero_grad()
+                self.skipped += 1
+                row.update(skipped=True, reason=f"{problem}: float16 gradient overflow; the loss scale goes "
+                                                f"from {before:g} to {self.scaler.get_scale():g}")
+        elif problem is None:
             self.optimizer.step()
             self.consecutive_skips = 0
         else:
+            if self.scaler.is_enabled():
+                self.scaler.update()
             self._skip(step, problem, row)
         self.scheduler.step()
         return row
@@ -391,7 +418,10 @@ class Trainer:
                     "rng": default_generator._rng.bit_generator.state,
                     "rng_seed": default_generator.initial_seed(), "world_size": self.world,
                     "elapsed_s": self._elapsed(), "total_steps": self.total_steps,
-                    "steps_per_epoch": self.steps_per_epoch, "skipped_steps": self.skipped}
+                    "steps_per_epoch": self.steps_per_epoch, "skipped_steps": self.skipped,
+                    "rng_devices": {str(i): s.numpy().tolist() for i, s in _random.device_states().items()}}
+            if self.scaler.is_enabled():
+                meta["scaler"] = self.scaler.state_dict()
             ckpt.save(self.run_dir, step, self.model, self.optimizer, self.scheduler, meta,
                       self.cfg["train"]["keep_checkpoints"])
         if self.world > 1:
@@ -448,6 +478,10 @@ class Trainer:
             self._stretch_schedule(meta["total_steps"])
         default_generator._seed = meta["rng_seed"]
         default_generator._rng.bit_generator.state = meta["rng"]
+        for i, state in meta.get("rng_devices", {}).items():
+            _random.device_generator(int(i)).set_state(np.asarray(state, dtype=np.uint8))
+        if self.scaler.is_enabled() and "scaler" in meta:
+            self.scaler.load_state_dict(meta["scaler"])
         self.skipped = meta.get("skipped_steps", 0)
         return Position(step, meta["epoch"], meta["batch"], meta.get("elapsed_s", 0.0))
 

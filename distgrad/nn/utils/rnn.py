@@ -86,6 +86,9 @@ class PackedSequence(_PackedSequenceBase):
     def half(self):
         return self.to(dtype=_dt.float16)
 
+    def bfloat16(self):
+        return self.to(dtype=_dt.bfloat16)
+
     def long(self):
         return self.to(dtype=_dt.int64)
 

@@ -46,19 +46,16 @@ def fp16_compress_hook(process_group, bucket):
 
 def bf16_compress_hook(process_group, bucket):
     """As ``fp16_compress_hook`` in bfloat16 (float32's range, 8 bits of mantissa)."""
-    from .... import dtype as _dt
+    from ....dtype import bfloat16
 
-    bfloat16 = getattr(_dt, "bfloat16", None)
-    if bfloat16 is None:
-        raise RuntimeError("bf16_compress_hook needs distgrad's bfloat16 dtype (install ml_dtypes)")
     return _compress_hook(bfloat16, process_group, bucket)
 
 
 def _wrapper(dtype_name, hook):
     def hook_with_compression(state, bucket):
-        from .... import dtype as _dt
+        from ....dtype import to_dtype
 
-        dtype = getattr(_dt, dtype_name)
+        dtype = to_dtype(dtype_name)
         buffer = bucket.buffer()
         original = buffer.clone()
         bucket.set_buffer(buffer.to(dtype).to(original.dtype))
