@@ -854,6 +854,27 @@ def test_fp16_compress_hook_rounds_the_mean_to_float16():
 
 
 @pytest.mark.mpi(min_size=2)
+def test_bf16_compress_hook_and_wrapper_round_to_bfloat16():
+    """bf16_compress_hook: the mean within bfloat16 rounding, every value a bfloat16 one,
+    identical on every rank; fp16_compress_wrapper(allreduce_hook): within float16."""
+    import ml_dtypes
+
+    from distgrad.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    out, model = _hooked_grads(default_hooks.bf16_compress_hook, steps=1)
+    got, want = out[0]
+    wrapped, _ = _hooked_grads(default_hooks.fp16_compress_wrapper(default_hooks.allreduce_hook), steps=1)
+    got16 = wrapped[0][0]
+    with all_ranks_agree():
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=2e-2, atol=2e-3, err_msg=k)
+            assert np.array_equal(got[k].astype(ml_dtypes.bfloat16).astype(np.float64), got[k]), k
+            np.testing.assert_allclose(got16[k], want[k], rtol=2e-3, atol=2e-4, err_msg=k)
+        assert any(not np.array_equal(got[k], want[k]) for k in want)
+    assert_identical_across_ranks(model)
+
+
+@pytest.mark.mpi(min_size=2)
 def test_custom_hook_sees_unaveraged_buckets_and_its_result_is_used():
     """A hook gets each bucket as this rank's raw gradients (not yet divided by the world
     size), in bucket order, with GradBucket's accessors; what its Future holds becomes
