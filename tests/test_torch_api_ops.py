@@ -527,3 +527,28 @@ def test_nansum_and_scalar_division_match_torch():
     np.testing.assert_array_equal(d[4], t[4])
     np.testing.assert_array_equal(d[5], t[5])
     assert d[5][1, 2] == 0.0 and d[5][3, 0] == 0.0
+
+
+@pytest.mark.parametrize("how", ["sizes", "int", "chunk", "tensor_split_dim0"])
+def test_split_is_one_node_whose_gradient_is_one_concatenation(how):
+    """split/chunk outputs share one SplitBackward0 (SplitWithSizesBackward0) node, as in
+    PyTorch: pieces without a gradient contribute zeros, outputs are views of the input,
+    retain_grad and second derivatives work."""
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((6, 5))
+    got = []
+    for lib in (dg, torch):
+        x = lib.tensor(a, requires_grad=True)
+        pieces = {"sizes": lambda: x.split([1, 3, 1], dim=1), "int": lambda: x.split(2),
+                  "chunk": lambda: x.chunk(3, dim=1), "tensor_split_dim0": lambda: lib.split(x, 4)}[how]()
+        pieces[-1].retain_grad()
+        loss = (pieces[0] ** 3).sum() + (pieces[-1] * 2).sum()
+        g, = lib.autograd.grad(loss, x, create_graph=True)
+        gg, = lib.autograd.grad((g * g).sum(), x)
+        loss.backward()
+        got.append((pieces[0].grad_fn.name(), len(pieces), g.detach().numpy(), gg.numpy(), x.grad.numpy(),
+                    pieces[-1].grad.numpy(), pieces[1]._base is x))
+    d, t = got
+    assert d[:2] == t[:2] and d[6] and t[6]
+    for u, v in zip(d[2:6], t[2:6]):
+        np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-13)

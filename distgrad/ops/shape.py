@@ -7,7 +7,7 @@ from .. import dtype as _dt
 from ..autograd.function import Node, as_view, record
 from .. import backend
 from ..backend import device as _device
-from ._util import Tensor, array_module, device_error, dims_arg, wrap_dim
+from ._util import Tensor, _wrap, array_module, device_error, dims_arg, wrap_dim
 
 
 def _shape_args(shape, op):
@@ -313,11 +313,48 @@ def split(tensor, split_size_or_sections, dim=0):
                 f"split_with_sizes expects split_sizes to sum exactly to {size} (input tensor's "
                 f"size at dimension {d}), but got split_sizes={sizes}"
             )
-    out, start = [], 0
-    for s in sizes:
-        out.append(narrow(tensor, d, start, s))
-        start += s
-    return tuple(out)
+    if len(sizes) == 1:
+        return (narrow(tensor, d, 0, sizes[0]),)
+    return _split_views(tensor, d, sizes, "SplitWithSizesBackward0" if not isinstance(
+        split_size_or_sections, int) else "SplitBackward0")
+
+
+class SplitBackward0(Node):
+    """One node for all the pieces of a split: their gradients concatenated (zeros for
+    the pieces that got none) in one pass, instead of one zero-padded full-size
+    gradient per piece summed into the input's."""
+
+    def backward(self, *grads):
+        shape, d, sizes = self.args
+        like = next(g for g in grads if g is not None)
+        xp = array_module(like._data)
+        parts = []
+        for g, n in zip(grads, sizes):
+            if g is None:
+                piece = list(shape)
+                piece[d] = n
+                g = _wrap(xp.zeros(tuple(piece), like._data.dtype))
+            parts.append(g)
+        return cat(parts, d)
+
+
+class SplitWithSizesBackward0(SplitBackward0):
+    """``split`` with a list of sizes (PyTorch's ``split_with_sizes``)."""
+
+
+def _split_views(tensor, d, sizes, name):
+    from .linalg_extra import _record_multi
+
+    x = tensor._data
+    datas, keys, start = [], [], 0
+    for n in sizes:
+        key = (slice(None),) * d + (slice(start, start + n),)
+        datas.append(x[key])
+        keys.append((start, n))
+        start += n
+    cls = SplitBackward0 if name == "SplitBackward0" else SplitWithSizesBackward0
+    outs = _record_multi(cls, datas, (tensor,), (), diff=(True,) * len(sizes), args=(x.shape, d, tuple(sizes)))
+    return tuple(as_view(tensor, o, (lambda b, s=s, n=n: b.narrow(d, s, n))) for o, (s, n) in zip(outs, keys))
 
 
 def chunk(input, chunks, dim=0):
