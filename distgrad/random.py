@@ -7,7 +7,25 @@ import json
 import numpy as np
 
 
-class Generator:
+class _Seeded:
+    """What every generator does with its seed (``manual_seed`` is each one's own)."""
+
+    _seed = 0
+
+    def manual_seed(self, seed: int):
+        raise NotImplementedError
+
+    def seed(self) -> int:
+        """Seed with a fresh random number, and return it."""
+        s = int(np.random.SeedSequence().entropy) & ((1 << 63) - 1)
+        self.manual_seed(s)
+        return s
+
+    def initial_seed(self) -> int:
+        return self._seed
+
+
+class Generator(_Seeded):
     """A seeded source of random numbers, as ``torch.Generator`` (PCG64 underneath)."""
 
     def __init__(self, device="cpu"):
@@ -23,13 +41,6 @@ class Generator:
         self._rng = np.random.Generator(np.random.PCG64(seed))
         return self
 
-    def seed(self) -> int:
-        s = int(np.random.SeedSequence().entropy) & ((1 << 63) - 1)
-        self.manual_seed(s)
-        return s
-
-    def initial_seed(self) -> int:
-        return self._seed
 
     def get_state(self):
         """The generator's state as a uint8 tensor (restore it with ``set_state``)."""
@@ -139,7 +150,7 @@ def _cuda_kernel(dtype):
     return _kernels[name]
 
 
-class DeviceGenerator:
+class DeviceGenerator(_Seeded):
     """A GPU's generator (``torch.cuda`` keeps one per device): Philox with state (seed,
     offset), drawn on the device. ``get_state`` is 16 bytes (seed, offset), as PyTorch's
     CUDA generator state."""
@@ -155,13 +166,6 @@ class DeviceGenerator:
         self._offset = 0
         return self
 
-    def seed(self) -> int:
-        s = int(np.random.SeedSequence().entropy) & ((1 << 63) - 1)
-        self.manual_seed(s)
-        return s
-
-    def initial_seed(self) -> int:
-        return self._seed
 
     def get_offset(self) -> int:
         return self._offset
