@@ -34,3 +34,4 @@ from .modules import ParameterDict, ParameterList
 from .modules import Bilinear, LazyLinear, UninitializedParameter
 from .modules import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LocalResponseNorm
 from .modules import EmbeddingBag
+from .modules import CTCLoss

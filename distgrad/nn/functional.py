@@ -1284,3 +1284,6 @@ def gumbel_softmax(logits, tau: float = 1, hard: bool = False, eps: float = 1e-1
 
 
 __all__ += ["gumbel_softmax"]
+from ..ops.ctc import ctc_loss  # noqa: E402
+
+__all__ += ["ctc_loss"]

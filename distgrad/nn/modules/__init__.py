@@ -36,3 +36,4 @@ from .container import ParameterDict, ParameterList
 from .linear import Bilinear, LazyLinear, UninitializedParameter
 from .normalization import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LocalResponseNorm
 from .sparse import EmbeddingBag
+from .loss import CTCLoss
