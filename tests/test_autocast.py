@@ -211,3 +211,30 @@ def test_grad_scaler_with_float16_autocast_trains_as_torch():
     assert trace["torch"][0][0] < 2.0 ** 24          # the first steps did overflow
     for a, b in zip(trace["distgrad"][1], trace["torch"][1]):
         np.testing.assert_allclose(a, b, rtol=5e-3, atol=5e-3)
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+@pytest.mark.parametrize("low", LOW)
+def test_checkpointed_blocks_recompute_under_their_forwards_autocast(reentrant, low):
+    """Recomputation runs inside backward, where autocast is off; a checkpointed block
+    is recomputed under the autocast state of its forward, so its gradients are
+    bit-identical to the run without checkpointing."""
+    from distgrad.utils.checkpoint import checkpoint
+
+    dg.manual_seed(0)
+    a, b = dg.nn.Linear(8, 16), dg.nn.Linear(16, 4)
+    x = dg.randn(5, 8)
+    grads = []
+    for ckpt in (False, True):
+        a.zero_grad()
+        b.zero_grad()
+        xx = x.clone().requires_grad_()
+        with dg.autocast("cpu", dtype=getattr(dg, low)):
+            block = (lambda t: dg.tanh(a(t)))
+            h = checkpoint(block, xx, use_reentrant=reentrant) if ckpt else block(xx)
+            y = b(h).float().sum()
+        y.backward()
+        assert h.dtype == getattr(dg, low)
+        grads.append([a.weight.grad.numpy().copy(), b.weight.grad.numpy().copy(), xx.grad.numpy().copy()])
+    for u, v in zip(*grads):
+        np.testing.assert_array_equal(u, v)

@@ -137,6 +137,34 @@ def _cast(value, to, device_type):
     return value
 
 
+def snapshot() -> dict:
+    """The autocast state of every device type (for recomputing a checkpointed block
+    under the state its forward ran in)."""
+    return {d: (s["enabled"], s["dtype"]) for d, s in _state.items()}
+
+
+class restored:
+    """Inside, autocast is as ``snapshot()`` said (also during backward, where it is
+    otherwise off); on exit, as before."""
+
+    def __init__(self, snap: dict):
+        self.snap = snap
+
+    def __enter__(self):
+        self.saved = (snapshot(), _active[0])
+        for d, (enabled, dtype) in self.snap.items():
+            _state[d]["enabled"], _state[d]["dtype"] = enabled, dtype
+        _refresh()
+        return self
+
+    def __exit__(self, *exc):
+        before, active = self.saved
+        for d, (enabled, dtype) in before.items():
+            _state[d]["enabled"], _state[d]["dtype"] = enabled, dtype
+        _active[0] = active
+        return False
+
+
 def _without_autocast(fn, args, kwargs):
     """Run an autocast op: autocast is off inside it (its own ops are not cast again)."""
     _active[0] = False

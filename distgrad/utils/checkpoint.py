@@ -18,6 +18,7 @@ from ..autograd.grad_mode import enable_grad
 from ..autograd.graph import saved_tensors_hooks
 from ..autograd import engine
 from .. import random as _random
+from ..amp import autocast_mode
 from ..tensor import Tensor
 
 
@@ -69,6 +70,7 @@ class _Recomputation:
         self.kwargs = kwargs
         self.versions = _versions(list(args) + list(kwargs.values()))
         self.rng_state = rng_state
+        self.autocast = autocast_mode.snapshot()   # recomputed under the autocast state of its forward
         self.saved = []       # (shape, dtype, version) of each tensor saved in forward, in order
         self.storage = {}
 
@@ -103,7 +105,8 @@ class _Recomputation:
         try:
             if self.rng_state is not None:
                 _random.set_all_states(self.rng_state)
-            with enable_grad(), saved_tensors_hooks(pack, storage.__getitem__):
+            with enable_grad(), autocast_mode.restored(self.autocast), \
+                    saved_tensors_hooks(pack, storage.__getitem__):
                 self.function(*self.args, **self.kwargs)
         except _StopRecomputation:
             pass
@@ -144,6 +147,7 @@ class _CheckpointFunction(Function):
     def forward(ctx, run_function, preserve_rng_state, *args):
         ctx.run_function = run_function
         ctx.rng_state = _rng_states(args, {}) if preserve_rng_state else None
+        ctx.autocast = autocast_mode.snapshot()
         ctx.inputs = args
         ctx.input_versions = _versions(args)
         return run_function(*args)
@@ -158,7 +162,7 @@ class _CheckpointFunction(Function):
         try:
             if ctx.rng_state is not None:
                 _random.set_all_states(ctx.rng_state)
-            with enable_grad():
+            with enable_grad(), autocast_mode.restored(ctx.autocast):
                 outputs = ctx.run_function(*inputs)
         finally:
             if current is not None:
