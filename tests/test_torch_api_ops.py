@@ -552,3 +552,18 @@ def test_split_is_one_node_whose_gradient_is_one_concatenation(how):
     assert d[:2] == t[:2] and d[6] and t[6]
     for u, v in zip(d[2:6], t[2:6]):
         np.testing.assert_allclose(u, v, rtol=1e-13, atol=1e-13)
+
+
+def test_normal_overloads_follow_torch():
+    """torch.normal: std defaults to 1 for a tensor mean; tensor arguments broadcast and
+    give their dtype; numbers need a size and take dtype=."""
+    for lib in (dg, torch):
+        assert lib.normal(lib.zeros(3, dtype=lib.float64)).dtype == lib.float64
+        assert tuple(lib.normal(lib.zeros(2, 1), lib.ones(3)).shape) == (2, 3)
+        assert lib.normal(0.0, 2.0, (2, 3), dtype=lib.float64).dtype == lib.float64
+        assert lib.normal(1.0, lib.ones(4)).dtype == lib.float32
+    dg.manual_seed(3)
+    a = dg.normal(dg.full((20000,), 2.0), 0.5).numpy()
+    assert abs(a.mean() - 2.0) < 0.02 and abs(a.std() - 0.5) < 0.02
+    with pytest.raises(TypeError, match="needs size"):
+        dg.normal(0.0, 1.0)

@@ -174,14 +174,22 @@ def randperm(n, *, generator=None, dtype=None, device=None, requires_grad=False)
     return _finish(rng(generator).permutation(n).astype(d), requires_grad, device)
 
 
-def normal(mean, std, size=None, *, generator=None) -> Tensor:
-    if size is None:
+def normal(mean, std=1.0, size=None, *, generator=None, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Normal samples: elementwise for tensor ``mean``/``std`` (broadcast; the result
+    takes their dtype and device), or of ``size`` for numbers, as ``torch.normal``."""
+    if isinstance(mean, Tensor) or isinstance(std, Tensor):
         m = backend.to_numpy(mean._data) if isinstance(mean, Tensor) else mean
         s = backend.to_numpy(std._data) if isinstance(std, Tensor) else std
-        like = mean if isinstance(mean, Tensor) else std
-        dev = backend.device_of(like._data) if isinstance(like, Tensor) else None
-        return _finish(rng(generator).normal(m, s).astype(_dt.get_default_dtype().np), device=dev)
-    return _finish(rng(generator).normal(mean, std, _size((size,))).astype(_dt.get_default_dtype().np))
+        likes = [t for t in (mean, std) if isinstance(t, Tensor)]
+        dt = likes[0]._data.dtype if len(likes) == 1 else np.result_type(*(t._data.dtype for t in likes))
+        if not _dt.is_float_np(dt):
+            raise RuntimeError(f"normal expects floating-point mean and std, got {dt}")
+        draw = rng(generator).normal(m, s, np.broadcast_shapes(*(np.shape(v) for v in (m, s))))
+        return _finish(np.asarray(draw).astype(dt), device=backend.device_of(likes[0]._data))
+    if size is None:
+        raise TypeError("normal() with a number mean and std needs size (normal(mean, std, size))")
+    d = _float(dtype)
+    return _finish(rng(generator).normal(mean, std, _size((size,))).astype(d), requires_grad, device)
 
 
 def multinomial(input, num_samples, replacement=False, *, generator=None) -> Tensor:
