@@ -37,3 +37,8 @@ def vecdot(x, y, *, dim=-1):
 __all__ = ["cholesky", "cross", "det", "diagonal", "eigh", "eigvalsh", "inv", "inv_ex", "matmul",
            "matrix_exp", "matrix_norm", "norm", "pinv", "qr", "slogdet", "solve", "svd", "svdvals",
            "vecdot", "vector_norm"]
+
+
+from .ops.methods_extra import matrix_power  # noqa: F401
+
+__all__.append("matrix_power")

@@ -35,6 +35,12 @@ class Module:
         d["_modules"] = {}
         d["_forward_pre_hooks"] = {}
         d["_forward_hooks"] = {}
+        d["_backward_hooks"] = {}
+        d["_backward_pre_hooks"] = {}
+        d["_state_dict_pre_hooks"] = {}
+        d["_state_dict_hooks"] = {}
+        d["_load_state_dict_pre_hooks"] = {}
+        d["_load_state_dict_post_hooks"] = {}
 
     # ------------------------------------------------------------ registration
     def register_parameter(self, name: str, param: Parameter | None) -> None:
@@ -142,7 +148,9 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
-        if not (self._forward_pre_hooks or self._forward_hooks):
+        d = self.__dict__
+        bw_hooks, bw_pre_hooks = d.get("_backward_hooks"), d.get("_backward_pre_hooks")
+        if not (self._forward_pre_hooks or self._forward_hooks or bw_hooks or bw_pre_hooks):
             return self.forward(*args, **kwargs)
         for hook, with_kwargs, _ in tuple(self._forward_pre_hooks.values()):
             if with_kwargs:
@@ -153,6 +161,10 @@ class Module:
                 r = hook(self, args)
                 if r is not None:
                     args = r if isinstance(r, tuple) else (r,)
+        bw = None
+        if bw_hooks or bw_pre_hooks:
+            bw = _BackwardHook(self, tuple(bw_hooks.values()), tuple(bw_pre_hooks.values()))
+            args = bw.setup_input_hook(args)
         called = set()
         try:
             out = self.forward(*args, **kwargs)
@@ -161,6 +173,8 @@ class Module:
                 r = hook(self, args, kwargs, out) if with_kwargs else hook(self, args, out)
                 if r is not None:
                     out = r
+            if bw is not None:
+                out = bw.setup_output_hook(out)
         except BaseException:
             for key, (hook, with_kwargs, always) in tuple(self._forward_hooks.items()):
                 if always and key not in called:
@@ -191,6 +205,18 @@ class Module:
         """``hook(module, args, output)`` (or with kwargs) after forward; it may return a
         new output."""
         return self._add_hook(self._forward_hooks, (hook, with_kwargs, always_call), prepend)
+
+    def register_full_backward_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """``hook(module, grad_input, grad_output)`` once per backward through this
+        module, with tuples of the gradients w.r.t. its tensor inputs (None for an input
+        that is not a tensor or needs no gradient) and outputs; it may return a new
+        grad_input tuple."""
+        return self._add_hook(self.__dict__.setdefault("_backward_hooks", {}), hook, prepend)
+
+    def register_full_backward_pre_hook(self, hook, prepend: bool = False) -> RemovableHandle:
+        """``hook(module, grad_output)`` when the gradients w.r.t. this module's outputs
+        are known; it may return a new grad_output tuple."""
+        return self._add_hook(self.__dict__.setdefault("_backward_pre_hooks", {}), hook, prepend)
 
     # --------------------------------------------------------------- traversal
     def named_modules(self, memo=None, prefix: str = "", remove_duplicate: bool = True):
@@ -261,6 +287,30 @@ class Module:
         if name not in mod._parameters:
             raise AttributeError(f"{type(mod).__name__} has no parameter `{name}`")
         return mod._parameters[name]
+
+    def get_buffer(self, target: str) -> Tensor:
+        mod_path, _, name = target.rpartition(".")
+        mod = self.get_submodule(mod_path)
+        if not hasattr(mod, name):
+            raise AttributeError(mod._get_name() + " has no attribute `" + name + "`")
+        if name not in mod._buffers:
+            raise AttributeError("`" + name + "` is not a buffer")
+        return mod._buffers[name]
+
+    def set_submodule(self, target: str, module: "Module", strict: bool = False) -> None:
+        """Put ``module`` at the dotted path ``target`` (its parent must exist; with
+        ``strict`` the attribute must exist too)."""
+        if target == "":
+            raise ValueError("Cannot set the submodule without a target name!")
+        if not isinstance(module, Module):
+            raise ValueError(f"`module` is not an nn.Module, found {type(module)}")  # noqa: TRY004 (as PyTorch)
+        parent_path, _, name = target.rpartition(".")
+        parent = self.get_submodule(parent_path)
+        if strict and not hasattr(parent, name):
+            raise AttributeError(parent._get_name() + " has no attribute `" + name + "`")
+        if hasattr(parent, name) and not isinstance(getattr(parent, name), Module):
+            raise AttributeError("`" + name + "` is not an nn.Module")
+        setattr(parent, name, module)
 
     # ------------------------------------------------------------ mode, grads
     def train(self, mode: bool = True) -> "Module":
@@ -349,33 +399,123 @@ class Module:
     def cpu(self) -> "Module":
         return self.to("cpu")
 
+    def cuda(self, device=None) -> "Module":
+        """Move every parameter and buffer to the GPU (``Tensor.cuda``'s errors where
+        there is none)."""
+        return self._apply(lambda t: t.cuda(device))
+
+    def to_empty(self, *, device, recurse: bool = True) -> "Module":
+        """Give every parameter and buffer fresh, uninitialized storage on ``device``."""
+        from ..ops.creation import empty_like
+
+        if not recurse:
+            return self._apply_local(lambda t: empty_like(t, device=device))
+        return self._apply(lambda t: empty_like(t, device=device))
+
+    def _apply_local(self, fn):
+        for store in (self._parameters, self._buffers):
+            for t in store.values():
+                if t is not None:
+                    with no_grad():
+                        t._data = fn(t)._data
+        return self
+
+    def share_memory(self) -> "Module":
+        """A no-op here (distgrad's processes do not share tensor storage); returns self."""
+        return self
+
+    def compile(self, *args, **kwargs) -> None:
+        """As ``distgrad.compile``: nothing is compiled, the module runs as it is."""
+        from ..compiler import compile as _compile
+
+        _compile(self, *args, **kwargs)
+
     def type(self, dst_type) -> "Module":
         return self._apply(lambda t: t.to(dst_type))
 
     # -------------------------------------------------------------- state dict
+    def get_extra_state(self):
+        """Override (with ``set_extra_state``) to put extra, picklable state in the
+        state dict under the ``_extra_state`` key."""
+        raise RuntimeError(
+            "Reached a code path in Module.get_extra_state() that should never be called. "
+            "Please file an issue at https://github.com/pytorch/pytorch/issues/new?template=bug-report.yml "
+            "to report this bug.")
+
+    def set_extra_state(self, state) -> None:
+        raise RuntimeError(
+            "Reached a code path in Module.set_extra_state() that should never be called. "
+            "Please file an issue at https://github.com/pytorch/pytorch/issues/new?template=bug-report.yml "
+            "to report this bug.")
+
+    def _has_extra_state(self) -> bool:
+        return type(self).get_extra_state is not Module.get_extra_state
+
+    def _sets_extra_state(self) -> bool:
+        return type(self).set_extra_state is not Module.set_extra_state
+
+    def register_state_dict_pre_hook(self, hook) -> RemovableHandle:
+        """``hook(module, prefix, keep_vars)`` before this module's state_dict entries."""
+        return self._add_hook(self.__dict__.setdefault("_state_dict_pre_hooks", {}), hook, False)
+
+    def register_state_dict_post_hook(self, hook) -> RemovableHandle:
+        """``hook(module, state_dict, prefix, local_metadata)`` after this module's
+        (and its children's) entries; it may edit ``state_dict`` in place."""
+        return self._add_hook(self.__dict__.setdefault("_state_dict_hooks", {}), hook, False)
+
+    def register_load_state_dict_pre_hook(self, hook) -> RemovableHandle:
+        """``hook(module, state_dict, prefix, local_metadata, strict, missing_keys,
+        unexpected_keys, error_msgs)`` before loading; it may edit ``state_dict`` (a copy
+        of the one passed to ``load_state_dict``)."""
+        return self._add_hook(self.__dict__.setdefault("_load_state_dict_pre_hooks", {}), hook, False)
+
+    def register_load_state_dict_post_hook(self, hook) -> RemovableHandle:
+        """``hook(module, incompatible_keys)`` after loading; it may remove entries from
+        ``incompatible_keys.missing_keys``/``unexpected_keys`` before ``strict`` checks them."""
+        return self._add_hook(self.__dict__.setdefault("_load_state_dict_post_hooks", {}), hook, False)
+
     def state_dict(self, *args, destination=None, prefix: str = "", keep_vars: bool = False):
         if args:
             destination = args[0]
         if destination is None:
             destination = OrderedDict()
+        for hook in tuple(self.__dict__.get("_state_dict_pre_hooks", {}).values()):
+            hook(self, prefix, keep_vars)
         for name, p in self._parameters.items():
             if p is not None:
                 destination[prefix + name] = p if keep_vars else p.detach()
         for name, b in self._buffers.items():
             if b is not None and name not in self._non_persistent_buffers_set:
                 destination[prefix + name] = b if keep_vars else b.detach()
+        if self._has_extra_state():
+            destination[prefix + "_extra_state"] = self.get_extra_state()
         for name, m in self._modules.items():
             if m is not None:
                 m.state_dict(destination=destination, prefix=prefix + name + ".", keep_vars=keep_vars)
+        for hook in tuple(self.__dict__.get("_state_dict_hooks", {}).values()):
+            if hook(self, destination, prefix, {"version": self._version}) is not None:
+                raise RuntimeError("state_dict post-hook must return None")
         return destination
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Copy parameters and buffers from ``state_dict``. With ``strict``, missing and
         unexpected keys are errors; shape mismatches always are. Every problem is
         reported by name, and nothing is copied unless all are fixed."""
+        pre_hooked = [(p, m) for p, m in self.named_modules(remove_duplicate=False)
+                      if m.__dict__.get("_load_state_dict_pre_hooks")]
+        if pre_hooked:
+            state_dict = OrderedDict(state_dict)
+            for mprefix, m in pre_hooked:
+                for hook in tuple(m._load_state_dict_pre_hooks.values()):
+                    hook(m, state_dict, mprefix + "." if mprefix else "", {"version": m._version},
+                         strict, [], [], [])
+        post_hooked = [m for _, m in self.named_modules(remove_duplicate=False)
+                       if m.__dict__.get("_load_state_dict_post_hooks")]
         expected = OrderedDict()
         for mprefix, m in self.named_modules(remove_duplicate=False):
             base = mprefix + "." if mprefix else ""
+            if m._sets_extra_state():
+                expected[base + "_extra_state"] = (m, None, None, None)
             for name, p in m._parameters.items():
                 if p is not None:
                     expected[base + name] = (m, "_parameters", name, p)
@@ -385,13 +525,13 @@ class Module:
         missing = [k for k in expected if k not in state_dict]
         unexpected = [k for k in state_dict if k not in expected]
         errors = []
-        if strict:
+        if strict and not post_hooked:
             if unexpected:
                 errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
             if missing:
                 errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
         for k, (_, _, _, t) in expected.items():
-            if k in state_dict:
+            if k in state_dict and t is not None:
                 v = state_dict[k]
                 if not isinstance(v, Tensor):
                     errors.append(f'While copying the parameter named "{k}", expected a Tensor, got {type(v).__name__}.')
@@ -409,11 +549,27 @@ class Module:
                 if k not in state_dict:
                     continue
                 v = state_dict[k]
-                if assign:
+                if store is None:
+                    m.set_extra_state(v)
+                elif assign:
                     new = Parameter(v, t.requires_grad) if store == "_parameters" else v
                     getattr(m, store)[name] = new
                 else:
                     t.copy_(v)
+        if post_hooked:
+            keys = _IncompatibleKeys(missing, unexpected)
+            for m in post_hooked:
+                for hook in tuple(m._load_state_dict_post_hooks.values()):
+                    if hook(m, keys) is not None:
+                        raise RuntimeError("load_state_dict post-hook must return None")
+            if strict and (unexpected or missing):
+                errors = []
+                if unexpected:
+                    errors.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ". ")
+                if missing:
+                    errors.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ". ")
+                raise RuntimeError(
+                    f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))
         return _IncompatibleKeys(missing, unexpected)
 
     # -------------------------------------------------------------------- repr
@@ -437,3 +593,128 @@ class Module:
             else:
                 main += "\n  " + "\n  ".join(lines) + "\n"
         return main + ")"
+
+
+def _backward_hook_function():
+    from ..autograd.function import Function
+
+    class BackwardHookFunction(Function):
+        """Identity over a module's tensor inputs (or outputs): its node is where the
+        module's full backward hooks see the gradients."""
+
+        @staticmethod
+        def forward(ctx, *args):
+            outs = tuple(a.detach() for a in args)
+            ctx.mark_non_differentiable(*[o for o, a in zip(outs, args) if not a.requires_grad])
+            return outs
+
+        @staticmethod
+        def backward(ctx, *grads):
+            return grads
+
+    return BackwardHookFunction
+
+
+_BHF = []
+
+
+class _BackwardHook:
+    """Runs a module's full backward (pre-)hooks, as PyTorch's ``BackwardHook``: the
+    module's tensor inputs and outputs pass through an identity node each; the output
+    node's gradients are ``grad_output``, the input node's are ``grad_input``."""
+
+    def __init__(self, module, user_hooks, user_pre_hooks):
+        self.module = module
+        self.user_hooks = user_hooks
+        self.user_pre_hooks = user_pre_hooks
+        self.grad_outputs = None
+        self.n_outputs = -1
+        self.output_tensors_index = None
+        self.n_inputs = -1
+        self.input_tensors_index = None
+
+    @staticmethod
+    def _pack_with_none(indices, values, size):
+        res = [None] * size
+        for idx, val in zip(indices, values):
+            res[idx] = val
+        return tuple(res)
+
+    def _apply_on_tensors(self, fn, args):
+        from ..autograd.grad_mode import is_grad_enabled
+
+        idx = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+        tensors = [args[i] for i in idx]
+        if not (any(t.requires_grad for t in tensors) and is_grad_enabled()):
+            return args, None
+        if not _BHF:
+            _BHF.append(_backward_hook_function())
+        new = _BHF[0].apply(*tensors)
+        grad_fns = [t.grad_fn for t in new if t.grad_fn is not None]
+        fn(grad_fns[0])
+        out = list(args)
+        for i, v in zip(idx, new):
+            out[i] = v
+        return tuple(out), idx
+
+    def setup_input_hook(self, args):
+        def fn(grad_fn):
+            def hook(grad_input, _):
+                if self.grad_outputs is None:
+                    return None
+                res = self._pack_with_none(self.input_tensors_index, grad_input, self.n_inputs)
+                for h in self.user_hooks:
+                    out = h(self.module, res, self.grad_outputs)
+                    if out is None:
+                        continue
+                    if len(out) != len(res):
+                        raise RuntimeError("Backward hook returned an invalid number of grad_input, "
+                                           f"got {len(out)}, but expected {len(res)}")
+                    res = out
+                self.grad_outputs = None
+                return tuple(res[i] for i in self.input_tensors_index)
+
+            grad_fn.register_hook(hook)
+
+        res, idx = self._apply_on_tensors(fn, args)
+        self.n_inputs = len(args)
+        self.input_tensors_index = idx
+        return res
+
+    def setup_output_hook(self, outputs):
+        def fn(grad_fn):
+            def hook(_, grad_output):
+                self.grad_outputs = self._pack_with_none(self.output_tensors_index, grad_output,
+                                                         self.n_outputs)
+                for h in self.user_pre_hooks:
+                    r = h(self.module, self.grad_outputs)
+                    if r is None:
+                        continue
+                    if len(r) != len(self.grad_outputs):
+                        raise RuntimeError("Backward pre hook returned an invalid number of grad_output, "
+                                           f"got {len(r)}, but expected {len(self.grad_outputs)}")
+                    self.grad_outputs = tuple(r)
+                local = self.grad_outputs
+                if self.input_tensors_index is None:
+                    import warnings
+
+                    warnings.warn("Full backward hook is firing when gradients are computed with "
+                                  "respect to module outputs since no inputs require gradients.",
+                                  stacklevel=5)
+                    grad_inputs = (None,) * self.n_inputs
+                    for h in self.user_hooks:
+                        r = h(self.module, grad_inputs, self.grad_outputs)
+                        if r is not None and not (isinstance(r, tuple) and all(x is None for x in r)):
+                            raise RuntimeError("Backward hook for Modules where no input requires "
+                                               "gradient should always return None or None for all gradients.")
+                    self.grad_outputs = None
+                return tuple(local[i] for i in self.output_tensors_index)
+
+            grad_fn.register_hook(hook)
+
+        is_tuple = isinstance(outputs, tuple)
+        args = outputs if is_tuple else (outputs,)
+        res, idx = self._apply_on_tensors(fn, args)
+        self.n_outputs = len(args)
+        self.output_tensors_index = idx
+        return res if is_tuple else res[0]

@@ -222,3 +222,20 @@ Tensor.__iadd__ = inplace.add_
 Tensor.__isub__ = inplace.sub_
 Tensor.__imul__ = inplace.mul_
 Tensor.__itruediv__ = inplace.div_
+
+# More of PyTorch's Tensor methods (methods_extra.py): shared ops, functions, methods,
+# properties and in-place forms.
+from . import methods_extra
+
+for _n in methods_extra.SHARED.split():
+    FUNCTIONS[_n] = getattr(methods_extra, _n)
+    setattr(Tensor, _n, getattr(methods_extra, _n))
+FUNCTIONS.update(methods_extra.FUNCTIONS_ONLY)
+for _n, _f in methods_extra.METHODS.items():
+    setattr(Tensor, _n, _f)
+for _n, _f in methods_extra.PROPERTIES.items():
+    setattr(Tensor, _n, property(_f))
+for _n, _f in methods_extra._inplace_table().items():
+    setattr(Tensor, _n, _f)
+for _n in "asinh_ acosh_ atanh_ arcsinh_ arccosh_ arctanh_".split():
+    FUNCTIONS[_n] = getattr(Tensor, _n)
