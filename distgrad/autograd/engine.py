@@ -120,10 +120,13 @@ def _run(roots, grads, retain_graph, create_graph, inputs, accumulate):
     formulas compute in the dtypes the forward recorded)."""
     from ..amp import autocast_mode
 
+    from .. import profiler
+
     active = autocast_mode._active[0]
     autocast_mode._active[0] = False
     try:
-        return _walk(roots, grads, retain_graph, create_graph, inputs, accumulate)
+        with profiler.span("autograd::backward", "cpu_op"):
+            return _walk(roots, grads, retain_graph, create_graph, inputs, accumulate)
     finally:
         if active:
             autocast_mode._refresh()

@@ -21,6 +21,7 @@ import time
 from ..autograd.engine import queue_callback
 from ..backend import array_module
 from ..tensor import _wrap
+from .. import profiler
 from . import monitor
 from .comm import SUM
 
@@ -153,6 +154,12 @@ class _CommThread:
             bucket = self.queue.get()
             if bucket is None:
                 return
+            prof = profiler.current()
+            span = (profiler._Range(prof, f"DDP: all-reduce bucket {bucket.index}", "ddp",
+                                    {"bucket": bucket.index, "bytes": int(bucket.buffer.nbytes)})
+                    if prof is not None else None)
+            if span is not None:
+                span.__enter__()
             try:
                 if self.hook is not None:
                     run_comm_hook(self.comm, *self.hook, bucket)
@@ -170,6 +177,8 @@ class _CommThread:
             except BaseException as e:  # reported by the thread waiting for this bucket
                 bucket.error = e
             finally:
+                if span is not None:
+                    span.__exit__(None, None, None)
                 bucket.done_at = time.perf_counter()
                 bucket.done.set()
 
@@ -290,6 +299,7 @@ class Reducer:
         b.pending -= 1
         if b.pending == 0:
             b.ready = _ready_event(b.buffer)
+            profiler.instant(f"DDP: bucket {b.index} ready", "ddp", bucket=b.index, bytes=int(b.buffer.nbytes))
             self._launch_ready()
 
     def _launch_ready(self) -> None:
@@ -326,6 +336,8 @@ class Reducer:
                 self.worker.eager.set()  # backward is over: communication may take the core
             if self.find_unused:  # the same on every rank, so the collective pairs up
                 used = self._globally_used(used)
+            waiting = profiler.span("DDP: wait for the buckets", "ddp")
+            waiting.__enter__()
             for b in self.buckets:
                 what = (f"DistributedDataParallel's all-reduce of gradient bucket {b.index} of "
                         f"{len(self.buckets)} (synchronized backward #{self.step + 1})")
@@ -335,6 +347,7 @@ class Reducer:
                         f"DistributedDataParallel (rank {self.comm.rank}): the all-reduce of bucket "
                         f"{b.index} in step {self.step} failed: {b.error}"
                     ) from b.error
+            waiting.__exit__(None, None, None)
             self._write_back(used)
             if not self.rebuilt:
                 self._rebuild()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
 
+from ..profiler import _Range as _profiler_range
+from ..profiler import _state as _profiler_state
 from .. import dtype as _dt
 from ..autograd.grad_mode import no_grad
 from ..autograd.hooks import RemovableHandle
@@ -148,6 +150,13 @@ class Module:
         raise NotImplementedError(f'Module [{type(self).__name__}] is missing the required "forward" function')
 
     def __call__(self, *args, **kwargs):
+        prof = _profiler_state.profiler
+        if prof is None:
+            return self._call_impl(*args, **kwargs)
+        with _profiler_range(prof, f"nn.Module: {type(self).__name__}", "python_function"):
+            return self._call_impl(*args, **kwargs)
+
+    def _call_impl(self, *args, **kwargs):
         d = self.__dict__
         bw_hooks, bw_pre_hooks = d.get("_backward_hooks"), d.get("_backward_pre_hooks")
         if not (self._forward_pre_hooks or self._forward_hooks or bw_hooks or bw_pre_hooks):

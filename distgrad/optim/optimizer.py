@@ -35,6 +35,18 @@ def _scalar_state(value: float):
 
 
 class Optimizer:
+    def __init_subclass__(cls, **kwargs):
+        """Each optimizer's ``step`` shows in a profile as ``Optimizer.step#<Class>.step``,
+        as in PyTorch."""
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("step")
+        if step is not None and not getattr(step, "_profiled", False):
+            from ..profiler import timed_method
+
+            wrapped = timed_method(lambda self: f"Optimizer.step#{type(self).__name__}.step")(step)
+            wrapped._profiled = True
+            cls.step = wrapped
+
     """Base class: subclasses implement ``step`` over ``self.param_groups``, reading
     ``p.grad`` and updating ``p`` in place (outside autograd)."""
 
