@@ -895,3 +895,12 @@ def test_embedding_bag_second_order_and_errors():
     pre = dnn.EmbeddingBag.from_pretrained(dg.ones(4, 2), mode="sum")
     assert not pre.weight.requires_grad
     close(pre(dg.tensor([[0, 1, 3]])), np.full((1, 2), 3.0))
+
+
+def test_soft_margin_loss_computes_in_the_inputs_dtype():
+    torch = pytest.importorskip("torch")
+    y = np.array([1.0, -1.0, 1.0])
+    for dtype in ("float32", "bfloat16"):
+        for lib in (dg, torch):
+            x = lib.ones(3, dtype=getattr(lib, dtype))
+            assert str(lib.nn.functional.soft_margin_loss(x, lib.tensor(y)).dtype).endswith(dtype)

@@ -885,6 +885,8 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
 
 def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
     reduction = _reduction(size_average, reduce, reduction)
+    if target.dtype != input.dtype:   # PyTorch computes it in the input's dtype
+        target = target.to(input.dtype)
     return _reduce_loss((-input * target).exp().log1p(), reduction)
 
 
