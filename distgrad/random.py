@@ -275,10 +275,9 @@ def fork_rng(devices=None, enabled: bool = True, _caller: str = "fork_rng", _dev
 
 
 def _device_index(d) -> int:
-    if isinstance(d, int):
-        return d
-    text = str(d)
-    return int(text.split(":")[1]) if ":" in text else 0
+    from .backend import device
+
+    return d if isinstance(d, int) else (device(d).index or 0)
 
 
 def manual_seed(seed: int) -> Generator:

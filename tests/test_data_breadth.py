@@ -8,10 +8,8 @@ import collections
 import inspect
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -599,7 +597,7 @@ def _have_mpi4py():
 @pytest.mark.skipif(_mpiexec() is None or not _have_mpi4py(),
                     reason='multi-rank tests need mpiexec and mpi4py (pip install -e ".[dev]")')
 def test_distributed_sampler_on_two_ranks_with_the_default_group():
-    from jobs import LAUNCHER_VARS, alive, tree
+    from jobs import LAUNCHER_VARS, kill_tree
 
     script = os.path.join(REPO, "tests", "mpi", "scripts", "distributed_sampler.py")
     args = [_mpiexec(), "-n", "2", sys.executable, script]
@@ -610,16 +608,8 @@ def test_distributed_sampler_on_two_ranks_with_the_default_group():
     try:
         out, err = proc.communicate(timeout=90)
     except subprocess.TimeoutExpired:
-        kids = tree(proc.pid)[1:]
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(1)
-        proc.kill()
+        kill_tree(proc)
         proc.communicate()
-        for pid in alive(kids):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         pytest.fail("mpiexec -n 2 distributed_sampler.py did not finish in 90 s; killed it", pytrace=False)
     what = f"exit status {proc.returncode}\n--- stdout\n{out[-4000:]}\n--- stderr\n{err[-4000:]}"
     assert proc.returncode == 0, what

@@ -11,7 +11,6 @@ collective must make the others fail within the process group's timeout, naming 
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -241,7 +240,7 @@ needs_mpi = pytest.mark.skipif(MPIEXEC is None or not _have_mpi4py(),
 def _run(args):
     """Run a job in a subprocess with a timeout; a job that overruns is torn down
     with every process it started. Returns (status, stdout, stderr, seconds)."""
-    from jobs import alive, tree
+    from jobs import kill_tree
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_VARS)}
     env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -252,18 +251,8 @@ def _run(args):
     try:
         out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        kids = tree(proc.pid)[1:]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-        for pid in alive(kids):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_tree(proc)
+        proc.communicate()
         pytest.fail(f"{' '.join(args)} did not finish within {TIMEOUT} s (a hang?); killed it", pytrace=False)
     return proc.returncode, out, err, time.monotonic() - start
 

@@ -283,6 +283,36 @@ def record(cls, data, inputs: tuple, saved: tuple = (), args=None) -> Tensor:
     return out
 
 
+def record_multi(cls, datas, inputs, saved, diff, args=None):
+    """The outputs of an op with several outputs sharing one ``cls`` node, whose backward
+    takes one gradient per output (None for those that got none). ``saved`` may hold
+    ``OUTPUT``, meaning all the differentiable outputs; ``diff`` marks those."""
+    first = record(cls, datas[0], inputs, args=args)
+    outs = [first] + [_wrap(d) for d in datas[1:]]
+    node = first._grad_fn
+    if node is None:
+        if first._is_inference:
+            for o in outs:
+                o._is_inference = True
+        return outs
+    node._nout = len(outs)
+    node._slow = True
+    for i, (o, dif) in enumerate(zip(outs, diff)):
+        if dif:
+            o._grad_fn, o._output_nr, o._requires_grad = node, i, True
+        elif i == 0:
+            first._grad_fn, first._requires_grad = None, False
+    expanded = []
+    for s in saved:
+        if s is OUTPUT:
+            expanded += [o for o, dif in zip(outs, diff) if dif]
+        else:
+            expanded.append(s)
+    if expanded:
+        _save(node, tuple(expanded), first)
+    return outs
+
+
 def _save(node: Node, saved: tuple, out: Tensor) -> None:
     if graph.hooks_stack:
         _pack(node, saved, out)

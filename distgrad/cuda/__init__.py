@@ -125,14 +125,14 @@ def get_rng_state(device="cuda"):
     backend.cupy()
     from .. import random
 
-    return random.device_generator(_rng_index(device)).get_state()
+    return random.device_generator(_index(device)).get_state()
 
 
 def set_rng_state(new_state, device="cuda") -> None:
     backend.cupy()
     from .. import random
 
-    random.device_generator(_rng_index(device)).set_state(new_state)
+    random.device_generator(_index(device)).set_state(new_state)
 
 
 def get_rng_state_all() -> list:
@@ -143,12 +143,6 @@ def set_rng_state_all(new_states) -> None:
     for i, state in enumerate(new_states):
         set_rng_state(state, i)
 
-
-def _rng_index(device) -> int:
-    if isinstance(device, int):
-        return device
-    text = str(device)
-    return int(text.split(":")[1]) if ":" in text else current_device()
 
 
 # ------------------------------------------------------------------- memory

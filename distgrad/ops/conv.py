@@ -617,11 +617,15 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
                   args=(div, win, x.shape))
 
 
+def _bins(b, n):
+    """PyTorch's adaptive bins: [floor(i*b/n), ceil((i+1)*b/n)) for each of n outputs."""
+    return [(i * b // n, -(-(i + 1) * b // n)) for i in range(n)]
+
+
 def _adaptive_matrix(b, n, xp, dtype):
-    """(n, b): row i averages PyTorch's bin [floor(i*b/n), ceil((i+1)*b/n))."""
+    """(n, b): row i averages the i-th of PyTorch's adaptive bins."""
     m = xp.zeros((n, b), dtype)
-    for i in range(n):
-        lo, hi = i * b // n, -(-(i + 1) * b // n)
+    for i, (lo, hi) in enumerate(_bins(b, n)):
         m[i, lo:hi] = 1.0 / (hi - lo)
     return m
 
@@ -763,11 +767,6 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
 
 
 # --------------------------------------------------------- adaptive max pooling
-def _bins(b, n):
-    """PyTorch's adaptive bins: [floor(i*b/n), ceil((i+1)*b/n)) for each of n outputs."""
-    return [(i * b // n, -(-(i + 1) * b // n)) for i in range(n)]
-
-
 class AdaptiveMaxPool2DBackward0(Node):
     def backward(self, g):
         idx, shape = self.args   # flat (h * W + w) index of each output's maximum

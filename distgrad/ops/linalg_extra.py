@@ -9,7 +9,7 @@ from collections import namedtuple
 import numpy as np
 from ..dtype import kind_of as _kind_of
 
-from ..autograd.function import OUTPUT, Node, record
+from ..autograd.function import OUTPUT, Node, record, record_multi as _record_multi
 from . import pointwise as _pw
 from ._util import Tensor, _wrap, array_module
 from .math_extra import named
@@ -89,37 +89,6 @@ def slogdet(A):
     sign, logabs = xp.linalg.slogdet(A._data)
     out = _record_multi(LinalgSlogdetBackward0, [xp.asarray(sign), xp.asarray(logabs)], (A,), (A,), diff=(False, True))
     return slogdet_t(*out)
-
-
-def _record_multi(cls, datas, inputs, saved, diff, args=None):
-    """The outputs of an op with several outputs sharing one ``cls`` node, whose backward
-    takes one gradient per output (None for those that got none). ``saved`` may hold
-    ``OUTPUT``, meaning all the differentiable outputs; ``diff`` marks those."""
-    from ..autograd.function import _save
-    first = record(cls, datas[0], inputs, args=args)
-    outs = [first] + [_wrap(d) for d in datas[1:]]
-    node = first._grad_fn
-    if node is None:
-        if first._is_inference:
-            for o in outs:
-                o._is_inference = True
-        return outs
-    node._nout = len(outs)
-    node._slow = True
-    for i, (o, dif) in enumerate(zip(outs, diff)):
-        if dif:
-            o._grad_fn, o._output_nr, o._requires_grad = node, i, True
-        elif i == 0:
-            first._grad_fn, first._requires_grad = None, False
-    expanded = []
-    for s in saved:
-        if s is OUTPUT:
-            expanded += [o for o, dif in zip(outs, diff) if dif]
-        else:
-            expanded.append(s)
-    if expanded:
-        _save(node, tuple(expanded), first)
-    return outs
 
 
 def logdet(A):

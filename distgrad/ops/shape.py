@@ -4,7 +4,7 @@ flip, clone and casts make new memory."""
 from __future__ import annotations
 
 from .. import dtype as _dt
-from ..autograd.function import Node, as_view, record
+from ..autograd.function import Node, as_view, record, record_multi
 from .. import backend
 from ..backend import device as _device
 from ._util import Tensor, _wrap, array_module, device_error, dims_arg, wrap_dim
@@ -343,8 +343,6 @@ class SplitWithSizesBackward0(SplitBackward0):
 
 
 def _split_views(tensor, d, sizes, name):
-    from .linalg_extra import _record_multi
-
     x = tensor._data
     datas, keys, start = [], [], 0
     for n in sizes:
@@ -353,7 +351,7 @@ def _split_views(tensor, d, sizes, name):
         keys.append((start, n))
         start += n
     cls = SplitBackward0 if name == "SplitBackward0" else SplitWithSizesBackward0
-    outs = _record_multi(cls, datas, (tensor,), (), diff=(True,) * len(sizes), args=(x.shape, d, tuple(sizes)))
+    outs = record_multi(cls, datas, (tensor,), (), diff=(True,) * len(sizes), args=(x.shape, d, tuple(sizes)))
     return tuple(as_view(tensor, o, (lambda b, s=s, n=n: b.narrow(d, s, n))) for o, (s, n) in zip(outs, keys))
 
 
