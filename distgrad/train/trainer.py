@@ -398,7 +398,10 @@ class Trainer:
     def _log_eval(self, step: int):
         result = self._evaluate(step)
         if result is not None:
-            self.metrics.write(dict(result, step=step, time=self._elapsed(), timestamp=time.time()))
+            gb = self.cfg["train"]["global_batch"]
+            self.metrics.write(dict(result, step=step, samples=step * gb,
+                                    tokens=step * gb * (self.info.get("tokens_per_sample") or 0),
+                                    time=self._elapsed(), timestamp=time.time()))
             if self.rank == 0:
                 acc = f"  eval accuracy {result['eval_accuracy']:.2%}" if "eval_accuracy" in result else ""
                 self.progress.write(f"step {step:6d}  eval loss {result['eval_loss']:.4f}{acc}")
@@ -559,7 +562,8 @@ class Trainer:
             row = self._train_step(step, micro)
             elapsed = self._elapsed()
             rate = (step - self.start.step) * t["global_batch"] / max(1e-9, elapsed - self.start.elapsed)
-            row.update(samples_per_s=rate, tokens_per_s=rate * tokens_per_sample, time=elapsed,
+            row.update(samples=step * t["global_batch"], tokens=step * t["global_batch"] * tokens_per_sample,
+                       samples_per_s=rate, tokens_per_s=rate * tokens_per_sample, time=elapsed,
                        timestamp=time.time())
             self.last = row
             self.metrics.write(row)
