@@ -81,6 +81,11 @@ def _parser():
     ap.add_argument("--dry-run", action="store_true",
                     help="prepare the run directory and print the command that starts it, without starting it")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    ap.add_argument("--trace", action="store_true",
+                    help="record a timeline of steps 3-4 (or the last steps of a shorter run) into the run "
+                         "directory's trace.json (open it in https://ui.perfetto.dev); sets train.trace_steps")
+    ap.add_argument("--trace-steps", metavar="STEPS",
+                    help="record a timeline of these steps, e.g. 5, 5-7 or 3,8-9 (sets train.trace_steps)")
     ap.add_argument("--version", action="version", version=f"distgrad-launch (distgrad {version})")
     return ap
 
@@ -112,6 +117,13 @@ def _overrides(args, config_given: bool) -> tuple:
                 continue
             value = os.environ[name]
         overrides.append(f"dist.env.{name}={_quote(value)}")
+    if args.trace_steps is not None:
+        from distgrad.train.tracing import parse_steps
+
+        try:
+            overrides.append(f"train.trace_steps={parse_steps(args.trace_steps)}")
+        except ValueError as e:
+            problems.append(f"--trace-steps {args.trace_steps}: {e}")
     if args.mpiexec_args is not None:
         try:
             extra = shlex.split(args.mpiexec_args)
@@ -190,6 +202,11 @@ def _main(args) -> int:
               file=sys.stderr)
         return 2
     d = cfg["dist"]
+    if args.trace and args.trace_steps is None:
+        # Steps 3-4: the first builds the buckets and the second settles; a shorter run
+        # traces its last two steps.
+        last = cfg["train"]["steps"] or 4
+        cfg["train"]["trace_steps"] = sorted({max(1, min(3, last - 1)), min(4, last)})
 
     if args.resume:
         run_dir = os.path.abspath(args.resume)

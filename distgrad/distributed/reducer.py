@@ -18,10 +18,10 @@ import queue
 import threading
 import time
 
+from .. import profiler
 from ..autograd.engine import queue_callback
 from ..backend import array_module
 from ..tensor import _wrap
-from .. import profiler
 from . import monitor
 from .comm import SUM
 
@@ -45,12 +45,15 @@ class _Bucket:
         self.error = None
         self.ready = None      # for a GPU buffer: an event after which it holds its values
         self.is_last = False
+        self.started_at = self.done_at = None   # its all-reduce on the communication thread
+
 
     def reset(self) -> None:
         self.pending = len(self.param_ids)
         self.done.clear()
         self.error = None
         self.ready = None
+        self.started_at = self.done_at = None
 
 
 class GradBucket:
@@ -154,6 +157,7 @@ class _CommThread:
             bucket = self.queue.get()
             if bucket is None:
                 return
+            bucket.started_at = time.perf_counter()
             prof = profiler.current()
             span = (profiler._Range(prof, f"DDP: all-reduce bucket {bucket.index}", "ddp",
                                     {"bucket": bucket.index, "bytes": int(bucket.buffer.nbytes)})
@@ -184,6 +188,22 @@ class _CommThread:
 
     def close(self) -> None:
         self.queue.put(None)
+
+
+def overlap_figures(buckets, walk_end: float, all_done: float) -> dict | None:
+    """How much of one backward's communication ran while backward still computed:
+    ``comm_s`` (the buckets' all-reduce time on the communication thread), ``hidden_s``
+    (the part of it before backward's graph walk ended), ``hidden_share`` (their
+    ratio) and ``wait_s`` (from the walk's end until every bucket was reduced: what
+    backward's end waited for communication). None when no bucket went through the
+    communication thread."""
+    spans = [(b.started_at, b.done_at) for b in buckets if b.started_at is not None and b.done_at is not None]
+    if not spans:
+        return None
+    comm = sum(max(0.0, end - start) for start, end in spans)
+    hidden = sum(max(0.0, min(end, walk_end) - start) for start, end in spans)
+    return {"comm_s": comm, "hidden_s": hidden, "hidden_share": hidden / comm if comm > 0 else 1.0,
+            "wait_s": max(0.0, all_done - walk_end)}
 
 
 class Reducer:
@@ -243,11 +263,13 @@ class Reducer:
             self.worker.hook = (state, hook, self.params)
         self._set_scales()
 
+    last_overlap = None   # overlap_figures of the last synchronized backward (with a comm thread)
+
     def overlap_report(self) -> tuple:
         """(bytes of buckets whose all-reduce finished before the last backward's graph
         walk ended, total bytes): how much communication really ran during backward."""
         early = sum(b.buffer.nbytes for b in self.buckets
-                    if getattr(b, "done_at", float("inf")) <= getattr(self, "walk_ended_at", 0.0))
+                    if b.done_at is not None and b.done_at <= getattr(self, "walk_ended_at", 0.0))
         return early, sum(b.buffer.nbytes for b in self.buckets)
 
     def bucket_names(self) -> list:
@@ -348,6 +370,7 @@ class Reducer:
                         f"{b.index} in step {self.step} failed: {b.error}"
                     ) from b.error
             waiting.__exit__(None, None, None)
+            self.last_overlap = overlap_figures(self.buckets, self.walk_ended_at, time.perf_counter())
             self._write_back(used)
             if not self.rebuilt:
                 self._rebuild()

@@ -196,6 +196,14 @@ SCHEMA = {
         "checkpoint_interval": Key(int, 0, "steps between checkpoints (0: only at the end)", minimum=0),
         "keep_checkpoints": Key(int, 2, "how many of the latest checkpoints to keep", minimum=1),
         "progress": Key(bool, True, "show a progress bar on rank 0"),
+        "trace_steps": Key(list, [], "steps to record a timeline of, e.g. [5, 6]: trace.json in the run "
+                                     "directory (Chrome trace JSON for Perfetto or chrome://tracing) with "
+                                     "every rank's data, forward, backward, optimizer, evaluation and "
+                                     "checkpoint phases and each gradient bucket's all-reduce, on one "
+                                     "time axis (distgrad-launch --trace 5-6 sets it)", items=int,
+                           check=lambda v: None if all(s >= 1 for s in v) else "must hold steps >= 1"),
+        "tensorboard": Key(bool, False, "also write TensorBoard event files (tensorboard/ in the run "
+                                        "directory; needs the tensorboard or tensorboardX package)"),
     },
     "dist": {
         "np": Key(int, 1, "ranks to start (overridden by --np)", minimum=1),
@@ -292,9 +300,10 @@ def _check_value(where: str, spec: Key, value, source: str, errors: list, base_d
         return None
     if spec.items is not None:
         for i, item in enumerate(value):
-            if not isinstance(item, spec.items):
+            if not isinstance(item, spec.items) or (spec.items is int and isinstance(item, bool)):
+                example = "[5, 6]" if spec.items is int else "['-iface', 'eth0']"
                 errors.append(f"{source}: {where}[{i}] must be {_type_name(spec.items)}, got {item!r} "
-                              f"({type(item).__name__}); e.g. {where} = ['-iface', 'eth0']")
+                              f"({type(item).__name__}); e.g. {where} = {example}")
             elif isinstance(item, str) and "\x00" in item:
                 errors.append(f"{source}: {where}[{i}] = {item!r} contains a NUL character")
     if spec.values is not None:
@@ -742,7 +751,8 @@ def _module_names(package: str) -> list:
 RESUMABLE = {
     "run": {"name", "output_dir"},
     "train": {"steps", "epochs", "accum_steps", "log_interval", "eval_interval", "eval_batches",
-              "checkpoint_interval", "keep_checkpoints", "progress", "on_nonfinite", "max_skipped_steps"},
+              "checkpoint_interval", "keep_checkpoints", "progress", "on_nonfinite", "max_skipped_steps",
+              "trace_steps", "tensorboard"},
     "dist": set(SCHEMA["dist"]),
 }
 

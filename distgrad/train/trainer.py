@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import amp, cuda, distributed as dist, nn, optim
+from .. import amp, cuda, nn, optim, profiler
+from .. import distributed as dist
 from .. import random as _random
 from ..autograd.grad_mode import no_grad
 from ..data.dataloader import default_collate
@@ -40,7 +41,7 @@ from ..distributed.group import default_comm, run_with_timeout, wait_for
 from ..dtype import set_default_dtype, to_dtype
 from ..random import default_generator, manual_seed
 from . import checkpoint as ckpt
-from . import records
+from . import records, tracing
 from .config import config_hash, resume_refusal
 from .datasets import build_datasets
 from .losses import Objective
@@ -193,7 +194,8 @@ class Trainer:
             # Gradients as views of the buckets: the trainer clears .grad every step, so
             # nothing keeps an old gradient that the next step would overwrite.
             self.ddp = dist.DistributedDataParallel(
-                self.model, bucket_cap_mb=d["bucket_cap_mb"], find_unused_parameters=d["find_unused_parameters"],
+                self.model, bucket_cap_mb=d["bucket_cap_mb"], first_bucket_cap_mb=min(1.0, d["bucket_cap_mb"]),
+                find_unused_parameters=d["find_unused_parameters"],
                 gradient_as_bucket_view=True)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.total_steps))
@@ -271,11 +273,18 @@ class Trainer:
             detail = f"microbatch {i + 1} of {n}"
             with (self.ddp.no_sync() if not sync else contextlib.nullcontext()):
                 monitor.at("forward", step, detail)
-                loss, _, _ = self._loss(x, y)
+                with profiler.span("forward", "train", microbatch=i + 1):
+                    loss, _, _ = self._loss(x, y)
                 monitor.at("backward", step, detail)
-                self.scaler.scale(loss / n).backward()
+                with profiler.span("backward", "train", microbatch=i + 1, synchronized=sync):
+                    self.scaler.scale(loss / n).backward()
             losses.append(loss.detach())
         monitor.at("optimizer", step, "")
+        with profiler.span("optimizer", "train"):
+            return self._update(step, n, losses)
+
+    def _update(self, step: int, n: int, losses: list) -> dict:
+        """Clip, agree on the loss and the norm, and take (or skip) the step."""
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)   # the true gradients, for the norm and clipping
         grads = [p.grad for p in self.params if p.grad is not None]
@@ -285,9 +294,20 @@ class Trainer:
             nn.utils.clip_grads_with_norm_(self.params, clip, norm)
         # Read once the step's work is queued (on a GPU, reading waits for it).
         local = sum(v.item() for v in losses) / n
-        every = self._gather(step, [local, float(norm.item())])
+        # This rank's overlap of communication with backward in this step (NaN: none measured).
+        ov = self.ddp.reducer.last_overlap if self.ddp is not None else None
+        if self.ddp is not None:
+            self.ddp.reducer.last_overlap = None
+        figures = [math.nan] * 3 if ov is None else [ov["hidden_share"], ov["wait_s"], ov["comm_s"]]
+        every = self._gather(step, [local, float(norm.item())] + figures)
         row = {"step": step, "loss": float(every[:, 0].mean()), "local_loss": local,
                "grad_norm": float(every[self.rank, 1]), "lr": self.scheduler.get_last_lr()[0]}
+        if ov is not None:
+            row.update(comm_hidden_share=ov["hidden_share"], comm_wait_ms=ov["wait_s"] * 1e3,
+                       comm_ms=ov["comm_s"] * 1e3)
+            self.overlap = ov
+        self._add_overlap(step, every[:, 2:5])
+        every = every[:, :2]
         problem = self._nonfinite(step, every)
         if self.scaler.is_enabled() and (problem is None or np.isfinite(every[:, 0]).all()):
             # float16: overflowing gradients are the loss scale's business: the scaler
@@ -326,6 +346,26 @@ class Trainer:
             steps = ", ".join(f"{self._rank_name(r)} at step {int(v)}" for r, v in enumerate(every[:, 0]))
             raise RuntimeError(f"the ranks are out of step ({steps}): they must run the same steps")
         return every[:, 1:]
+
+    def _add_overlap(self, step: int, figures: np.ndarray) -> None:
+        """Sum every rank's overlap figures (hidden share, wait, communication time) of
+        the steps after this process's first (which also builds the buckets)."""
+        if step == self.start.step + 1 or not np.isfinite(figures).all():
+            return
+        self.overlap_sums = figures if self.overlap_sums is None else self.overlap_sums + figures
+        self.overlap_steps += 1
+
+    def overlap_summary(self) -> dict | None:
+        """Per rank, the mean over the measured steps of the share of communication
+        hidden behind backward, the time backward's end waited for the buckets, and the
+        communication time."""
+        if self.overlap_sums is None:
+            return None
+        mean = self.overlap_sums / self.overlap_steps
+        return {"steps": self.overlap_steps,
+                "hidden_share": [round(float(v), 4) for v in mean[:, 0]],
+                "wait_ms": [round(float(v) * 1e3, 3) for v in mean[:, 1]],
+                "comm_ms": [round(float(v) * 1e3, 3) for v in mean[:, 2]]}
 
     def _nonfinite(self, step: int, every: np.ndarray) -> str | None:
         """What was non-finite at ``step`` (the same text on every rank), or None."""
@@ -396,7 +436,8 @@ class Trainer:
         return result
 
     def _log_eval(self, step: int):
-        result = self._evaluate(step)
+        with profiler.span("evaluation", "train"):
+            result = self._evaluate(step)
         if result is not None:
             gb = self.cfg["train"]["global_batch"]
             self.metrics.write(dict(result, step=step, samples=step * gb,
@@ -410,6 +451,10 @@ class Trainer:
     # ----------------------------------------------------------- checkpoints
     def _save(self, step: int, after: tuple) -> None:
         monitor.at("save", step, "")
+        with profiler.span("checkpoint save", "train"):
+            self._save_checkpoint(step, after)
+
+    def _save_checkpoint(self, step: int, after: tuple) -> None:
         bad = [n for n, p in self.model.named_parameters() if not bool(p.detach().isfinite().all().item())]
         if bad:  # the same on every rank: DDP keeps the parameters identical
             shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -536,6 +581,14 @@ class Trainer:
         self.progress = _Progress(self.rank == 0 and t["progress"], self.total_steps, pos.step, terminal)
         self.t0 = time.perf_counter() - pos.elapsed
         self.start, self.last, self.eval_result = pos, {}, None
+        self.overlap_sums, self.overlap_steps, self.overlap = None, 0, None
+        self.tracer = (tracing.StepTracer(self.run_dir, self.rank, self.world, t["trace_steps"], self.total_steps)
+                       if t["trace_steps"] else None)
+        if self.tracer is not None and self.rank == 0:
+            beyond = sorted(s for s in t["trace_steps"] if s > self.total_steps)
+            if beyond:
+                self.progress.write(f"distgrad: train.trace_steps: {', '.join(map(str, beyond))} "
+                                    f"beyond the run's {self.total_steps} steps; not traced")
         if self.rank == 0:
             records.begin_run(self.run_dir, run_dir=self.run_dir, world_size=self.world, hosts=self.hosts,
                               total_steps=self.total_steps, resumed_from=pos.step if self.resume else None,
@@ -558,7 +611,16 @@ class Trainer:
         t = self.cfg["train"]
         tokens_per_sample = self.info.get("tokens_per_sample") or 0
         step = pos.step
-        for step, micro, after in self._schedule(pos):
+        batches = self._schedule(pos)
+        while True:
+            if self.tracer is not None:
+                self.tracer.before(step + 1)
+            with profiler.span("data", "train"):
+                item = next(batches, None)
+            if item is None:
+                break
+            step, micro, after = item
+            self.overlap = None
             row = self._train_step(step, micro)
             elapsed = self._elapsed()
             rate = (step - self.start.step) * t["global_batch"] / max(1e-9, elapsed - self.start.elapsed)
@@ -577,6 +639,8 @@ class Trainer:
                 self.eval_result = self._log_eval(step)
             if step == self.total_steps or (t["checkpoint_interval"] and step % t["checkpoint_interval"] == 0):
                 self._save(step, after)
+            if self.tracer is not None:
+                self.tracer.after(step, self.overlap)
         if not t["eval_interval"] or step % t["eval_interval"]:
             self.eval_result = self._log_eval(step)
         monitor.at("done", step, "")
@@ -584,9 +648,18 @@ class Trainer:
     def _close_records(self, status: str, close_console: bool = True, **fields) -> dict:
         self.progress.close()
         self.metrics.close()
+        if self.tracer is not None:
+            self.tracer.close()
         step = self.last.get("step", self.start.step)
         summary = dict(self.last, steps=step, world_size=self.world, run_dir=self.run_dir,
                        wall_time_s=self._elapsed(), skipped_steps=self.skipped, **(self.eval_result or {}))
+        for key in ("comm_hidden_share", "comm_wait_ms", "comm_ms"):
+            summary.pop(key, None)   # one rank's last step: the summary has every rank's means
+        overlap = self.overlap_summary()
+        if overlap is not None:
+            summary["overlap"] = overlap
+        if self.tracer is not None and self.tracer.windows:
+            summary["trace"] = os.path.join(self.run_dir, tracing.TRACE_FILE)
         if status == "failed" and (self.rank == 0 or not fields.get("agreed")):
             # An error every rank raised together is recorded once; any other by its rank.
             summary.update(failed_step=monitor.state.step, failed_phase=monitor.state.phase)
@@ -597,6 +670,13 @@ class Trainer:
             extra = f"  eval loss {summary['eval_loss']:.4f}" if "eval_loss" in summary else ""
             if "eval_accuracy" in summary:
                 extra += f"  eval accuracy {summary['eval_accuracy']:.2%}"
+            if overlap is not None:
+                shares = ", ".join(f"{v:.0%}" for v in overlap["hidden_share"])
+                waits = ", ".join(f"{v:.1f}" for v in overlap["wait_ms"])
+                extra += (f"\ncommunication hidden behind backward (rank 0, 1, ...): {shares}; "
+                          f"backward's end waited {waits} ms for the buckets")
+            if "trace" in summary:
+                extra += f"\ntimeline of steps {self._traced_text()}: {summary['trace']}"
             print(f"done: {step} steps in {summary['wall_time_s']:.1f} s  final loss "
                   f"{summary.get('loss', float('nan')):.4f}{extra}\nrun directory: {self.run_dir}", flush=True)
         if status == "interrupted" and self.rank == 0:
@@ -607,6 +687,9 @@ class Trainer:
         if close_console:
             self._close_console(keep=True)
         return summary
+
+    def _traced_text(self) -> str:
+        return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in self.tracer.windows)
 
     def _close_console(self, keep: bool) -> None:
         failure.clear_callbacks()
