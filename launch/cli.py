@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from . import mpi, procs
+from . import mpi, procs, sweep
 from .guard import start_guard, stop_guard
 from .hostfile import HostError, check_capacity, parse_hostfile, parse_hosts
 
@@ -44,6 +44,8 @@ USAGE_EPILOG = """examples:
   distgrad-launch configs/multinode.toml --hostfile hosts.txt --np 16 --dry-run
   distgrad-launch configs/quickstart.toml --resume runs/quickstart-20260101-120000
   distgrad-launch --resume runs/quickstart-20260101-120000 train.steps=400   # train longer
+  distgrad-launch configs/quickstart.toml --sweep optim.lr=1e-3,3e-3 --sweep model.width=64,128
+  distgrad-launch configs/quickstart.toml --trace            # timeline of steps 3-4: RUN/trace.json
 """
 
 # After Ctrl-C (or SIGTERM), how long the job has to stop before it is forced down.
@@ -81,6 +83,10 @@ def _parser():
     ap.add_argument("--dry-run", action="store_true",
                     help="prepare the run directory and print the command that starts it, without starting it")
     ap.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    ap.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                    help="run the config once for every value (repeat for a grid: every combination), "
+                         "one job after another, each run named by its values; ends with a comparison "
+                         "table and a plot of the curves in the output directory")
     ap.add_argument("--trace", action="store_true",
                     help="record a timeline of steps 3-4 (or the last steps of a shorter run) into the run "
                          "directory's trace.json (open it in https://ui.perfetto.dev); sets train.trace_steps")
@@ -173,7 +179,7 @@ def main(argv=None) -> int:
     previous = {s: signal.signal(s, h) for s, h in handlers.items()} if in_main_thread else {}
     try:
         _import_distgrad()
-        return _main(args)
+        return _sweep(args) if args.sweep else _main(args)
     except KeyboardInterrupt as stop:
         signum = getattr(stop, "signum", signal.SIGINT)
         print(f"distgrad-launch: {signal.Signals(signum).name} received before the job started; "
@@ -182,6 +188,23 @@ def main(argv=None) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _sweep(args) -> int:
+    axes, problems = sweep.parse(args.sweep)
+    if args.resume:
+        problems.append("--sweep starts new runs; it cannot be combined with --resume")
+    if args.config is None:
+        problems.append("--sweep needs the config file")
+    if problems:
+        print("distgrad-launch: error: " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+
+    def validate(a):
+        overrides, problems = _overrides(a, True)
+        return _validate(a, a.config, overrides, problems)[0]
+
+    return sweep.run(args, axes, validate, _main, _Refused)
 
 
 def _main(args) -> int:
@@ -224,8 +247,7 @@ def _main(args) -> int:
             program = [sys.executable, "-m", "distgrad.train", run_dir or "<new run directory>"]
             print(f"would run in this process: {shlex.join(program)}")
             return 0
-        return _debug_run(cfg, run_dir or records.create_run_dir(cfg["run"]["output_dir"], cfg["run"]["name"]),
-                          bool(args.resume))
+        return _debug_run(cfg, run_dir or _new_run_dir(cfg, overrides, args), bool(args.resume))
 
     flavor = "srun" if d["launcher"] == "srun" else None
     exe = "srun" if flavor else mpi.find_mpiexec(args.mpiexec)
@@ -242,7 +264,7 @@ def _main(args) -> int:
         print("distgrad-launch: note: the printed command resumes with the run's config.toml as it is; "
               "the overrides are written into it only when the launcher starts the run", file=sys.stderr)
     elif not args.resume:
-        run_dir = records.create_run_dir(cfg["run"]["output_dir"], cfg["run"]["name"])
+        run_dir = _new_run_dir(cfg, overrides, args)
     if not (args.dry_run and args.resume):
         _write_config(run_dir, cfg)
     program = [sys.executable, "-m", "distgrad.train", run_dir] + (["--resume"] if args.resume else [])
@@ -266,6 +288,19 @@ def _main(args) -> int:
     print(f"distgrad-launch: {shlex.join(cmd)}", file=sys.stderr, flush=True)
     status, stopped_by, deaths = _run(cmd, env)
     return _report(run_dir, status, stopped_by, deaths)
+
+
+def _new_run_dir(cfg: dict, overrides: list, args) -> str:
+    """A new run directory named by the config's run.name and the command line's
+    overrides, listed in the output directory's index.jsonl."""
+    run_dir = records.create_run_dir(cfg["run"]["output_dir"], cfg["run"]["name"], overrides)
+    args.created_run_dir = run_dir
+    records.append_index(cfg["run"]["output_dir"], run_dir, config=cfg["run"]["name"],
+                         config_file=os.path.abspath(args.config) if args.config else None,
+                         overrides=[o for o in overrides if not o.startswith("run.output_dir=")],
+                         started=time.time(), sweep=getattr(args, "sweep_id", None),
+                         mode="debug" if args.debug else "dry-run" if args.dry_run else "job")
+    return run_dir
 
 
 def _placement_lines(flavor: str, hosts, nprocs: int) -> list:

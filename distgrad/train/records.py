@@ -70,11 +70,48 @@ def atomic_write(path: str, data) -> None:
 
 
 # ------------------------------------------------------------ run directory
-def create_run_dir(output_dir: str, name: str) -> str:
-    """A new run directory ``output_dir/name-YYYYmmdd-HHMMSS[-n]``, created with an
-    atomic mkdir: two launches in the same second get two directories."""
+# Overrides that say where a run goes, not what it is: left out of its directory name.
+_UNNAMED = ("run.output_dir", "run.name", "train.progress", "train.trace_steps", "train.tensorboard")
+_SLUG_MAX = 80
+
+
+def override_slug(overrides) -> str:
+    """The part of a run directory's name that shows its command-line overrides:
+    'lr=0.001_width=128' for ``optim.lr=0.001 model.width=128`` (the last part of each
+    key, unless two overrides share it; characters other than letters, digits and
+    ``._=+-`` become '-'; a long one keeps its last overrides after a digest of all)."""
+    pairs = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key in _UNNAMED:
+            continue
+        pairs = [(k, v) for k, v in pairs if k != key]     # the last one of a key counts
+        pairs.append((key, re.sub(r"[\[\]{}\"' ]", "", value)))
+    if not pairs:
+        return ""
+    tails = [k.rsplit(".", 1)[-1] for k, _ in pairs]
+    parts = [f"{t if tails.count(t) == 1 else k}={v}" for (k, v), t in zip(pairs, tails)]
+    parts = [re.sub(r"[^A-Za-z0-9._=+-]+", "-", p) for p in parts]
+    slug = "_".join(parts)
+    if len(slug) > _SLUG_MAX:
+        # The last overrides are kept (a sweep's values come last), after a digest of all.
+        import hashlib
+
+        kept = []
+        while parts and len("_".join([parts[-1]] + kept)) <= _SLUG_MAX - 9:
+            kept.insert(0, parts.pop())
+        slug = hashlib.sha1(slug.encode()).hexdigest()[:8] + ("-" + "_".join(kept) if kept else "")
+    return slug
+
+
+def create_run_dir(output_dir: str, name: str, overrides=()) -> str:
+    """A new run directory ``output_dir/name[-OVERRIDES]-YYYYmmdd-HHMMSS[-n]`` (see
+    ``override_slug``), created with an atomic mkdir: two launches in the same second
+    get two directories."""
     os.makedirs(output_dir, exist_ok=True)
-    base = os.path.join(output_dir, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    slug = override_slug(overrides)
+    base = os.path.join(output_dir, f"{name}{'-' + slug if slug else ''}-{time.strftime('%Y%m%d-%H%M%S')}")
     path, n = base, 1
     while True:
         try:
@@ -83,6 +120,41 @@ def create_run_dir(output_dir: str, name: str) -> str:
         except FileExistsError:
             n += 1
             path = f"{base}-{n}"
+
+
+INDEX_FILE = "index.jsonl"
+
+
+def append_index(output_dir: str, run_dir: str, /, **fields) -> dict:
+    """Add a line for ``run_dir`` to ``output_dir/index.jsonl`` (one JSON object per
+    run: run_dir, name, config, overrides, started, sweep, ...), in one write on a file
+    opened for appending, so runs started together do not interleave their lines."""
+    entry = {"run_dir": os.path.abspath(run_dir), "name": os.path.basename(run_dir), **fields}
+    line = (dumps_strict(entry) + "\n").encode()
+    fd = os.open(os.path.join(output_dir, INDEX_FILE), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return entry
+
+
+def read_index(output_dir: str) -> list:
+    """The entries of ``output_dir/index.jsonl`` (a damaged line is skipped)."""
+    try:
+        with open(os.path.join(output_dir, INDEX_FILE)) as f:
+            lines = f.readlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "run_dir" in entry:
+            out.append(entry)
+    return out
 
 
 # ------------------------------------------------------------------ summary
