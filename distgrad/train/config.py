@@ -658,6 +658,13 @@ def check_imports(cfg: dict) -> list:
                 sys.path.remove(cwd)
             except ValueError:
                 pass
+    if cfg.get("train", {}).get("tensorboard") is True:
+        from .records import tensorboard_writer_class
+
+        try:
+            tensorboard_writer_class()
+        except ImportError as e:
+            problems.append(f"train.tensorboard = true: {e}")
     return problems
 
 

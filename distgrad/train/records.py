@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import numbers
 import os
 import re
 import socket
@@ -231,16 +232,118 @@ def _step_of(line: str) -> float:
 
 class MetricsLog:
     """One rank's metrics, a JSON object per line, written through at once (the
-    rows of the steps a failed job did finish are on disk)."""
+    rows of the steps a failed job did finish are on disk); each row also goes to
+    the ``sinks`` (``CsvLog``, ``TensorBoardLog``)."""
 
-    def __init__(self, run_dir: str, rank: int):
+    def __init__(self, run_dir: str, rank: int, sinks=()):
         self.file = open(metrics_path(run_dir, rank), "a", buffering=1)
+        self.sinks = list(sinks)
 
     def write(self, row: dict) -> None:
         self.file.write(dumps_strict(row) + "\n")
+        for sink in self.sinks:
+            sink.write(row)
 
     def close(self) -> None:
         self.file.close()
+        for sink in self.sinks:
+            sink.close()
+
+
+# The columns of metrics.csv: a training row fills the first ones, an evaluation row
+# step, samples, tokens, time and the eval_ ones.
+CSV_COLUMNS = ("step", "samples", "tokens", "time", "loss", "grad_norm", "lr", "samples_per_s", "tokens_per_s",
+               "eval_loss", "eval_accuracy", "loss_scale", "skipped", "comm_hidden_share", "comm_wait_ms",
+               "comm_ms")
+CSV_FILE = "metrics.csv"
+
+
+class CsvLog:
+    """The run's metrics as ``metrics.csv`` (rank 0's rows: the loss is every rank's
+    mean), for spreadsheets and pandas: fixed columns (``CSV_COLUMNS``), empty where
+    a row has no value or a non-finite one, written through. A resumed run drops the
+    rows after its checkpoint's step first."""
+
+    def __init__(self, run_dir: str, after_step: int | None = None):
+        import csv
+
+        path = os.path.join(run_dir, CSV_FILE)
+        if after_step is not None and os.path.exists(path):
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            kept = [r for r in rows[1:] if r and _csv_step(r) <= after_step]
+            if rows and len(kept) != len(rows) - 1:
+                out = io.StringIO()
+                csv.writer(out, lineterminator="\n").writerows(rows[:1] + kept)
+                atomic_write(path, out.getvalue())
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        self.file = open(path, "a", newline="", buffering=1)
+        self.writer = csv.writer(self.file, lineterminator="\n")
+        if new:
+            self.writer.writerow(CSV_COLUMNS)
+
+    def write(self, row: dict) -> None:
+        def cell(v):
+            if isinstance(v, bool):
+                return int(v)
+            if isinstance(v, numbers.Integral):
+                return int(v)
+            if isinstance(v, numbers.Real):
+                return repr(float(v)) if math.isfinite(v) else ""
+            return "" if v is None else v
+        self.writer.writerow([cell(row.get(c)) for c in CSV_COLUMNS])
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _csv_step(cells: list) -> float:
+    try:
+        return int(cells[0])
+    except ValueError:
+        return math.inf
+
+
+def tensorboard_writer_class():
+    """TensorBoard's ``SummaryWriter``: tensorboardX's, else PyTorch's (which needs
+    the tensorboard package); ImportError saying what to install."""
+    try:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    except ImportError:
+        pass
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter
+    except ImportError:
+        raise ImportError('TensorBoard logging needs tensorboardX: pip install "distgrad[tensorboard]" '
+                          "(or pip install tensorboardX), or set train.tensorboard = false") from None
+
+
+class TensorBoardLog:
+    """The run's metrics as TensorBoard event files in ``RUN/tensorboard``: training
+    values as ``train/NAME``, evaluation ones as ``eval/NAME``, against the step. A
+    resumed run purges the events after its checkpoint's step (TensorBoard's
+    ``purge_step``), so the curve does not double back."""
+
+    SKIP = ("step", "timestamp", "time", "skipped", "stopped")
+
+    def __init__(self, run_dir: str, after_step: int | None = None):
+        writer = tensorboard_writer_class()
+        self.writer = writer(os.path.join(run_dir, "tensorboard"),
+                             purge_step=None if after_step is None else after_step + 1, flush_secs=10)
+
+    def write(self, row: dict) -> None:
+        step, when = row.get("step"), row.get("timestamp")
+        for key, v in row.items():
+            if key in self.SKIP or isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                continue
+            tag = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
+            self.writer.add_scalar(tag, float(v), global_step=step, walltime=when)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
 
 
 # ------------------------------------------------------------- console log

@@ -577,7 +577,13 @@ class Trainer:
         if self.console is not None:
             self.console.keep()
         terminal = self.console.terminal if self.console else sys.stdout
-        self.metrics = records.MetricsLog(self.run_dir, self.rank)
+        sinks = []
+        if self.rank == 0:
+            after = pos.step if self.resume else None
+            sinks.append(records.CsvLog(self.run_dir, after))
+            if t["tensorboard"]:
+                sinks.append(records.TensorBoardLog(self.run_dir, after))
+        self.metrics = records.MetricsLog(self.run_dir, self.rank, sinks)
         self.progress = _Progress(self.rank == 0 and t["progress"], self.total_steps, pos.step, terminal)
         self.t0 = time.perf_counter() - pos.elapsed
         self.start, self.last, self.eval_result = pos, {}, None
