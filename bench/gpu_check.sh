@@ -22,7 +22,8 @@ python3 -c "import xdist" 2>/dev/null && par=(-n "${GPU_CHECK_WORKERS:-8}")
 timeout_opt=()
 python3 -c "import pytest_timeout" 2>/dev/null && timeout_opt=(--timeout=300)
 python3 -m pytest -q -p no:cacheprovider -rfE --tb=short "${par[@]}" "${timeout_opt[@]}" \
-  tests/test_gpu.py tests/test_rng_devices.py tests/test_bfloat16.py tests/test_autocast.py 2>&1 | tee_to tests.log
+  tests/test_gpu.py tests/test_rng_devices.py tests/test_bfloat16.py tests/test_autocast.py \
+  tests/test_flash_attention.py 2>&1 | tee_to tests.log
 status=${PIPESTATUS[0]}
 python3 bench/gpu_step.py --steps 5 --rounds 3 ${GPU_CHECK_BENCH_ARGS:-} 2>&1 | tee_to bench.log
 [ "${PIPESTATUS[0]}" = 0 ] || status=1

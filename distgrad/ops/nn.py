@@ -13,7 +13,9 @@ from .. import backend
 from .. import random as _random
 from ..autograd.function import OUTPUT, Node, record
 from ..autograd.grad_mode import state as _grad_state
+from ..backends import cuda as _cuda_backend
 from . import cuda_kernels, pointwise
+from . import flash_attention as _flash
 from . import reduction as _red
 from ..backend import errstate, freeze
 from ._util import Tensor, _wrap, array_module, down, matprod, up, wrap_dim
@@ -838,6 +840,25 @@ def _scaled_softmax(scores, scale, causal):
     return record(ScaledSoftmaxBackward0, y, (scores,), (OUTPUT,), args=scale)
 
 
+def _attention_weights(query, key, scale, causal):
+    """softmax(q k^T * scale) with the causal mask, as tensor ops (differentiable)."""
+    if cuda_kernels.rows_supported(query._data):
+        return _scaled_softmax(query @ key.transpose(-2, -1), scale, causal)
+    scores = (query @ key.transpose(-2, -1)) * scale
+    if causal:
+        L, S = query._data.shape[-2], key._data.shape[-2]
+        scores = scores + _causal_bias(L, S, query._data.dtype, array_module(query._data))
+    return _red.softmax(scores, -1)
+
+
+def _attention_grads(q, k, v, g, scale, causal):
+    """The attention's (dq, dk, dv) as tensor ops, for a backward with create_graph."""
+    attn = _attention_weights(q, k, scale, causal)
+    dp = g @ v.transpose(-2, -1)
+    ds = attn * (dp - (dp * attn).sum(-1, keepdim=True)) * scale
+    return ds @ k, ds.transpose(-2, -1) @ q, attn.transpose(-2, -1) @ g
+
+
 class ScaledDotProductAttentionBackward0(Node):
     """Backward of the GPU attention: five batched products and one softmax pass,
     with the transposed operands read in place."""
@@ -846,10 +867,7 @@ class ScaledDotProductAttentionBackward0(Node):
         q, k, v, p = self.saved_tensors
         scale, causal = self.args
         if _grad_state.enabled:  # create_graph: the same formulas with tensor ops
-            attn = _scaled_softmax(q @ k.transpose(-2, -1), scale, causal)
-            dp = g @ v.transpose(-2, -1)
-            ds = attn * (dp - (dp * attn).sum(-1, keepdim=True)) * scale
-            return ds @ k, ds.transpose(-2, -1) @ q, attn.transpose(-2, -1) @ g
+            return _attention_grads(q, k, v, g, scale, causal)
         p = p._data
         xp = array_module(p)
         nb, L, S = p.shape
@@ -892,13 +910,60 @@ def _attention_fused(query, key, value, scale, causal):
                   (query, key, value, _wrap(p)), args=(scale, causal))
 
 
+class ScaledDotProductFlashAttentionBackward0(Node):
+    """Backward of the flash attention: the kernels recompute the probabilities tile by
+    tile from q, k and each row's logsumexp, so no (L, S) matrix is kept or made."""
+
+    def backward(self, g):
+        q, k, v, out, lse = self.saved_tensors
+        scale, causal = self.args
+        if _grad_state.enabled:  # create_graph: the formulas with tensor ops
+            return _attention_grads(q, k, v, g, scale, causal)
+        xp = array_module(q._data)
+        nb, L = lse._data.shape
+        S = k._data.shape[-2]
+
+        def flat(a, rows):
+            return xp.ascontiguousarray(a).reshape(nb, rows, -1)
+
+        grads = _flash.flash_backward(
+            flat(q._data, L), flat(k._data, S), flat(v._data, S), flat(out._data, L), lse._data,
+            flat(g._data.astype(q._data.dtype, copy=False), L), scale, causal)
+        return tuple(_wrap(d.reshape(t._data.shape)) if self.needs(i) else None
+                     for i, (d, t) in enumerate(zip(grads, (q, k, v))))
+
+
+def _attention_flash(query, key, value, scale, causal):
+    """The flash kernels' forward: the output and each row's logsumexp, nothing more."""
+    q, k, v = query._data, key._data, value._data
+    xp = array_module(q)
+    lead, L, S = q.shape[:-2], q.shape[-2], k.shape[-2]
+    nb = math.prod(lead)
+    out, lse = _flash.flash_forward(xp.ascontiguousarray(q).reshape(nb, L, -1),
+                                    xp.ascontiguousarray(k).reshape(nb, S, -1),
+                                    xp.ascontiguousarray(v).reshape(nb, S, -1), scale, causal)
+    return record(ScaledDotProductFlashAttentionBackward0, out.reshape(q.shape), (query, key, value),
+                  (query, key, value, OUTPUT, _wrap(lse)), args=(scale, causal))
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                                  is_causal=False, scale=None, enable_gqa=False):
     """softmax(q @ k^T * scale + mask) @ v, over the last two dims. On a GPU, without
-    a mask tensor, one node: batched products and a causal softmax row kernel."""
+    a mask tensor or dropout: the flash kernels where they apply and are enabled
+    (``backends.cuda.enable_flash_sdp``), else one node of batched products and a
+    causal softmax row kernel."""
     L, S = query._data.shape[-2], key._data.shape[-2]
     if scale is None:
         scale = 1.0 / math.sqrt(query._data.shape[-1])
+    if (attn_mask is None and dropout_p == 0.0 and L and S
+            and _flash.applies(query._data, key._data, value._data)):
+        return _attention_flash(query, key, value, scale, is_causal)
+    if backend.is_device_array(query._data) and not _cuda_backend.math_sdp_enabled():
+        raise RuntimeError("scaled_dot_product_attention: no available kernel: the math path is "
+                           "disabled (backends.cuda.enable_math_sdp(False)) and the flash kernels "
+                           f"do not take this call (dtype {query._data.dtype}, head dim "
+                           f"{query._data.shape[-1]}, attn_mask given: {attn_mask is not None}, "
+                           f"dropout_p={dropout_p}, flash enabled: {_cuda_backend.flash_sdp_enabled()})")
     if (attn_mask is None and dropout_p == 0.0 and cuda_kernels.rows_supported(query._data)
             and L and S):
         out = _attention_fused(query, key, value, scale, is_causal)
