@@ -1,5 +1,5 @@
 """distgrad-runs: list the runs in an output directory, compare their configs and
-final metrics, plot their loss curves."""
+final metrics, plot their loss curves, draw a run's timeline."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,7 @@ EPILOG = """examples:
   distgrad-runs compare runs/a-20260101-120000 runs/b-20260101-130000 --sort=-tokens_per_s
   distgrad-runs plot runs -o curves.png --x tokens
   distgrad-runs plot runs -o curves.png --x all --metric loss --metric grad_norm
+  distgrad-runs timeline runs/quickstart-20260101-120000 -o timeline.png   # its trace.json
 
 RUN is a run directory, or an output directory meaning every run in it. compare's
 columns are the config keys that differ between the runs (run.output_dir, where a run
@@ -26,7 +27,7 @@ RUN_HELP = "a run directory, or an output directory (every run in it)"
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="distgrad-runs", description=__doc__, epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,compare,plot}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{list,compare,plot,timeline}")
 
     ls = sub.add_parser("list", help="one line per run: status, steps, final losses, overrides",
                         description="One line per run, oldest first: status (running, completed, failed, "
@@ -69,6 +70,23 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--dpi", type=int, default=100, help="dots per inch: the size of text and lines "
                                                          "relative to the picture (default: 100)")
     pl.add_argument("--title", help="a title above the plot")
+
+    tl = sub.add_parser("timeline", help="a run's trace (trace.json) as a PNG: each rank's phases and "
+                                         "its gradient buckets' all-reduces on one time axis",
+                        description="Draws what train.trace_steps (or distgrad-launch --trace) recorded: "
+                                    "per rank, the main thread's data, forward, backward, optimizer, "
+                                    "evaluation and checkpoint phases with a tick where each gradient "
+                                    "bucket became ready, and the communication thread's all-reduces. "
+                                    "Open the same trace.json in https://ui.perfetto.dev to explore it. "
+                                    'Needs matplotlib: pip install "distgrad[plot]".')
+    tl.add_argument("path", metavar="RUN", help="a run directory with a trace.json, or a trace file")
+    tl.add_argument("-o", "--output", required=True, metavar="FILE.png", help="where to write the picture")
+    tl.add_argument("--step", type=int, action="append", metavar="N",
+                    help="draw this traced step (repeatable; default: every traced step)")
+    tl.add_argument("--width", type=int, default=1200, metavar="PIXELS", help="picture width (default: 1200)")
+    tl.add_argument("--height", type=int, metavar="PIXELS", help="picture height (default: from the ranks)")
+    tl.add_argument("--dpi", type=int, default=100, help="dots per inch (default: 100)")
+    tl.add_argument("--title", help="a title above the picture")
     return ap
 
 
@@ -120,11 +138,22 @@ def _plot(args) -> None:
     print(f"wrote {args.output} ({drawn['curves']} curves, {width}x{args.height} pixels)")
 
 
+def _timeline(args) -> None:
+    from distgrad.train.timeline import plot_trace
+
+    if min(args.width, args.height or 1, args.dpi) <= 0:
+        raise R.RunsError("--width, --height and --dpi must be positive")
+    drawn = plot_trace(args.path, args.output, steps=args.step, width=args.width, height=args.height,
+                       dpi=args.dpi, title=args.title)
+    print(f"wrote {args.output} (steps {', '.join(map(str, drawn['steps']))} of ranks "
+          f"{', '.join(map(str, drawn['ranks']))}: {drawn['bars']} bars)")
+
+
 def main(argv=None) -> int:
     """The command; its exit status: 0 done, 2 bad input (a message says what)."""
     args = _parser().parse_args(argv)
     try:
-        {"list": _list, "compare": _compare, "plot": _plot}[args.command](args)
+        {"list": _list, "compare": _compare, "plot": _plot, "timeline": _timeline}[args.command](args)
     except R.RunsError as e:
         print(f"distgrad-runs: error: {e}", file=sys.stderr)
         return 2

@@ -36,8 +36,14 @@ def test_profile_records_forward_backward_and_optimizer(tmp_path):
         _train(m, opt, prof=prof)
     assert seen == [prof] and profiler.current() is None
     counts = {r["name"]: r["count"] for r in prof.key_averages()}
+    node = "autograd::engine::evaluate_function: "
     assert counts == {"my step": 2, "nn.Module: Sequential": 2, "nn.Module: Linear": 4, "nn.Module: ReLU": 2,
-                      "autograd::backward": 2, "Optimizer.step#AdamW.step": 2}
+                      "autograd::backward": 2, "Optimizer.step#AdamW.step": 2,
+                      # each node of the graph, as PyTorch's profiler names them
+                      node + "SumBackward0": 2, node + "AddmmBackward0": 4, node + "ReluBackward0": 2}
+    with profiler.profile(record_autograd_nodes=False) as quiet:
+        _train(m, opt, n=1)
+    assert not any(r["name"].startswith(node) for r in quiet.key_averages())
     table = prof.key_averages().table(sort_by="cpu_time_total", row_limit=3)
     assert table.splitlines()[2].startswith("my step") and len(table.splitlines()) == 5
     path = tmp_path / "trace.json"

@@ -103,6 +103,21 @@ def test_two_rank_trace_has_every_rank_thread_and_bucket(tmp_path):
     for rank in (0, 1):
         rows = [m for m in jobs.metrics(run_dir, rank) if "loss" in m]
         assert all(0.0 <= m["comm_hidden_share"] <= 1.0 and m["comm_ms"] > 0 for m in rows)
+    # The picture of the trace: every phase and all-reduce of the steps drawn, at the size asked.
+    mpl = pytest.importorskip("matplotlib.image")
+    from launch.runs_cli import main as runs_main
+
+    out = os.path.join(run_dir, "timeline.png")
+    assert runs_main(["timeline", run_dir, "-o", out, "--step", "4", "--width", "900", "--height", "300"]) == 0
+    assert mpl.imread(out).shape[:2] == (300, 900)
+    from distgrad.train.timeline import PHASES, plot_trace
+
+    lo = min(step_window(events, r, 4)[0] for r in (0, 1))
+    hi = max(step_window(events, r, 4)[1] for r in (0, 1))
+    expected = sum(1 for e in events if e["ph"] == "X" and lo <= e["ts"] <= hi
+                   and (e["name"].startswith("DDP: all-reduce") or e["name"] in PHASES))
+    drawn = plot_trace(run_dir, out, steps=[4])
+    assert drawn["bars"] == expected and drawn["ticks"] == 2 * n_buckets and drawn["ranks"] == [0, 1]
     summary = jobs.summary(run_dir)
     ov = summary["overlap"]
     assert len(ov["hidden_share"]) == len(ov["wait_ms"]) == len(ov["comm_ms"]) == 2
@@ -135,6 +150,7 @@ def test_debug_run_trace_and_launcher_flag(tmp_path):
     assert {e["pid"] for e in events} == {0}
     assert set(thread_names(events, 0).values()) == {"main thread"}
     assert not any(e["name"].startswith("DDP") for e in events)
+    assert not any(e["name"].startswith("autograd::engine::evaluate_function") for e in events)
     with open(os.path.join(job.run_dir, "config.toml")) as f:
         assert "trace_steps = [3, 4]" in f.read()
     assert "overlap" not in jobs.summary(job.run_dir)   # one process: nothing to overlap
@@ -148,3 +164,25 @@ def test_trace_of_a_short_run_and_bad_steps(tmp_path):
     assert not os.listdir(tmp_path / "bad")
     bad = jobs.run(tmp_path / "bad2", "train.trace_steps=[0]", debug=True)
     assert bad.rc == 2 and "train.trace_steps" in bad.err, bad.describe()
+
+
+def test_trace_of_each_autograd_node(tmp_path):
+    job = jobs.ok(jobs.run(tmp_path / "runs", "--trace-steps", "2", "train.trace_autograd_nodes=true", debug=True))
+    events = load_trace(job.run_dir)["traceEvents"]
+    nodes = [e for e in events if e["name"].startswith("autograd::engine::evaluate_function: ")]
+    kinds = {e["name"].rsplit(" ", 1)[1] for e in nodes}
+    assert {"EmbeddingBackward0", "NativeLayerNormBackward0"} & kinds and len(kinds) > 5, kinds
+    # each node runs inside a backward pass
+    passes = [e for e in events if e["name"] == "autograd::backward"]
+    assert all(any(p["ts"] <= n["ts"] and n["ts"] + n["dur"] <= p["ts"] + p["dur"] + 1 for p in passes)
+               for n in nodes)
+
+
+def test_timeline_of_a_run_without_a_trace(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from launch.runs_cli import main as runs_main
+
+    job = jobs.ok(jobs.run(tmp_path / "runs", "train.steps=2", debug=True))
+    assert runs_main(["timeline", job.run_dir, "-o", str(tmp_path / "t.png")]) == 2
+    err = capsys.readouterr().err
+    assert "no trace.json" in err and "--trace" in err and not (tmp_path / "t.png").exists()

@@ -125,14 +125,26 @@ def _run(roots, grads, retain_graph, create_graph, inputs, accumulate):
     active = autocast_mode._active[0]
     autocast_mode._active[0] = False
     try:
-        with profiler.span("autograd::backward", "cpu_op"):
+        prof = profiler.current()
+        if prof is None:
             return _walk(roots, grads, retain_graph, create_graph, inputs, accumulate)
+        with profiler.span("autograd::backward", "cpu_op"):
+            return _walk(roots, grads, retain_graph, create_graph, inputs, accumulate,
+                         prof if prof.record_autograd_nodes else None)
     finally:
         if active:
             autocast_mode._refresh()
 
 
-def _walk(roots, grads, retain_graph, create_graph, inputs, accumulate):
+def _timed_backward(prof, fn, *buf):
+    """``fn.backward(*buf)`` as a range of the profiler's trace, named as PyTorch's."""
+    from ..profiler import _Range
+
+    with _Range(prof, f"autograd::engine::evaluate_function: {type(fn).__name__}", "autograd"):
+        return fn.backward(*buf)
+
+
+def _walk(roots, grads, retain_graph, create_graph, inputs, accumulate, timed=None):
     root_edges = []
     for i, t in enumerate(roots):
         if t.grad_fn is None and not t._requires_grad:
@@ -213,7 +225,10 @@ def _walk(roots, grads, retain_graph, create_graph, inputs, accumulate):
                 if not any(n in needed for n, _ in nexts):
                     fn = None
                     continue
-            if fn._nout == 1:
+            if timed is not None:   # under a profiler recording each node
+                res = (None if buf is None or (fn._nout != 1 and all(g is None for g in buf)) else
+                       _timed_backward(timed, fn, buf) if fn._nout == 1 else _timed_backward(timed, fn, *buf))
+            elif fn._nout == 1:
                 res = None if buf is None else fn.backward(buf)
             elif all(g is None for g in buf):
                 res = None

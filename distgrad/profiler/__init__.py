@@ -132,12 +132,15 @@ class profile:
     """Record what the program does inside the region (see the module's text). The
     arguments are PyTorch's; ``activities``, ``record_shapes``, ``profile_memory`` and
     ``with_stack`` are accepted, and CPU activity is what distgrad records.
-    ``on_trace_ready(prof)`` is called when the region ends."""
+    ``on_trace_ready(prof)`` is called when the region ends. As PyTorch's, it records
+    each autograd node's backward (``autograd::engine::evaluate_function: MmBackward0``);
+    ``record_autograd_nodes=False`` leaves them out (a shorter trace)."""
 
     def __init__(self, *, activities=None, schedule=None, on_trace_ready=None, record_shapes=False,
                  profile_memory=False, with_stack=False, with_flops=False, with_modules=False,
-                 experimental_config=None, use_cuda=None):
+                 experimental_config=None, use_cuda=None, record_autograd_nodes=True):
         self.activities = set(activities or [ProfilerActivity.CPU])
+        self.record_autograd_nodes = record_autograd_nodes
         self.on_trace_ready = on_trace_ready
         self.events = []
         self._lock = threading.Lock()

@@ -202,6 +202,8 @@ SCHEMA = {
                                      "checkpoint phases and each gradient bucket's all-reduce, on one "
                                      "time axis (distgrad-launch --trace 5-6 sets it)", items=int,
                            check=lambda v: None if all(s >= 1 for s in v) else "must hold steps >= 1"),
+        "trace_autograd_nodes": Key(bool, False, "traced steps also show each autograd node's backward "
+                                                 "(a longer trace)"),
         "tensorboard": Key(bool, False, "also write TensorBoard event files (tensorboard/ in the run "
                                         "directory; needs the tensorboard or tensorboardX package)"),
     },
@@ -759,7 +761,7 @@ RESUMABLE = {
     "run": {"name", "output_dir"},
     "train": {"steps", "epochs", "accum_steps", "log_interval", "eval_interval", "eval_batches",
               "checkpoint_interval", "keep_checkpoints", "progress", "on_nonfinite", "max_skipped_steps",
-              "trace_steps", "tensorboard"},
+              "trace_steps", "trace_autograd_nodes", "tensorboard"},
     "dist": set(SCHEMA["dist"]),
 }
 

@@ -77,8 +77,8 @@ class StepTracer:
     """Records the steps in ``steps`` (the same list on every rank: ending a window is
     a collective) and writes the merged trace."""
 
-    def __init__(self, run_dir: str, rank: int, world: int, steps, total_steps: int):
-        self.run_dir, self.rank, self.world = run_dir, rank, world
+    def __init__(self, run_dir: str, rank: int, world: int, steps, total_steps: int, nodes: bool = False):
+        self.run_dir, self.rank, self.world, self.nodes = run_dir, rank, world, nodes
         self.steps = {s for s in steps if 1 <= s <= total_steps}
         self.prof = None
         self.step_range = None
@@ -96,7 +96,7 @@ class StepTracer:
         if step not in self.steps:
             return
         if self.prof is None:
-            self.prof = profiler.profile()
+            self.prof = profiler.profile(record_autograd_nodes=self.nodes)
             self.prof.start()
             self.first = step
         self.step_range = profiler._Range(self.prof, f"ProfilerStep#{step}", "step", {"step": step})

@@ -588,7 +588,8 @@ class Trainer:
         self.t0 = time.perf_counter() - pos.elapsed
         self.start, self.last, self.eval_result = pos, {}, None
         self.overlap_sums, self.overlap_steps, self.overlap = None, 0, None
-        self.tracer = (tracing.StepTracer(self.run_dir, self.rank, self.world, t["trace_steps"], self.total_steps)
+        self.tracer = (tracing.StepTracer(self.run_dir, self.rank, self.world, t["trace_steps"], self.total_steps,
+                                          nodes=t["trace_autograd_nodes"])
                        if t["trace_steps"] else None)
         if self.tracer is not None and self.rank == 0:
             beyond = sorted(s for s in t["trace_steps"] if s > self.total_steps)
