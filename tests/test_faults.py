@@ -508,7 +508,7 @@ def test_two_jobs_started_together_write_into_two_directories(tmp_path):
     jobs = [start(out, "run.name=same", f"optim.lr={lr}", debug=True) for lr in (1e-3, 2e-3)]
     for job in jobs:
         ok(job.wait())
-    dirs = sorted(os.listdir(out))
+    dirs = sorted(d for d in os.listdir(out) if os.path.isdir(os.path.join(out, d)))
     assert len(dirs) == 2, dirs
     lrs = set()
     for d in dirs:
@@ -658,7 +658,8 @@ def test_the_progress_bar_shows_when_the_launcher_has_a_terminal(tmp_path):
     text = shown.decode(errors="replace")
     assert "6/6" in text and ("step/s" in text or "s/step" in text), text  # tqdm's bar
     # the bar is drawn for the terminal, not written into the log
-    log = open(os.path.join(tmp_path / "runs", os.listdir(tmp_path / "runs")[0], "rank0.log")).read()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    log = (run_dir / "rank0.log").read_text()
     assert "6/6" not in log and "step      6  loss" in log
 
 
@@ -701,4 +702,5 @@ def test_quitting_pdb_in_a_debug_run_ends_quietly(tmp_path):
     assert proc.returncode == 130, proc.stderr
     assert "(Pdb)" in proc.stdout
     assert "Traceback" not in proc.stderr and "BdbQuit" not in proc.stderr, proc.stderr
-    assert summary(os.path.join(tmp_path / "runs", os.listdir(tmp_path / "runs")[0]))["status"] == "interrupted"
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert summary(str(run_dir))["status"] == "interrupted"

@@ -177,9 +177,10 @@ def _start_long_job(cluster, tmp_path):  # noqa: F811
 
     def training():
         out = job.out_dir
-        if not os.listdir(out):
+        dirs = [d for d in os.listdir(out) if os.path.isdir(os.path.join(out, d))]
+        if not dirs:
             return False
-        path = os.path.join(out, os.listdir(out)[0], "metrics.rank1.jsonl")
+        path = os.path.join(out, dirs[0], "metrics.rank1.jsonl")
         if not os.path.exists(path):
             return False
         with open(path) as f:

@@ -63,7 +63,7 @@ def test_run_directory_contents(ref2):
     names = set(os.listdir(ref2))
     expected = {"config.toml", "metrics.rank0.jsonl", "metrics.rank1.jsonl", "summary.json",
                 "rank0.log", "rank1.log", "ckpt-00000003.safetensors", "ckpt-00000003.json",
-                "ckpt-00000006.safetensors", "ckpt-00000006.json", "ranks.json"}
+                "ckpt-00000006.safetensors", "ckpt-00000006.json", "ranks.json", "metrics.csv"}
     assert names == expected, names ^ expected
     assert ckpt.complete_steps(ref2) == [3, 6] and ckpt.latest(ref2) == 6
     s = summary(ref2)
@@ -330,7 +330,7 @@ def test_ctrl_c_stops_every_rank_and_keeps_the_last_checkpoint(tmp_path):
     job = start(out_dir, "train.steps=3000", "train.checkpoint_interval=2", "train.log_interval=1000")
 
     def has_checkpoint():
-        dirs = os.listdir(out_dir)
+        dirs = [d for d in os.listdir(out_dir) if os.path.isdir(os.path.join(out_dir, d))]
         return len(dirs) == 1 and ckpt.latest(os.path.join(out_dir, dirs[0])) is not None
 
     wait_for(has_checkpoint, job, what="the first checkpoint")

@@ -17,3 +17,4 @@ from .algorithms import ddp_comm_hooks  # noqa: E402,F401
 from .reducer import GradBucket  # noqa: E402
 
 __all__ += ["GradBucket", "algorithms"]
+from . import optim  # noqa: E402,F401  (ZeroRedundancyOptimizer, as torch.distributed.optim)

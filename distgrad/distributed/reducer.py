@@ -228,6 +228,7 @@ class Reducer:
         self.ready_order = []
         self.worker = _CommThread(comm.dup()) if self.size > 1 else None
         self.hook_in_process = None   # a comm hook in a world of one: run where the bucket is ready
+        self.kept = None              # ZeRO stage 2: indices of the parameters whose gradients stay
         self._build(list(reversed(range(len(params)))))
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
@@ -372,6 +373,7 @@ class Reducer:
             waiting.__exit__(None, None, None)
             self.last_overlap = overlap_figures(self.buckets, self.walk_ended_at, time.perf_counter())
             self._write_back(used)
+            self._drop_unkept()
             if not self.rebuilt:
                 self._rebuild()
         finally:
@@ -416,6 +418,17 @@ class Reducer:
                 else:
                     p._grad._data[...] = avg
                     p._grad._vc[0] += 1
+
+    def keep_grads(self, kept: set) -> None:
+        """Gradient sharding (ZeRO stage 2): after each synchronized backward only the
+        parameters ``kept`` (indices into ``params``) keep their ``.grad``."""
+        self.kept = set(kept)
+
+    def _drop_unkept(self) -> None:
+        if self.kept is not None:
+            for i, p in enumerate(self.params):
+                if i not in self.kept:
+                    p._grad = None
 
     def _rebuild(self) -> None:
         """Re-bucket once, by the order gradients became ready on rank 0."""

@@ -216,6 +216,10 @@ SCHEMA = {
         "stall_report_s": Key(float, 60.0, "print where every rank is when a collective has waited "
                                            "this long (0: never)", minimum=0.0),
         "find_unused_parameters": Key(bool, False, "allow parameters that get no gradient"),
+        "zero_stage": Key(int, 0, "ZeRO sharding: 0 none; 1 optimizer state sharded among the ranks; "
+                                  "2 also the averaged gradients (reduce-scattered). Memory only: the "
+                                  "losses are those of stage 0, and checkpoints hold the full state, so "
+                                  "a run may resume at another stage or world size", choices=(0, 1, 2)),
         "launcher": Key(str, "mpiexec", "how ranks are started", choices=("mpiexec", "srun")),
         "hostfile": Key(str, None, "hostfile ('host slots=N' lines) for multi-node runs (a relative "
                                    "path is taken from the config file's folder, or on the command "
@@ -601,6 +605,12 @@ def _resolve(cfg: dict, source: str, world_size, errors: list, invalid: set) -> 
         errors.append(f"{source}: give exactly one of train.steps and train.epochs")
     if usable("model.name", "model.width", "model.heads") and m["name"] == "gpt" and m["width"] % m["heads"]:
         errors.append(f"{source}: model.heads = {m['heads']} must divide model.width = {m['width']}")
+    if (usable("dist.zero_stage", "run.precision") and cfg["dist"]["zero_stage"] == 2
+            and cfg["run"]["precision"] in ("fp16-mixed", "16-mixed")):
+        errors.append(f"{source}: dist.zero_stage = 2 cannot be combined with run.precision = "
+                      f"{cfg['run']['precision']!r}: each rank would check only its shard of the gradients "
+                      "for float16 overflow, and the ranks could disagree on skipping a step; use "
+                      "dist.zero_stage = 1 or run.precision = 'bf16-mixed'")
     if usable("model.dropout") and not 0.0 <= m["dropout"] < 1.0:
         errors.append(f"{source}: model.dropout = {m['dropout']} must be in [0, 1)")
     if usable("data.val_fraction") and not 0.0 < cfg["data"]["val_fraction"] < 1.0:

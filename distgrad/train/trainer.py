@@ -38,6 +38,7 @@ from ..data.dataloader import default_collate
 from ..data.sampler import DistributedSampler
 from ..distributed import failure, monitor
 from ..distributed.group import default_comm, run_with_timeout, wait_for
+from ..distributed.optim import zero
 from ..dtype import set_default_dtype, to_dtype
 from ..random import default_generator, manual_seed
 from . import checkpoint as ckpt
@@ -78,16 +79,20 @@ def lr_lambda(cfg: dict, total: int):
     return factor
 
 
-def build_optimizer(cfg: dict, model: nn.Module):
+def build_optimizer(cfg: dict, model: nn.Module, sharded: bool = False):
+    """The configured optimizer over two groups (weight decay on matrices only);
+    ``sharded``: a ZeroRedundancyOptimizer holding the state of this rank's shard."""
     o = cfg["optim"]
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": o["weight_decay"]}, {"params": rest, "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     if o["name"] == "sgd":
-        return optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], nesterov=o["nesterov"])
-    cls = optim.AdamW if o["name"] == "adamw" else optim.Adam
-    return cls(groups, lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"])
+        cls, kw = optim.SGD, {"lr": o["lr"], "momentum": o["momentum"], "nesterov": o["nesterov"]}
+    else:
+        cls = optim.AdamW if o["name"] == "adamw" else optim.Adam
+        kw = {"lr": o["lr"], "betas": tuple(o["betas"]), "eps": o["eps"]}
+    return zero.ZeroRedundancyOptimizer(groups, cls, **kw) if sharded else cls(groups, **kw)
 
 
 class _Progress:
@@ -197,7 +202,17 @@ class Trainer:
                 self.model, bucket_cap_mb=d["bucket_cap_mb"], first_bucket_cap_mb=min(1.0, d["bucket_cap_mb"]),
                 find_unused_parameters=d["find_unused_parameters"],
                 gradient_as_bucket_view=True)
-        self.optimizer = build_optimizer(cfg, self.model)
+        # ZeRO: in a world of one there is nothing to shard.
+        self.zero_stage = d["zero_stage"] if self.world > 1 else 0
+        if self.zero_stage == 2 and cfg["run"]["precision"] in ("fp16-mixed", "16-mixed"):
+            raise RuntimeError(
+                f"rank {self.rank}: dist.zero_stage = 2 cannot be combined with run.precision = "
+                f"{cfg['run']['precision']!r}: each rank would check only its shard of the gradients for "
+                "float16 overflow, and the ranks could disagree on skipping a step. Use dist.zero_stage = 1 "
+                "or run.precision = 'bf16-mixed'")
+        self.optimizer = build_optimizer(cfg, self.model, sharded=self.zero_stage >= 1)
+        if self.zero_stage == 2:
+            zero.shard_gradients(self.ddp, self.optimizer)
         self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.total_steps))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.hash = config_hash(cfg)
@@ -287,8 +302,10 @@ class Trainer:
         """Clip, agree on the loss and the norm, and take (or skip) the step."""
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)   # the true gradients, for the norm and clipping
-        grads = [p.grad for p in self.params if p.grad is not None]
-        norm = nn.utils.get_total_norm(grads)
+        if self.zero_stage == 2:   # each rank holds only its shard's gradients
+            norm = zero.global_grad_norm(self.params)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in self.params if p.grad is not None])
         clip = self.cfg["optim"]["grad_clip"]
         if clip:
             nn.utils.clip_grads_with_norm_(self.params, clip, norm)
@@ -461,6 +478,8 @@ class Trainer:
             raise NonFiniteStop(
                 f"the parameters hold NaN or Inf after the update of step {step} ({shown}); the "
                 f"checkpoint of step {step} was not written. Lower optim.lr or set optim.grad_clip")
+        if self.zero_stage:   # the checkpoint holds the full optimizer state, gathered on rank 0
+            self.optimizer.consolidate_state_dict(to=0)
         if self.rank == 0:
             meta = {"config_hash": self.hash, "config": self.cfg, "epoch": after[0], "batch": after[1],
                     "rng": default_generator._rng.bit_generator.state,
