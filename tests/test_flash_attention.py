@@ -1,7 +1,8 @@
 """Flash attention: the numpy reference of the tiled algorithm against the plain formula
-(distgrad's own autograd in float64) on the CPU; on a GPU, the kernels against that
-reference, the autograd node against the math path, what the node saves, double
-backward, the switches that route around it, and its memory."""
+(distgrad's own autograd in float64) on the CPU, there also run through the kernels'
+strided index arithmetic on the views a GPT block makes; on a GPU, the kernels against
+that reference, in place on those views, the autograd node against the math path, what
+the node saves, double backward, the switches that route around it, and its memory."""
 import numpy as np
 import pytest
 
@@ -86,13 +87,90 @@ def test_causal_tile_bounds_visit_every_visible_pair_and_skip_only_hidden_tiles(
         assert (seen[visible] == 1).all()
 
 
+def _heads(buf, lo, H, D):
+    """Columns lo .. lo + H * D of a (B, T, W) array as (B, H, T, D): a view, as a GPT
+    block makes q, k and v from its (B, T, 3C) projection."""
+    B, T, _ = buf.shape
+    return buf[:, :, lo:lo + H * D].reshape(B, T, H, D).transpose(0, 2, 1, 3)
+
+
+def _gpt_views(B, H, L, S, D, seed, dtype=np.float64, xp=np):
+    """q, k, v and the output's gradient as strided views: for L == S from one (B, T, 3C)
+    buffer; else q from a (B, L, C + 5) one (an offset start), k and v from one
+    (B, S, 2C); the gradient as the backward of ``transpose(1, 2)`` hands it over."""
+    rng = np.random.default_rng(seed)
+    C = H * D
+
+    def buf(*shape):
+        return xp.asarray(rng.standard_normal(shape).astype(dtype))
+
+    if L == S:
+        qkv = buf(B, L, 3 * C)
+        q, k, v = (_heads(qkv, i * C, H, D) for i in range(3))
+    else:
+        kv = buf(B, S, 2 * C)
+        q = _heads(buf(B, L, C + 5), 5, H, D)
+        k, v = _heads(kv, 0, H, D), _heads(kv, C, H, D)
+    return q, k, v, buf(B, L, H, D).transpose(0, 2, 1, 3)
+
+
+def _bthd(a):
+    """Whether a (B, H, L, D) array is laid out (B, L, H, D): its transpose(1, 2) is contiguous."""
+    return a.transpose(0, 2, 1, 3).flags.c_contiguous
+
+
+# (B, H, L, S, D): self- and cross-attention, lengths off the tile, head dims to the limit.
+GPT_SHAPES = [(1, 1, 1, 1, 1), (2, 3, 7, 7, 4), (1, 3, 45, 70, 7), (2, 2, 70, 45, 9),
+              (2, 2, 33, 33, 64), (1, 2, 65, 31, 128)]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", GPT_SHAPES, ids=str)
+def test_flash_functions_read_and_write_gpt_views_through_their_strides(shape, causal):
+    """flash_forward and flash_backward on numpy arrays: the reference on rows gathered
+    and scattered by the kernels' index arithmetic, from and into the layouts the GPU
+    uses; against the plain formula on contiguous copies."""
+    B, H, L, _, D = shape
+    q, k, v, go = _gpt_views(*shape, seed=sum(shape))
+    heads = [fa.as_heads(a) for a in (q, k, v, go)]
+    assert all(h is a for h, a in zip(heads, (q, k, v, go)))   # read in place: no copies
+    scale = 1.1 / np.sqrt(D)
+    out, lse = fa.flash_forward(*heads[:3], scale, causal)
+    assert out.shape == q.shape and _bthd(out) and lse.shape == (B * H, L)
+    flat = [np.ascontiguousarray(a).reshape(B * H, -1, D) for a in (q, k, v, go)]
+    out0, lse0, dq0, dk0, dv0 = _plain(*flat, scale, causal)
+    np.testing.assert_allclose(out.reshape(B * H, L, D), out0, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(lse, lse0, rtol=1e-12, atol=1e-12)
+    grads = fa.flash_backward(*heads[:3], out, lse, heads[3], scale, causal)
+    for g, a, want in zip(grads, (q, k, v), (dq0, dk0, dv0)):
+        assert g.shape == a.shape and _bthd(g)
+        np.testing.assert_allclose(g.reshape(want.shape), want, rtol=1e-11, atol=1e-11)
+
+
+def test_as_heads_copies_only_what_the_kernels_cannot_read():
+    x = np.arange(2 * 3 * 5 * 4 * 6, dtype=np.float32).reshape(2, 3, 5, 4, 6)
+    four = x[0].transpose(1, 0, 2, 3)                 # (H, B, L, D) seen as (B, H, L, D)
+    assert fa.as_heads(four) is four
+    three = x[0, 0]                                   # (N, L, D): one head per batch entry
+    assert fa.as_heads(three).shape == (5, 1, 4, 6) and np.shares_memory(fa.as_heads(three), x)
+    five = x[:, :, 1:3]                               # two lead dims that merge into one
+    assert fa.as_heads(five).shape == (6, 2, 4, 6) and np.shares_memory(fa.as_heads(five), x)
+    for bad in (x[0, :, :, :, ::2], x[0, :, ::-1], x[..., 0, :].transpose(0, 1, 3, 2)):
+        h = fa.as_heads(bad)                          # strided or reversed: copied
+        assert h.flags.c_contiguous and not np.shares_memory(h, x)
+        np.testing.assert_array_equal(h.reshape(bad.shape), bad)
+    merged_apart = x.transpose(1, 0, 2, 3, 4)         # (3, 2, ...) lead dims: no single stride
+    h = fa.as_heads(merged_apart)
+    assert h.shape == (6, 5, 4, 6) and not np.shares_memory(h, x)
+    np.testing.assert_array_equal(h.reshape(merged_apart.shape), merged_apart)
+
+
 @pytest.fixture
-def reference_kernels(monkeypatch):
-    """The flash node on the CPU, with the numpy reference standing in for the kernels
-    (the node's wiring is tested here; the kernels on a GPU)."""
+def flash_on_cpu(monkeypatch):
+    """The flash node on the CPU: flash_forward and flash_backward run the numpy
+    reference through the kernels' index arithmetic (the node's wiring and layouts are
+    tested here; the kernels on a GPU)."""
     monkeypatch.setattr(fa, "applies", lambda q, k, v: True)
-    monkeypatch.setattr(fa, "flash_forward", fa.reference_forward)
-    monkeypatch.setattr(fa, "flash_backward", fa.reference_backward)
 
 
 def _sdpa_and_grads(q, k, v, gy, causal, create_graph=False):
@@ -101,7 +179,7 @@ def _sdpa_and_grads(q, k, v, gy, causal, create_graph=False):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_flash_node_wiring_matches_the_math_path(reference_kernels, monkeypatch, causal):
+def test_flash_node_wiring_matches_the_math_path(flash_on_cpu, monkeypatch, causal):
     rng = np.random.default_rng(2)
     q, k, v = (dg.tensor(rng.standard_normal(s), requires_grad=True)
                for s in ((2, 3, 37, 5), (2, 3, 50, 5), (2, 3, 50, 5)))
@@ -124,7 +202,7 @@ def test_flash_node_wiring_matches_the_math_path(reference_kernels, monkeypatch,
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-10)
 
 
-def test_flash_node_gives_only_the_gradients_asked_for(reference_kernels):
+def test_flash_node_gives_only_the_gradients_asked_for(flash_on_cpu):
     rng = np.random.default_rng(3)
     q = dg.tensor(rng.standard_normal((2, 9, 4)), requires_grad=True)
     k, v = (dg.tensor(rng.standard_normal((2, 11, 4))) for _ in range(2))
@@ -132,6 +210,38 @@ def test_flash_node_gives_only_the_gradients_asked_for(reference_kernels):
     assert out.grad_fn.name() == FLASH
     out.sum().backward()
     assert q.grad is not None and q.grad.shape == q.shape and k.grad is None and v.grad is None
+
+
+def _gpt_attention(qkv, B, T, H, D):
+    """A GPT block's attention: q, k, v split from one projection, heads back side by side."""
+    q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
+    out = dg.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return q, k, v, out, out.transpose(1, 2).reshape(B, T, H * D)
+
+
+def test_gpt_block_attention_on_the_flash_node_copies_nothing(flash_on_cpu, monkeypatch):
+    B, T, H, D = 2, 37, 3, 8
+    rng = np.random.default_rng(4)
+    qkv = dg.tensor(rng.standard_normal((B, T, 3 * H * D)), requires_grad=True)
+    gy = dg.tensor(rng.standard_normal((B, T, H * D)))
+    q, k, v, out, y = _gpt_attention(qkv, B, T, H, D)
+    assert out.grad_fn.name() == FLASH
+    assert all(fa.as_heads(t._data) is t._data for t in (q, k, v))   # read in place
+    # The output is laid out (B, T, H, D): the heads side by side are a view of it.
+    assert y.grad_fn.name() == "ViewBackward0" and y.is_contiguous()
+    assert y.data_ptr() == out.data_ptr()
+    grads = {}
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        t.register_hook(lambda g, name=name: grads.setdefault(name, g))
+    (g1,) = dg.autograd.grad((y * gy).sum(), qkv)
+    for g in grads.values():   # gradients laid out (B, T, H, D): transposed back, contiguous
+        assert g.shape == (B, H, T, D) and g.transpose(1, 2).is_contiguous()
+    monkeypatch.setattr(fa, "applies", lambda q, k, v: False)
+    *_, out0, y0 = _gpt_attention(qkv, B, T, H, D)
+    assert out0.grad_fn.name() != FLASH
+    (g0,) = dg.autograd.grad((y0 * gy).sum(), qkv)
+    np.testing.assert_allclose(y.detach().numpy(), y0.detach().numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g1.numpy(), g0.numpy(), rtol=1e-10, atol=1e-10)
 
 
 def test_flash_does_not_apply_to_cpu_arrays():
@@ -191,19 +301,47 @@ def _np_dtype(name):
 def test_kernels_match_the_tiled_reference(shape, causal, dtype):
     cp = backend.cupy()
     arrays = _inputs(shape, sum(shape), _np_dtype(dtype))
-    q, k, v, go = (cp.asarray(a) for a in arrays)
+    q, k, v, go = (fa.as_heads(cp.asarray(a)) for a in arrays)   # (N, 1, L, D)
     scale = 1.0 / np.sqrt(shape[-1])
     out, lse = fa.flash_forward(q, k, v, scale, causal)
     assert out.dtype == q.dtype and out.shape == q.shape and lse.dtype == np.float32
+    out = out.reshape(arrays[0].shape)
     ref_out, ref_lse = fa.reference_forward(*arrays[:3], scale, causal)
     _close(out.get(), ref_out, TOL[dtype])
     _close(lse.get(), ref_lse, TOL["float32"] * 10)
     # Backward from the same (rounded) output and logsumexp on both sides.
-    grads = fa.flash_backward(q, k, v, out, lse, go, scale, causal)
+    grads = fa.flash_backward(q, k, v, fa.as_heads(out), lse, go, scale, causal)
     ref = fa.reference_backward(*arrays[:3], out.get(), lse.get(), arrays[3], scale, causal)
     for got, want in zip(grads, ref):
         assert got.dtype == q.dtype
-        _close(got.get(), want, TOL[dtype] * 2)
+        _close(got.get().reshape(want.shape), want, TOL[dtype] * 2)
+
+
+@gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", GPT_SHAPES, ids=str)
+def test_kernels_read_and_write_gpt_views_in_place(shape, causal, dtype):
+    """The kernels on the strided views a GPT block makes, without copies, against the
+    reference on contiguous copies; the output and gradients laid out (B, L, H, D)."""
+    cp = backend.cupy()
+    B, H, L, _, D = shape
+    views = _gpt_views(*shape, seed=sum(shape), dtype=_np_dtype(dtype), xp=cp)
+    heads = [fa.as_heads(a) for a in views]
+    assert all(h is a for h, a in zip(heads, views))
+    flat = [np.ascontiguousarray(a.get()).reshape(B * H, -1, D) for a in views]
+    scale = 1.0 / np.sqrt(D)
+    out, lse = fa.flash_forward(*heads[:3], scale, causal)
+    assert out.shape == views[0].shape and _bthd(out) and lse.shape == (B * H, L)
+    ref_out, ref_lse = fa.reference_forward(*flat[:3], scale, causal)
+    out_flat = np.ascontiguousarray(out.get()).reshape(B * H, L, D)
+    _close(out_flat, ref_out, TOL[dtype])
+    _close(lse.get(), ref_lse, TOL["float32"] * 10)
+    grads = fa.flash_backward(*heads[:3], out, lse, heads[3], scale, causal)
+    ref = fa.reference_backward(*flat[:3], out_flat, lse.get(), flat[3], scale, causal)
+    for got, a, want in zip(grads, views, ref):
+        assert got.shape == a.shape and got.dtype == a.dtype and _bthd(got)
+        _close(np.ascontiguousarray(got.get()).reshape(want.shape), want, TOL[dtype] * 2)
 
 
 def _qkv(dtype, B=2, H=3, L=40, S=56, D=16, seed=0):
@@ -235,23 +373,29 @@ def test_flash_node_matches_the_math_path(dtype, causal):
 
 
 @gpu
-def test_flash_node_takes_strided_views_as_a_gpt_block_makes_them():
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_flash_node_takes_strided_views_as_a_gpt_block_makes_them(dtype):
     rng = np.random.default_rng(1)
     B, T, H, D = 2, 37, 3, 8
-    qkv = dg.tensor(rng.standard_normal((B, T, 3 * H * D)).astype(np.float32), device="cuda",
+    qkv = dg.tensor(rng.standard_normal((B, T, 3 * H * D)).astype(_np_dtype(dtype)), device="cuda",
                     requires_grad=True)
-    gy = dg.tensor(rng.standard_normal((B, H, T, D)).astype(np.float32), device="cuda")
-
-    def f():
-        q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
-        return dg.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-
-    out = f()
+    gy = dg.tensor(rng.standard_normal((B, T, H * D)).astype(_np_dtype(dtype)), device="cuda")
+    q, k, v, out, y = _gpt_attention(qkv, B, T, H, D)
     assert out.grad_fn.name() == FLASH
-    (g1,) = dg.autograd.grad((out * gy).sum(), qkv)
+    assert all(fa.as_heads(t._data) is t._data for t in (q, k, v))   # read in place
+    assert y.grad_fn.name() == "ViewBackward0" and y.is_contiguous()
+    assert y.data_ptr() == out.data_ptr()
+    grads = []
+    for t in (q, k, v):
+        t.register_hook(grads.append)
+    (g1,) = dg.autograd.grad((y * gy).sum(), qkv)
+    assert len(grads) == 3 and all(g.transpose(1, 2).is_contiguous() for g in grads)
     with dg.backends.cuda.sdp_kernel(enable_flash=False):
-        (g0,) = dg.autograd.grad((f() * gy).sum(), qkv)
-    _close(g1.cpu().numpy(), g0.cpu().numpy(), 2 * TOL["float32"])
+        *_, out0, y0 = _gpt_attention(qkv, B, T, H, D)
+        assert out0.grad_fn.name() != FLASH
+        (g0,) = dg.autograd.grad((y0 * gy).sum(), qkv)
+    _close(y.detach().cpu().float().numpy(), y0.detach().cpu().float().numpy(), 2 * TOL[dtype])
+    _close(g1.cpu().float().numpy(), g0.cpu().float().numpy(), 2 * TOL[dtype])
 
 
 @gpu

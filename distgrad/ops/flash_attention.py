@@ -2,9 +2,14 @@
 computed tile by tile with an online softmax, keeping only the output and each query
 row's logsumexp, so no (L, S) matrix is ever materialized, forward or backward.
 
-Layout: contiguous (N, L, D) queries and (N, S, D) keys and values of one dtype
-(float32, float16 or bfloat16), D <= 128; every sum runs in float32. Causal masking is
-top-left aligned, as PyTorch's ``is_causal``: query i sees keys j <= i.
+Layout: (B, H, L, D) queries and (B, H, S, D) keys and values of one dtype (float32,
+float16 or bfloat16), D <= 128, read in place through their strides (only the last dim
+must be contiguous), so the q, k and v that a GPT block splits from one (B, T, 3C)
+projection and views as (B, H, T, D) are never copied. The output and the gradients
+are written laid out (B, L, H, D), as PyTorch's flash attention writes them, so the
+transposes back to (B, T, C) are views too. Each row's logsumexp is (B * H, L). Every
+sum runs in float32. Causal masking is top-left aligned, as PyTorch's ``is_causal``:
+query i sees keys j <= i.
 
 Kernels (templates on the input type; a RawModule per type):
 - ``flash_forward``: a block of 128 threads per tile of 32 queries, 4 threads per query
@@ -24,13 +29,17 @@ Shared memory holds float32 tiles with rows padded to D + 1 (the strided reads o
 warp fall in distinct banks): at D = 128, 37 KiB forward, 73 KiB for dK/dV and 69 KiB
 for dQ (a kernel asks for more than the default 48 KiB once, when it is loaded).
 The limit D <= 128 comes from both budgets: each thread keeps D / 4 float accumulators
-per output (32, and 32 + 32 in the dK/dV kernel: 128 registers, no spills at sm_90),
-and the backward's four (32, D + 1) tiles stay within the 96 KiB per block that every
-GPU since Volta allows.
+per output (32, and 32 + 32 in the dK/dV kernel: 128 registers, no spills at sm_80 and
+sm_90; the launch bounds of the backward kernels ask for 4 (dK/dV) and 5 (dQ) blocks
+per SM, without which the strided addressing would take 168 and 124 registers and
+cost a block of occupancy each), and the backward's four (32, D + 1) tiles stay
+within the 96 KiB per block that every GPU since Volta allows.
 
 ``reference_forward`` and ``reference_backward`` run the same tiled algorithm (same
 tiles, same recurrences, same backward split) in numpy, so the algorithm is tested
-on the CPU.
+on the CPU; ``flash_forward`` and ``flash_backward`` given numpy arrays run them on
+rows read and written with the kernels' index arithmetic, so the strided layouts are
+tested there too.
 """
 from __future__ import annotations
 
@@ -39,6 +48,7 @@ import functools
 import numpy as np
 
 from .. import backend
+from ..backend import array_module
 from ..backends import cuda as _cuda_backend
 from ..dtype import BFLOAT16_NP
 from . import cuda_kernels
@@ -94,15 +104,25 @@ __device__ __forceinline__ float row_sum(float v) {
     return v;
 }
 
-// Rows row0 .. row0 + rows of a (len, D) matrix into a float tile with rows D + 1 apart;
-// rows past len are zeros.
+// Where the rows of a (B, H, len, D) tensor lie, in elements: row g of head
+// n = b * H + h starts at b * s.b + h * s.h + g * s.l, and its D values are contiguous.
+struct Strides { long long b, h, l; };
+
+// The offset of head n's first row.
+__device__ __forceinline__ long long head(long long n, long long H, Strides s) {
+    return (n / H) * s.b + (n % H) * s.h;
+}
+
+// Rows row0 .. row0 + rows of a (len, D) matrix whose rows are stride elements apart into a
+// float tile with rows D + 1 apart; rows past len are zeros.
 template<typename T>
-__device__ void load_tile(float* dst, const T* src, long long row0, long long len, int D, int rows) {
+__device__ void load_tile(float* dst, const T* src, long long stride, long long row0, long long len,
+                          int D, int rows) {
     const int ld = D + 1;
     for (int i = threadIdx.x; i < rows * D; i += blockDim.x) {
         const int r = i / D, d = i - r * D;
         const long long g = row0 + r;
-        dst[r * ld + d] = g < len ? to_f(src[g * D + d]) : 0.f;
+        dst[r * ld + d] = g < len ? to_f(src[g * stride + d]) : 0.f;
     }
 }
 
@@ -117,7 +137,8 @@ __device__ __forceinline__ bool live(long long i, long long j, long long L, long
 template<typename T>
 __global__ void __launch_bounds__(THREADS)
 flash_forward(const T* q, const T* k, const T* v, T* out, float* lse,
-              long long L, long long S, int D, float scale, int causal) {
+              long long L, long long S, int D, float scale, int causal, long long H,
+              Strides sq, Strides sk, Strides sv, Strides so) {
     extern __shared__ float smem[];
     const int ld = D + 1;
     float* sQ = smem;
@@ -127,9 +148,9 @@ flash_forward(const T* q, const T* k, const T* v, T* out, float* lse,
     const long long m0 = (long long)(gridDim.y - 1 - blockIdx.y) * BM;
     const int r = threadIdx.x / TPR, t = threadIdx.x % TPR;
     const long long i = m0 + r;
-    q += n * L * D; k += n * S * D; v += n * S * D;
+    q += head(n, H, sq); k += head(n, H, sk); v += head(n, H, sv);
 
-    load_tile(sQ, q, m0, L, D, BM);
+    load_tile(sQ, q, sq.l, m0, L, D, BM);
     float m_i = neg_inf(), l_i = 0.f;
     float acc[DPT];
 #pragma unroll
@@ -138,7 +159,7 @@ flash_forward(const T* q, const T* k, const T* v, T* out, float* lse,
     const long long n_end = causal ? (m0 + BM < S ? m0 + BM : S) : S;
     for (long long n0 = 0; n0 < n_end; n0 += BN) {
         __syncthreads();
-        load_tile(sKV, k, n0, S, D, BN);
+        load_tile(sKV, k, sk.l, n0, S, D, BN);
         __syncthreads();
         float s[CPT];
 #pragma unroll
@@ -168,7 +189,7 @@ flash_forward(const T* q, const T* k, const T* v, T* out, float* lse,
 #pragma unroll
         for (int j = 0; j < DPT; ++j) acc[j] *= alpha;
         __syncthreads();
-        load_tile(sKV, v, n0, S, D, BN);
+        load_tile(sKV, v, sv.l, n0, S, D, BN);
         __syncthreads();
         for (int c = 0; c < BN; ++c) {
             const float p = sP[r * (BN + 1) + c];
@@ -181,7 +202,7 @@ flash_forward(const T* q, const T* k, const T* v, T* out, float* lse,
     }
     if (i >= L) return;
     const float inv = l_i > 0.f ? 1.f / l_i : 0.f;
-    T* o = out + (n * L + i) * D;
+    T* o = out + head(n, H, so) + i * so.l;
 #pragma unroll
     for (int j = 0; j < DPT; ++j) {
         const int d = t + TPR * j;
@@ -190,14 +211,18 @@ flash_forward(const T* q, const T* k, const T* v, T* out, float* lse,
     if (t == 0) lse[n * L + i] = l_i > 0.f ? m_i + logf(l_i) : neg_inf();
 }
 
-// delta[row] = sum over d of dout[row, d] * out[row, d]; a warp per row.
+// delta[n, i] = sum over d of dout[n, i, d] * out[n, i, d]; a warp per row n * L + i.
 template<typename T>
-__global__ void flash_backward_delta(const T* out, const T* dout, float* delta, long long rows, int D) {
+__global__ void flash_backward_delta(const T* out, const T* dout, float* delta, long long rows,
+                                     long long L, int D, long long H, Strides so, Strides sg) {
     const long long row = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     const int lane = threadIdx.x % 32;
     if (row >= rows) return;
+    const long long n = row / L, i = row - n * L;
+    out += head(n, H, so) + i * so.l;
+    dout += head(n, H, sg) + i * sg.l;
     float acc = 0.f;
-    for (int d = lane; d < D; d += 32) acc += to_f(out[row * D + d]) * to_f(dout[row * D + d]);
+    for (int d = lane; d < D; d += 32) acc += to_f(out[d]) * to_f(dout[d]);
     for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
     if (lane == 0) delta[row] = acc;
 }
@@ -207,10 +232,11 @@ __global__ void flash_backward_delta(const T* out, const T* dout, float* delta, 
 // dv = sum P^T dout, dk = scale * sum dS^T q. Shared memory: four (32, D + 1) tiles,
 // two (BN, BM + 1) tiles and 2 * BM floats.
 template<typename T>
-__global__ void __launch_bounds__(THREADS)
+__global__ void __launch_bounds__(THREADS, 4)
 flash_backward_dkdv(const T* q, const T* k, const T* v, const T* dout, const float* lse,
                     const float* delta, T* dk, T* dv, long long L, long long S, int D,
-                    float scale, int causal) {
+                    float scale, int causal, long long H, Strides sq, Strides sk, Strides sv,
+                    Strides sg, Strides sdk, Strides sdv) {
     extern __shared__ float smem[];
     const int ld = D + 1;
     float* sK = smem;
@@ -225,11 +251,11 @@ flash_backward_dkdv(const T* q, const T* k, const T* v, const T* dout, const flo
     const long long n0 = (long long)blockIdx.y * BN;
     const int c = threadIdx.x / TPR, t = threadIdx.x % TPR;
     const long long j = n0 + c;
-    q += n * L * D; k += n * S * D; v += n * S * D; dout += n * L * D;
+    q += head(n, H, sq); k += head(n, H, sk); v += head(n, H, sv); dout += head(n, H, sg);
     lse += n * L; delta += n * L;
 
-    load_tile(sK, k, n0, S, D, BN);
-    load_tile(sV, v, n0, S, D, BN);
+    load_tile(sK, k, sk.l, n0, S, D, BN);
+    load_tile(sV, v, sv.l, n0, S, D, BN);
     float gk[DPT], gv[DPT];
 #pragma unroll
     for (int e = 0; e < DPT; ++e) { gk[e] = 0.f; gv[e] = 0.f; }
@@ -237,8 +263,8 @@ flash_backward_dkdv(const T* q, const T* k, const T* v, const T* dout, const flo
     const long long m_begin = causal ? (n0 / BM) * BM : 0;
     for (long long m0 = m_begin; m0 < L; m0 += BM) {
         __syncthreads();
-        load_tile(sQ, q, m0, L, D, BM);
-        load_tile(sG, dout, m0, L, D, BM);
+        load_tile(sQ, q, sq.l, m0, L, D, BM);
+        load_tile(sG, dout, sg.l, m0, L, D, BM);
         for (int x = threadIdx.x; x < BM; x += blockDim.x) {
             const bool in = m0 + x < L;
             sL[x] = in ? lse[m0 + x] : 0.f;
@@ -278,12 +304,14 @@ flash_backward_dkdv(const T* q, const T* k, const T* v, const T* dout, const flo
         }
     }
     if (j >= S) return;
+    dk += head(n, H, sdk) + j * sdk.l;
+    dv += head(n, H, sdv) + j * sdv.l;
 #pragma unroll
     for (int e = 0; e < DPT; ++e) {
         const int d = t + TPR * e;
         if (d < D) {
-            dk[(n * S + j) * D + d] = from_f<T>(gk[e] * scale);
-            dv[(n * S + j) * D + d] = from_f<T>(gv[e]);
+            dk[d] = from_f<T>(gk[e] * scale);
+            dv[d] = from_f<T>(gv[e]);
         }
     }
 }
@@ -291,10 +319,11 @@ flash_backward_dkdv(const T* q, const T* k, const T* v, const T* dout, const flo
 // dq of a tile of BM queries (grid (N, ceil(L / BM))), over the key tiles it sees:
 // dq = scale * sum dS k. Shared memory: four (32, D + 1) tiles and one (BM, BN + 1).
 template<typename T>
-__global__ void __launch_bounds__(THREADS)
+__global__ void __launch_bounds__(THREADS, 5)
 flash_backward_dq(const T* q, const T* k, const T* v, const T* dout, const float* lse,
                   const float* delta, T* dq, long long L, long long S, int D, float scale,
-                  int causal) {
+                  int causal, long long H, Strides sq, Strides sk, Strides sv, Strides sg,
+                  Strides sdq) {
     extern __shared__ float smem[];
     const int ld = D + 1;
     float* sQ = smem;
@@ -306,12 +335,12 @@ flash_backward_dq(const T* q, const T* k, const T* v, const T* dout, const float
     const long long m0 = (long long)(gridDim.y - 1 - blockIdx.y) * BM;
     const int r = threadIdx.x / TPR, t = threadIdx.x % TPR;
     const long long i = m0 + r;
-    q += n * L * D; k += n * S * D; v += n * S * D; dout += n * L * D;
+    q += head(n, H, sq); k += head(n, H, sk); v += head(n, H, sv); dout += head(n, H, sg);
     const float lse_i = i < L ? lse[n * L + i] : 0.f;
     const float delta_i = i < L ? delta[n * L + i] : 0.f;
 
-    load_tile(sQ, q, m0, L, D, BM);
-    load_tile(sG, dout, m0, L, D, BM);
+    load_tile(sQ, q, sq.l, m0, L, D, BM);
+    load_tile(sG, dout, sg.l, m0, L, D, BM);
     float gq[DPT];
 #pragma unroll
     for (int e = 0; e < DPT; ++e) gq[e] = 0.f;
@@ -319,8 +348,8 @@ flash_backward_dq(const T* q, const T* k, const T* v, const T* dout, const float
     const long long n_end = causal ? (m0 + BM < S ? m0 + BM : S) : S;
     for (long long n0 = 0; n0 < n_end; n0 += BN) {
         __syncthreads();
-        load_tile(sK, k, n0, S, D, BN);
-        load_tile(sV, v, n0, S, D, BN);
+        load_tile(sK, k, sk.l, n0, S, D, BN);
+        load_tile(sV, v, sv.l, n0, S, D, BN);
         __syncthreads();
         float s[CPT], dp[CPT];
 #pragma unroll
@@ -351,10 +380,11 @@ flash_backward_dq(const T* q, const T* k, const T* v, const T* dout, const float
         }
     }
     if (i >= L) return;
+    dq += head(n, H, sdq) + i * sdq.l;
 #pragma unroll
     for (int e = 0; e < DPT; ++e) {
         const int d = t + TPR * e;
-        if (d < D) dq[(n * L + i) * D + d] = from_f<T>(gq[e] * scale);
+        if (d < D) dq[d] = from_f<T>(gq[e] * scale);
     }
 }
 """
@@ -413,53 +443,131 @@ def applies(q, k, v) -> bool:
             and -(-q.shape[-2] // BLOCK_M) <= 65535 and -(-k.shape[-2] // BLOCK_N) <= 65535)
 
 
-def _args(L, S, D, scale, causal):
-    return np.int64(L), np.int64(S), np.int32(D), np.float32(scale), np.int32(causal)
+_STRIDES = np.dtype([("b", np.int64), ("h", np.int64), ("l", np.int64)])   # the kernels' Strides
+
+
+def as_heads(a):
+    """``a`` (..., L, D) as the (B, H, L, D) array the kernels take. Any layout whose last
+    dim is contiguous is read in place through its strides (q, k and v split from one
+    (B, T, 3C) projection and viewed as (B, H, T, D), say); a 3-D array is one head per
+    batch entry. A copy only where the last dim is strided or where more than two lead
+    dims do not merge into (B, H)."""
+    if a.ndim == 3:
+        a = a[:, None]
+    elif a.ndim > 4:
+        a = a.reshape((-1,) + a.shape[-3:])
+    if a.strides[-1] != a.itemsize or any(s < 0 or s % a.itemsize for s in a.strides):
+        a = array_module(a).ascontiguousarray(a)
+    return a
+
+
+def _empty_heads(xp, shape, dtype):
+    """An uninitialized (B, H, L, D) array laid out as (B, L, H, D), as PyTorch's flash
+    attention lays out its output: its transpose(1, 2) is contiguous, so the heads side
+    by side, (B, L, H * D), are a view."""
+    B, H, L, D = shape
+    return xp.empty((B, L, H, D), dtype).transpose(0, 2, 1, 3)
+
+
+def _strides(a):
+    """The strides of a (B, H, L, D) array in elements, as the kernels' ``Strides``: a
+    one-element numpy array, which CuPy passes to a kernel by value."""
+    b, h, l, _ = (s // a.itemsize for s in a.strides)
+    return np.array([(b, h, l)], _STRIDES)
+
+
+def _args(L, S, D, scale, causal, H):
+    return np.int64(L), np.int64(S), np.int32(D), np.float32(scale), np.int32(causal), np.int64(H)
 
 
 def flash_forward(q, k, v, scale: float, causal: bool):
-    """``(out, lse)`` of attention over contiguous (N, L, D) ``q`` and (N, S, D) ``k``,
-    ``v`` on the GPU: ``out`` in q's dtype, ``lse`` (N, L) float32 (the logsumexp of
-    each row of ``q k^T * scale``, masked)."""
-    cp = backend.cupy()
-    n, L, D = q.shape
-    S = k.shape[1]
-    out = cp.empty_like(q)
-    lse = cp.empty((n, L), cp.float32)
-    if n and L:
-        _kernel("flash_forward", q.dtype)(
-            (n, -(-L // BLOCK_M)), (_THREADS,), (q, k, v, out, lse) + _args(L, S, D, scale, causal),
-            shared_mem=_smem_bytes("flash_forward", D))
+    """``(out, lse)`` of attention over (B, H, L, D) ``q`` and (B, H, S, D) ``k``, ``v``
+    (``as_heads`` arrays, read through their strides): ``out`` in q's dtype, a (B, H, L,
+    D) view of a (B, L, H, D) array; ``lse`` (B * H, L), float32 on the GPU (the
+    logsumexp of each row of ``q k^T * scale``, masked). On numpy arrays the reference
+    runs in the kernels' place, through their index arithmetic."""
+    xp = array_module(q)
+    B, H, L, D = q.shape
+    S = k.shape[2]
+    out = _empty_heads(xp, q.shape, q.dtype)
+    lse = xp.empty((B * H, L), _acc_type(q.dtype))
+    if not (B * H and L):
+        return out, lse
+    if xp is np:
+        o, lse[...] = reference_forward(_read(q), _read(k), _read(v), scale, causal)
+        _write(out, o)
+        return out, lse
+    _kernel("flash_forward", q.dtype)(
+        (B * H, -(-L // BLOCK_M)), (_THREADS,),
+        (q, k, v, out, lse) + _args(L, S, D, scale, causal, H)
+        + tuple(map(_strides, (q, k, v, out))),
+        shared_mem=_smem_bytes("flash_forward", D))
     return out, lse
 
 
 def flash_backward(q, k, v, out, lse, dout, scale: float, causal: bool):
-    """``(dq, dk, dv)`` of ``flash_forward`` for the output's gradient ``dout``
-    (contiguous, q's dtype and shape), recomputing the probabilities from q, k and
-    ``lse``."""
-    cp = backend.cupy()
-    n, L, D = q.shape
-    S = k.shape[1]
-    dq, dk, dv = cp.empty_like(q), cp.empty_like(k), cp.empty_like(v)
-    if not (n and L and S):
+    """``(dq, dk, dv)`` of ``flash_forward`` for the output's gradient ``dout`` (an
+    ``as_heads`` array of q's dtype and shape), recomputing the probabilities from q, k
+    and ``lse``; each gradient laid out as ``out`` is, (B, L, H, D) seen as (B, H, L, D)."""
+    xp = array_module(q)
+    B, H, L, D = q.shape
+    S = k.shape[2]
+    dq, dk, dv = (_empty_heads(xp, a.shape, a.dtype) for a in (q, k, v))
+    if not (B * H and L and S):
         for a in (dq, dk, dv):
             a.fill(0)
         return dq, dk, dv
-    delta = cp.empty((n, L), cp.float32)
+    if xp is np:
+        grads = reference_backward(*map(_read, (q, k, v, out)), lse, _read(dout), scale, causal)
+        for a, g in zip((dq, dk, dv), grads):
+            _write(a, g)
+        return dq, dk, dv
+    n = B * H
+    delta = xp.empty((n, L), np.float32)
+    sq, sk, sv, so, sg = map(_strides, (q, k, v, out, dout))
     rows_per_block = _THREADS // 32
     _kernel("flash_backward_delta", q.dtype)(
-        (-(-n * L // rows_per_block),), (_THREADS,), (out, dout, delta, np.int64(n * L), np.int32(D)))
-    args = _args(L, S, D, scale, causal)
+        (-(-n * L // rows_per_block),), (_THREADS,),
+        (out, dout, delta, np.int64(n * L), np.int64(L), np.int32(D), np.int64(H), so, sg))
+    args = _args(L, S, D, scale, causal, H) + (sq, sk, sv, sg)
     _kernel("flash_backward_dkdv", q.dtype)(
-        (n, -(-S // BLOCK_N)), (_THREADS,), (q, k, v, dout, lse, delta, dk, dv) + args,
+        (n, -(-S // BLOCK_N)), (_THREADS,),
+        (q, k, v, dout, lse, delta, dk, dv) + args + (_strides(dk), _strides(dv)),
         shared_mem=_smem_bytes("flash_backward_dkdv", D))
     _kernel("flash_backward_dq", q.dtype)(
-        (n, -(-L // BLOCK_M)), (_THREADS,), (q, k, v, dout, lse, delta, dq) + args,
+        (n, -(-L // BLOCK_M)), (_THREADS,),
+        (q, k, v, dout, lse, delta, dq) + args + (_strides(dq),),
         shared_mem=_smem_bytes("flash_backward_dq", D))
     return dq, dk, dv
 
 
 # ------------------------------------------------------------ numpy reference
+def _offsets(a):
+    """The offsets in elements of a (B, H, len, D) array's entries from its first one, by
+    the kernels' arithmetic: ``head(n, H, s) + row * s.l + column``."""
+    B, H, rows, D = a.shape
+    b, h, l, _ = (s // a.itemsize for s in a.strides)
+    n = np.arange(B * H)
+    return ((n // H) * b + (n % H) * h)[:, None, None] + np.arange(rows)[:, None] * l + np.arange(D)
+
+
+def _memory(a):
+    """The memory under ``a``, from its first entry to its last, as a flat array: what a
+    kernel gets as a pointer."""
+    span = 1 + sum((n - 1) * s for n, s in zip(a.shape, a.strides)) // a.itemsize
+    return np.lib.stride_tricks.as_strided(a, (span,), (a.itemsize,))
+
+
+def _read(a):
+    """A (B, H, len, D) array's rows as (B * H, len, D), read as the kernels read them."""
+    return _memory(a)[_offsets(a)]
+
+
+def _write(a, x):
+    """(B * H, len, D) rows ``x`` into a (B, H, len, D) array, written as the kernels write."""
+    _memory(a)[_offsets(a)] = x
+
+
 def _key_end(m0: int, S: int, causal: bool) -> int:
     """One past the last key that the query tile starting at ``m0`` sees."""
     return min(S, m0 + BLOCK_M) if causal else S

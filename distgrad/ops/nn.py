@@ -912,38 +912,33 @@ def _attention_fused(query, key, value, scale, causal):
 
 class ScaledDotProductFlashAttentionBackward0(Node):
     """Backward of the flash attention: the kernels recompute the probabilities tile by
-    tile from q, k and each row's logsumexp, so no (L, S) matrix is kept or made."""
+    tile from q, k and each row's logsumexp, so no (L, S) matrix is kept or made. They
+    read q, k, v, the output and its gradient through their strides and write the
+    gradients laid out (B, L, H, D), so the transpose and view that made q, k and v
+    from one projection pass the gradients back without copies."""
 
     def backward(self, g):
         q, k, v, out, lse = self.saved_tensors
         scale, causal = self.args
         if _grad_state.enabled:  # create_graph: the formulas with tensor ops
             return _attention_grads(q, k, v, g, scale, causal)
-        xp = array_module(q._data)
-        nb, L = lse._data.shape
-        S = k._data.shape[-2]
-
-        def flat(a, rows):
-            return xp.ascontiguousarray(a).reshape(nb, rows, -1)
-
+        heads = _flash.as_heads
         grads = _flash.flash_backward(
-            flat(q._data, L), flat(k._data, S), flat(v._data, S), flat(out._data, L), lse._data,
-            flat(g._data.astype(q._data.dtype, copy=False), L), scale, causal)
+            heads(q._data), heads(k._data), heads(v._data), heads(out._data), lse._data,
+            heads(g._data.astype(q._data.dtype, copy=False)), scale, causal)
         return tuple(_wrap(d.reshape(t._data.shape)) if self.needs(i) else None
                      for i, (d, t) in enumerate(zip(grads, (q, k, v))))
 
 
 def _attention_flash(query, key, value, scale, causal):
-    """The flash kernels' forward: the output and each row's logsumexp, nothing more."""
-    q, k, v = query._data, key._data, value._data
-    xp = array_module(q)
-    lead, L, S = q.shape[:-2], q.shape[-2], k.shape[-2]
-    nb = math.prod(lead)
-    out, lse = _flash.flash_forward(xp.ascontiguousarray(q).reshape(nb, L, -1),
-                                    xp.ascontiguousarray(k).reshape(nb, S, -1),
-                                    xp.ascontiguousarray(v).reshape(nb, S, -1), scale, causal)
-    return record(ScaledDotProductFlashAttentionBackward0, out.reshape(q.shape), (query, key, value),
-                  (query, key, value, OUTPUT, _wrap(lse)), args=(scale, causal))
+    """The flash kernels' forward: the output and each row's logsumexp, nothing more.
+    q, k and v are read in place through their strides; the output is laid out (B, L,
+    H, D), as PyTorch's flash attention lays it out, so ``y.transpose(1, 2).reshape(B,
+    L, H * D)`` is a view."""
+    out, lse = _flash.flash_forward(*(_flash.as_heads(t._data) for t in (query, key, value)),
+                                    scale, causal)
+    return record(ScaledDotProductFlashAttentionBackward0, out.reshape(query._data.shape),
+                  (query, key, value), (query, key, value, OUTPUT, _wrap(lse)), args=(scale, causal))
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
