@@ -129,12 +129,15 @@ def run_comm_hook(comm, state, hook, params, bucket: _Bucket) -> None:
         bucket.buffer[...] = data.reshape(-1)
 
 
+PROGRESS_CALLS = 16   # per wake-up of the communication thread (see _CommThread._progress)
+
+
 class _CommThread:
     """Runs the buckets' all-reduces, one after another, on its own communicator.
 
     MPI libraries wait by spinning, which takes a core away from backward. So while
     backward runs, the thread starts each all-reduce non-blocking and drives it
-    with short sleeps between progress calls (``DISTGRAD_COMM_POLL_US``,
+    with short sleeps between bursts of progress calls (``DISTGRAD_COMM_POLL_US``,
     microseconds, the same on every rank; 0 means plain blocking all-reduces);
     once the main thread has nothing left but to wait (``eager`` is set), it waits
     in MPI, which drives them flat out.
@@ -173,7 +176,7 @@ class _CommThread:
                     self.comm.iallreduce_(bucket.buffer, SUM, bucket.ready).wait()
                 else:
                     req = self.comm.iallreduce_(bucket.buffer, SUM, bucket.ready)
-                    while not req.test():
+                    while not self._progress(req):
                         if self.eager.is_set():
                             req.wait()
                             break
@@ -185,6 +188,17 @@ class _CommThread:
                     span.__exit__(None, None, None)
                 bucket.done_at = time.perf_counter()
                 bucket.done.set()
+
+    def _progress(self, req) -> bool:
+        """Whether ``req`` is done, after up to ``PROGRESS_CALLS`` progress calls in a
+        row. Over TCP one call moves one segment of a large message (some 64 KiB), so
+        one call per wake-up caps the rate at a segment per sleep, and a thread that
+        backward keeps off the core wakes late; a burst per wake-up keeps the wire
+        busy with few wake-ups."""
+        for _ in range(PROGRESS_CALLS):
+            if req.test():
+                return True
+        return False
 
     def close(self) -> None:
         self.queue.put(None)
@@ -234,11 +248,16 @@ class Reducer:
 
     # ---------------------------------------------------------------- buckets
     def _build(self, order: list) -> None:
+        # A tiny tensor (a bias, a norm's scale) that would overflow the bucket rides
+        # with it instead of opening one of its own: its gradient is ready right next
+        # to its neighbour's in ``order``, and a bucket of a few KiB costs a collective's
+        # latency between the large ones while adding almost nothing to the wire.
         groups, cur, cur_bytes, cap = [], [], 0, self.first_bucket_bytes
         for i in order:
             p = self.params[i]
             nbytes = p._data.nbytes
-            if cur and (p._data.dtype != self.params[cur[0]]._data.dtype or cur_bytes + nbytes > cap):
+            tiny = nbytes <= cap // 64 and cur_bytes + nbytes <= cap + cap // 16
+            if cur and (p._data.dtype != self.params[cur[0]]._data.dtype or (cur_bytes + nbytes > cap and not tiny)):
                 groups.append(cur)
                 cur, cur_bytes, cap = [], 0, self.bucket_cap_bytes
             cur.append(i)
@@ -361,6 +380,8 @@ class Reducer:
                 used = self._globally_used(used)
             waiting = profiler.span("DDP: wait for the buckets", "ddp")
             waiting.__enter__()
+            # Each bucket is written back as soon as it is reduced: copying the early
+            # ones hides behind the all-reduce of the last.
             for b in self.buckets:
                 what = (f"DistributedDataParallel's all-reduce of gradient bucket {b.index} of "
                         f"{len(self.buckets)} (synchronized backward #{self.step + 1})")
@@ -370,9 +391,11 @@ class Reducer:
                         f"DistributedDataParallel (rank {self.comm.rank}): the all-reduce of bucket "
                         f"{b.index} in step {self.step} failed: {b.error}"
                     ) from b.error
+                self._write_back(b, used)
             waiting.__exit__(None, None, None)
-            self.last_overlap = overlap_figures(self.buckets, self.walk_ended_at, time.perf_counter())
-            self._write_back(used)
+            done = [b.done_at for b in self.buckets if b.done_at is not None]
+            self.last_overlap = overlap_figures(self.buckets, self.walk_ended_at,
+                                                max(done) if done else time.perf_counter())
             self._drop_unkept()
             if not self.rebuilt:
                 self._rebuild()
@@ -401,23 +424,23 @@ class Reducer:
         run_with_timeout(lambda: self.comm.allreduce_(mask, "max"), f"the unused-parameter check of step {self.step}")
         return [bool(m) for m in mask]
 
-    def _write_back(self, used: list) -> None:
-        """Averaged gradients into ``.grad`` (copied, or, with ``grad_views``, the
-        bucket's own memory); a parameter no rank used keeps its ``.grad``."""
-        for b in self.buckets:
-            for i in b.param_ids:
-                if not used[i]:
-                    continue
-                p = self.params[i]
-                off, n = b.offsets[i]
-                avg = b.buffer[off:off + n].reshape(p._data.shape)
-                if self.grad_views:
-                    p._grad = _wrap(avg)
-                elif p._grad is None:
-                    p._grad = _wrap(avg.copy())
-                else:
-                    p._grad._data[...] = avg
-                    p._grad._vc[0] += 1
+    def _write_back(self, b: _Bucket, used: list) -> None:
+        """Bucket ``b``'s averaged gradients into ``.grad`` (copied, or, with
+        ``grad_views``, the bucket's own memory); a parameter no rank used keeps its
+        ``.grad``."""
+        for i in b.param_ids:
+            if not used[i]:
+                continue
+            p = self.params[i]
+            off, n = b.offsets[i]
+            avg = b.buffer[off:off + n].reshape(p._data.shape)
+            if self.grad_views:
+                p._grad = _wrap(avg)
+            elif p._grad is None:
+                p._grad = _wrap(avg.copy())
+            else:
+                p._grad._data[...] = avg
+                p._grad._vc[0] += 1
 
     def keep_grads(self, kept: set) -> None:
         """Gradient sharding (ZeRO stage 2): after each synchronized backward only the
