@@ -3,6 +3,7 @@ PyTorch on the CPU in the same run.
 
 - MLP: batch 128, 784-1024-1024-10 with ReLU, cross-entropy, SGD with momentum.
 - GPT-mini: vocab 256, width 128, 4 heads, 2 layers, context 64, batch 8, AdamW.
+- GPT 8 blocks: the same model with 8 layers, context 128, batch 16 and exact (erf) GELU.
 
 Both libraries run the same model code (distgrad's API is PyTorch's) from the
 same initial weights; the first steps' losses are compared as a correctness
@@ -32,7 +33,7 @@ def make_mlp(lib):
                          nn.Linear(1024, 10))
 
 
-def make_gpt(lib, vocab=256, width=128, heads=4, layers=2, context=64):
+def make_gpt(lib, vocab=256, width=128, heads=4, layers=2, context=64, gelu="tanh"):
     nn, F = lib.nn, lib.nn.functional
 
     class Attention(nn.Module):
@@ -61,7 +62,7 @@ def make_gpt(lib, vocab=256, width=128, heads=4, layers=2, context=64):
 
         def forward(self, x):
             x = x + self.attn(self.ln1(x))
-            return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
+            return x + self.out(F.gelu(self.fc(self.ln2(x)), approximate=gelu))
 
     class GPT(nn.Module):
         def __init__(self):
@@ -104,22 +105,31 @@ class Job:
         return loss.item()
 
 
+# name -> (make_gpt keyword arguments, batch); the MLP has a model of its own
+GPTS = {"GPT-mini": ({}, 8),
+        "GPT 8 blocks (width 128, context 128, batch 16, exact GELU)":
+            ({"layers": 8, "context": 128, "gelu": "none"}, 16)}
+
+
 def build(name):
     rng = np.random.default_rng(0)
     dg.manual_seed(0)
     if name == "MLP":
         xs, ys = rng.standard_normal((128, 784)).astype(np.float32), rng.integers(0, 10, 128)
-        model = make_mlp(dg)
+        make = make_mlp
         opt = lambda lib: (lambda p: lib.optim.SGD(p, lr=0.01, momentum=0.9))  # noqa: E731
         flat = False
     else:
-        xs, ys = rng.integers(0, 256, (8, 64)), rng.integers(0, 256, 8 * 64)
-        model = make_gpt(dg)
+        kw, batch = GPTS[name]
+        context = kw.get("context", 64)
+        xs, ys = rng.integers(0, 256, (batch, context)), rng.integers(0, 256, batch * context)
+        make = lambda lib: make_gpt(lib, **kw)  # noqa: E731
         opt = lambda lib: (lambda p: lib.optim.AdamW(p, lr=1e-3))  # noqa: E731
         flat = True
+    model = make(dg)
     jobs = {"distgrad": Job(dg, model, opt(dg), dg.tensor(xs), dg.tensor(ys), flat)}
     if torch is not None:
-        tmodel = make_mlp(torch) if name == "MLP" else make_gpt(torch)
+        tmodel = make(torch)
         copy_weights(model, tmodel)
         jobs["torch"] = Job(torch, tmodel, opt(torch), torch.tensor(xs), torch.tensor(ys), flat)
     return jobs
@@ -129,10 +139,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both libraries (default: each library's own choice)")
     args = ap.parse_args()
+    if args.threads:
+        dg.set_num_threads(args.threads)
+        if torch is not None:
+            torch.set_num_threads(args.threads)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"numpy {np.__version__}" + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
-    for name in ("MLP", "GPT-mini"):
+    for name in ("MLP", *GPTS):
         jobs = build(name)
         losses = {k: [j.step() for _ in range(3)] for k, j in jobs.items()}
         if torch is not None:

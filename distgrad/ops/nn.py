@@ -14,7 +14,7 @@ from .. import random as _random
 from ..autograd.function import OUTPUT, Node, record
 from ..autograd.grad_mode import state as _grad_state
 from ..backends import cuda as _cuda_backend
-from . import cuda_kernels, pointwise
+from . import cpu_kernels, cuda_kernels, pointwise
 from . import flash_attention as _flash
 from . import reduction as _red
 from ..backend import errstate, freeze
@@ -139,6 +139,8 @@ class NativeLayerNormBackward0(Node):
         if not _grad_state.enabled:
             if stats is not None and g._data.dtype == x._data.dtype:
                 return _layer_norm_backward_fused(self, g, saved, stats)
+            if _layer_norm_cpu_applies(x, saved[1] if has_w else None, None, g):
+                return _layer_norm_backward_cpu(self, g, saved)
             return _layer_norm_backward_arrays(self, g, saved)
         # Building a graph (create_graph=True): xhat is recomputed from x with tensor
         # ops, so this formula can itself be differentiated.
@@ -215,6 +217,36 @@ def _layer_norm_backward_fused(node, g, saved, stats):
     return tuple(grads)
 
 
+def _layer_norm_cpu_applies(x, weight, bias, g=None):
+    """Whether the CPU row kernels take this LayerNorm: float32 or float64 arrays of one
+    dtype (and the gradient of the input's shape)."""
+    return (cpu_kernels.use(x._data) and all(
+        t is None or t._data.dtype == x._data.dtype for t in (weight, bias, g))
+        and (g is None or g._data.shape == x._data.shape))
+
+
+def _layer_norm_backward_cpu(node, g, saved):
+    """The CPU row kernels: the input's gradient and ``g * xhat`` in threads over rows."""
+    dims, eps, has_w, has_b, _ = node.args
+    x = saved[0]._data
+    nshape = x.shape[x.ndim - len(dims):]
+    c = math.prod(nshape)
+    w = saved[1]._data.reshape(c) if has_w else None
+    need_w = has_w and node.needs(1)
+    gx, gxh = cpu_kernels.layer_norm_grad(x, g._data, c, w, eps, node.needs(0), need_w)
+    grads = [_wrap(gx) if gx is not None else None]
+
+    def col_sums(a):  # kept unreshaped when already shaped: a view would be copied into .grad
+        r = a.reshape(-1, c).sum(axis=0)
+        return _wrap(r if r.shape == nshape else r.reshape(nshape))
+
+    if has_w:
+        grads.append(col_sums(gxh) if need_w else None)
+    if has_b:
+        grads.append(col_sums(g._data) if node.needs(len(grads)) else None)
+    return tuple(grads)
+
+
 def _layer_norm_fused(input, dims, weight, bias, eps):
     """LayerNorm by the GPU row kernel, or None where it does not apply (another
     dtype, weights of another dtype, an empty normalized shape)."""
@@ -244,6 +276,14 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         out = _layer_norm_fused(input, dims, weight, bias, eps)
         if out is not None:
             return out
+    inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
+    saved = (input, weight) if weight is not None else (input,)
+    args = (dims, eps, weight is not None, bias is not None, None)
+    if _layer_norm_cpu_applies(input, weight, bias):
+        c = math.prod(x.shape[x.ndim - len(dims):])
+        y = cpu_kernels.layer_norm(x, c, *(t._data.reshape(c) if t is not None else None
+                                           for t in (weight, bias)), eps)
+        return record(NativeLayerNormBackward0, y, inputs, saved, args=args)
     dt, x = x.dtype, up(x)  # bfloat16: in float32, rounded once
     mean = x.mean(axis=dims, keepdims=True)
     xc = x - mean
@@ -253,11 +293,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         y *= up(weight._data)
     if bias is not None:
         y += up(bias._data)
-    y = down(y, dt)
-    inputs = (input,) + tuple(t for t in (weight, bias) if t is not None)
-    saved = (input, weight) if weight is not None else (input,)
-    return record(NativeLayerNormBackward0, y, inputs, saved,
-                  args=(dims, eps, weight is not None, bias is not None, None))
+    return record(NativeLayerNormBackward0, down(y, dt), inputs, saved, args=args)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):

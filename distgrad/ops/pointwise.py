@@ -13,7 +13,7 @@ import numpy as np
 from .. import dtype as _dt
 from ..autograd.function import OUTPUT, Node, record
 from ..backend import errstate, ndarray as _np_ndarray
-from . import cuda_kernels
+from . import cpu_kernels, cuda_kernels
 from ._util import (Tensor, _wrap, array_module, as_tensor_arg, broadcast_error, check_scalar,
                     result_float, scalar_operand)
 
@@ -517,21 +517,11 @@ class ErfBackward0(Node):
 
 
 def _erf(x):
-    """erf to the precision of ``x``'s dtype (numpy has no erf of its own)."""
-    return _erf_double(x) if x.dtype.itemsize >= 8 else _erf_single(x)
-
-
-def _erf_single(x):
-    """erf with relative error below 1.2e-7 everywhere (Chebyshev fit of erfc, as in
-    Numerical Recipes): float32's precision, at a dozen array operations."""
-    xp = array_module(x)
-    z = xp.abs(x)
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277))))))))
-    erfc = t * xp.exp(poly)
-    return xp.copysign(1.0 - erfc, x).astype(x.dtype, copy=False)
+    """erf to the precision of ``x``'s dtype (numpy has no erf of its own); float16 and
+    bfloat16 through float32."""
+    if x.dtype.itemsize >= 8:
+        return _erf_double(x)
+    return cpu_kernels.erf(x.astype(np.float32, copy=False)).astype(x.dtype, copy=False)
 
 
 # erf(z) = 2/sqrt(pi) exp(-z^2) sum_n 2^n z^(2n+1) / (2n+1)!!: every term is positive, so
@@ -633,6 +623,8 @@ def _gelu_value(x, approximate):
     """gelu of an array, with in-place temporaries (few passes over memory)."""
     if cuda_kernels.use(x):
         return cuda_kernels.gelu(x, approximate)
+    if approximate == "none" and x.dtype == np.float32:
+        return cpu_kernels.gelu(x)
     f = x.dtype.type
     if approximate == "tanh":
         s = _gelu_sigmoid(x, x * x)
@@ -702,6 +694,9 @@ def gelu_backward(grad_output, input, approximate="none"):
     """``grad_output * gelu'(input)`` as one op: the gradient of gelu."""
     if cuda_kernels.use(input._data) and grad_output._data.dtype == input._data.dtype:
         d = cuda_kernels.gelu_grad(input._data, grad_output._data, approximate)
+    elif (approximate == "none" and input._data.dtype == grad_output._data.dtype == np.float32
+          and input._data.shape == grad_output._data.shape):
+        d = cpu_kernels.gelu_grad(input._data, grad_output._data)
     else:
         d = _gelu_derivative(input._data, approximate)
         d *= grad_output._data

@@ -11,7 +11,7 @@ from ..autograd.function import OUTPUT, Node, record
 from ..autograd.grad_mode import state as _grad_state
 from .. import backend
 from ..backend import errstate, ndarray
-from . import cuda_kernels
+from . import cpu_kernels, cuda_kernels
 from ._util import Tensor, _wrap, array_module, dims_arg, down, up, wrap_dim
 
 _max_t = namedtuple("max", ["values", "indices"])
@@ -444,6 +444,9 @@ class SoftmaxBackward0(Node):
             xp = array_module(y._data)  # the GPU row kernel: one pass
             return _wrap(cuda_kernels.softmax_backward(xp.ascontiguousarray(y._data),
                                                        xp.ascontiguousarray(g._data)))
+        if (not _grad_state.enabled and d == y._data.ndim - 1 and cpu_kernels.use(y._data)
+                and g._data.dtype == y._data.dtype and g._data.shape == y._data.shape):
+            return _wrap(cpu_kernels.softmax_grad(y._data, g._data))
         return y * (g - (g * y).sum(dim=d, keepdim=True))
 
 
@@ -463,6 +466,8 @@ def softmax(input, dim, dtype=None):
     d = wrap_dim(dim, x.ndim, "softmax")
     if d == x.ndim - 1 and cuda_kernels.rows_supported(x):
         data = cuda_kernels.softmax_forward(array_module(x).ascontiguousarray(x))  # one GPU pass
+    elif d == x.ndim - 1 and cpu_kernels.use(x):
+        data = cpu_kernels.softmax(x)
     else:
         data = down(_softmax_arr(up(x), d), x.dtype)
     return record(SoftmaxBackward0, data, (input,), (OUTPUT,), args=d)
