@@ -60,19 +60,33 @@ def start_guard(pid: int, grace: float, keep=()) -> tuple:
     descriptors that stay the launcher's alone (the job's output pipes)."""
     start = start_time(pid)
     read, write = os.pipe()
-    child = os.fork()
+    # The signals stay blocked across the fork: the child runs Python's after-fork
+    # code with the launcher's handlers still installed, and a Ctrl-C landing there
+    # would raise inside it. The parent gets a blocked signal the moment it unblocks.
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        child = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        raise
     if child == 0:
         try:
+            # A Ctrl-C or hang-up meant for the launcher's group while the guard was
+            # still in it is dropped; after setsid none reaches it.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.setsid()  # no Ctrl-C from the terminal, no hang-up with the launcher's group
             _name_me(b"distgrad-guard")
-            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(s, signal.SIG_DFL)
             os.close(write)
             for fd in keep:
                 os.close(fd)
             watch(pid, start, grace, read)
         finally:
             os._exit(0)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(read)
     return child, write
 
