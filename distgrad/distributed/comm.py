@@ -76,6 +76,10 @@ class Communicator:
     def allgather_object(self, obj) -> list:
         raise NotImplementedError
 
+    def gather_object(self, obj, root: int = 0):
+        """Every rank's ``obj`` as a list on ``root``; None on the other ranks."""
+        raise NotImplementedError
+
     def broadcast_object(self, obj, root: int = 0):
         raise NotImplementedError
 
@@ -134,6 +138,9 @@ class SingleProcessCommunicator(Communicator):
         return None
 
     def allgather_object(self, obj):
+        return [obj]
+
+    def gather_object(self, obj, root=0):
         return [obj]
 
     def broadcast_object(self, obj, root=0):
@@ -567,6 +574,9 @@ class MPICommunicator(Communicator):
 
     def allgather_object(self, obj):
         return self.comm.allgather(obj)
+
+    def gather_object(self, obj, root=0):
+        return self.comm.gather(obj, root=root)
 
     def broadcast_object(self, obj, root=0):
         return self.comm.bcast(obj, root=root)

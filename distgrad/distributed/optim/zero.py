@@ -182,8 +182,9 @@ class ZeroRedundancyOptimizer(Optimizer):
             raise ValueError(f"consolidate_state_dict: to={to} is not a rank of this world of size "
                              f"{self.world_size} (rank {self.rank})")
         mine = self._global_state()
+        # Gathered on ``to`` alone: the other ranks never hold the full state.
         every = [mine] if self.world_size == 1 else _group.run_with_timeout(
-            lambda: self.comm.allgather_object(mine), "ZeroRedundancyOptimizer.consolidate_state_dict")
+            lambda: self.comm.gather_object(mine, root=to), "ZeroRedundancyOptimizer.consolidate_state_dict")
         if self.rank != to:
             self._all_state_dicts = None
             return
