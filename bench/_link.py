@@ -160,6 +160,16 @@ class Link:
             out.append((stats["rx"]["bytes"], stats["tx"]["bytes"]))
         return out
 
+    def shaper_stats(self) -> list:
+        """[(bytes sent through, overlimits)] of the tbf qdisc in each namespace: what
+        the shaper carried, and how often it held packets back for want of tokens."""
+        out = []
+        for ns in self.ns:
+            qdisc = next(q for q in json.loads(_run("tc", "-n", ns, "-j", "-s", "qdisc", "show", "dev", IFACE).stdout)
+                         if q.get("kind") == "tbf")
+            out.append((qdisc["bytes"], qdisc["overlimits"]))
+        return out
+
 
 def _shape(ns: str, rate: str) -> None:
     # The bucket must hold what arrives between two timer ticks at this rate (and a

@@ -34,6 +34,7 @@ namespace: the node does not see what the others see there (no shared filesystem
                                                         per call: host, command, arguments)
     ssh.py --serve STATE_DIR HOSTNAME                   the node daemon (started by the harness)
 """
+import contextlib
 import ctypes
 import json
 import os
@@ -167,10 +168,8 @@ def client(argv):
                 data = os.read(0, 65536)
             except OSError:
                 data = b""
-            try:
+            with contextlib.suppress(OSError):   # the other end is gone: its exit is read below
                 send_frame(sock, STDIN, data)
-            except OSError:
-                pass
             if not data:
                 stdin_open = False
         if sock in ready:
@@ -272,10 +271,8 @@ def session(conn, state_dir, hostname):
         for channel, data in frames_now:
             if channel == STDIN and stdin_w is not None:
                 if data:
-                    try:
+                    with contextlib.suppress(OSError):   # the command closed its stdin
                         write_all(stdin_w, data)
-                    except OSError:
-                        pass
                 else:
                     os.close(stdin_w)
                     stdin_w = None
