@@ -37,12 +37,13 @@ def load_trace(path: str) -> dict:
 
 def _window(events: list, steps) -> tuple:
     """(start, end) in microseconds covering the ProfilerStep ranges of ``steps`` (all
-    traced steps when None) on every rank."""
+    traced steps when None) on every rank, and those steps in order."""
     ranges = [e for e in events if e.get("ph") == "X" and e["name"].startswith("ProfilerStep#")
               and (steps is None or int(e["name"].split("#")[1]) in steps)]
     if not ranges:
         raise RunsError("the trace holds no step " + ("" if steps is None else ", ".join(map(str, steps))))
-    return min(e["ts"] for e in ranges), max(e["ts"] + e["dur"] for e in ranges)
+    found = sorted({int(e["name"].split("#")[1]) for e in ranges})
+    return min(e["ts"] for e in ranges), max(e["ts"] + e["dur"] for e in ranges), found
 
 
 def plot_trace(path: str, out_path: str, steps=None, width: int = 1200, height: int | None = None,
@@ -59,7 +60,7 @@ def plot_trace(path: str, out_path: str, steps=None, width: int = 1200, height: 
     data = load_trace(path)
     events = data["traceEvents"]
     steps = None if steps is None else set(steps)
-    lo, hi = _window(events, steps)
+    lo, hi, drawn = _window(events, steps)
     ranks = sorted({e["pid"] for e in events if e.get("ph") == "X"})
     names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e["name"] == "process_name"}
     threads = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
@@ -99,9 +100,6 @@ def plot_trace(path: str, out_path: str, steps=None, width: int = 1200, height: 
     handles += [Patch(facecolor="tab:olive", edgecolor="black", label="all-reduce (bucket 0, 2, ...)"),
                 Patch(facecolor="tab:cyan", edgecolor="black", label="all-reduce (bucket 1, 3, ...)")]
     fig.legend(handles=handles, loc="outside lower center", ncols=5, fontsize="small")
-    drawn = sorted(steps) if steps is not None else [int(e["name"].split("#")[1]) for e in events
-                                                     if e.get("ph") == "X" and e["name"].startswith("ProfilerStep#")
-                                                     and e["pid"] == ranks[0]]
     overlap = data.get("otherData", {}).get("overlap", {})
     shares = {}
     for s in drawn:
