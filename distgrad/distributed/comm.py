@@ -70,6 +70,14 @@ class Communicator:
     def reduce_scatter(self, arr, op: str = SUM):
         raise NotImplementedError
 
+    def ireduce_scatter(self, arr, op: str = SUM, ready=None, counts=None) -> "Request":
+        """Start a reduce-scatter of ``arr``; the request's ``result`` is this rank's
+        part once it is done. Without ``counts`` the parts are equal blocks of the
+        first dim (which the world size must divide); with ``counts`` (one element
+        count per rank, summing to ``arr.size``) rank r's part is the r-th segment of
+        the flattened array, of ``counts[r]`` elements. ``ready`` as for ``iallreduce_``."""
+        return Request(result=arr.reshape(-1).copy() if counts is not None else self.reduce_scatter(arr, op))
+
     def barrier(self) -> None:
         raise NotImplementedError
 
@@ -208,6 +216,17 @@ class Transport:
     def reduce_scatter(self, arr, op=SUM):
         raise NotImplementedError
 
+    def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
+        raise NotImplementedError
+
+
+def _check_counts(counts, arr, size) -> list:
+    counts = [int(c) for c in counts]
+    if len(counts) != size or min(counts) < 0 or sum(counts) != arr.size:
+        raise ValueError(f"reduce_scatter: counts {counts} must give each of the {size} ranks a part, "
+                         f"summing to the array's {arr.size} elements")
+    return counts
+
 
 class MPITransport(Transport):
     """Host arrays through mpi4py."""
@@ -255,15 +274,38 @@ class MPITransport(Transport):
         self.comm.Allgather(host, out)
         return list(out)
 
-    def reduce_scatter(self, arr, op=SUM):
-        if arr.shape[0] % self.size:
+    def _scatter_spec(self, arr, op, counts=None):
+        src = np.ascontiguousarray(arr)
+        if counts is not None:
+            out = np.empty(counts[self.comm.Get_rank()], arr.dtype)
+        elif arr.ndim == 0 or arr.shape[0] % self.size:
             raise ValueError(
-                f"reduce_scatter: the first dim ({arr.shape[0]}) must divide evenly among {self.size} ranks")
-        out = np.empty((arr.shape[0] // self.size,) + arr.shape[1:], arr.dtype)
-        self.comm.Reduce_scatter_block(np.ascontiguousarray(arr), out, op=_mpi_op(self.MPI, op))
+                f"reduce_scatter: the first dim ({arr.shape[0] if arr.ndim else 'none'}) must divide evenly "
+                f"among {self.size} ranks")
+        else:
+            out = np.empty((arr.shape[0] // self.size,) + arr.shape[1:], arr.dtype)
+        if _is_half(arr.dtype):
+            sbuf, mop = _half_buffer(self.MPI, src, op)
+            return sbuf, [out.view(np.uint16), self.MPI.UINT16_T], mop, out
+        return src, out, _mpi_op(self.MPI, op), out
+
+    def reduce_scatter(self, arr, op=SUM):
+        req = self.ireduce_scatter(arr, op)
+        req.wait()
+        return req.result
+
+    def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
+        if counts is not None:
+            counts = _check_counts(counts, arr, self.size)
+        sbuf, rbuf, mop, out = self._scatter_spec(arr, op, counts)
+        if counts is None:
+            req = self.comm.Ireduce_scatter_block(sbuf, rbuf, op=mop)
+        else:
+            req = self.comm.Ireduce_scatter(sbuf, rbuf, counts, op=mop)
+        request = Request(req, result=out)
         if op == AVG:
-            out /= self.size
-        return out
+            request._finish = lambda: np.true_divide(out, self.size, out=out)
+        return request
 
 
 class _Staging:
@@ -354,6 +396,20 @@ class StagedTransport(Transport):
         out = self.host.reduce_scatter(self._out(arr, copy=True).reshape(arr.shape), op)
         return array_module(arr).asarray(out)
 
+    def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
+        import cupy
+
+        inner = self.host.ireduce_scatter(self._out(arr, ready, copy=True).reshape(arr.shape), op, counts=counts)
+        request = Request(inner._req)
+
+        def finish():
+            inner._done()
+            with cupy.cuda.Device(arr.device.id):
+                request.result = cupy.asarray(inner.result)
+
+        request._finish = finish
+        return request
+
 
 class NCCLTransport(Transport):
     """GPU arrays through NCCL, on a stream of its own per device."""
@@ -365,7 +421,7 @@ class NCCLTransport(Transport):
         from cupy.cuda import nccl
 
         self.cupy, self.nccl = cupy, nccl
-        self.size = size
+        self.rank, self.size = rank, size
         uid = nccl.get_unique_id() if rank == 0 else None
         uid = mpi_comm.bcast(uid, root=0)
         self.device = cupy.cuda.Device().id   # the rank's GPU, chosen before this first use
@@ -414,7 +470,7 @@ class NCCLTransport(Transport):
             self.nccl_comm.allReduce(arr.data.ptr, arr.data.ptr, n, dt, self._ops[op], stream)
             if op == AVG:
                 with self.stream:
-                    arr /= self.size
+                    self.cupy.true_divide(arr, self.size, out=arr)
 
         return self._launch(arr, ready, call)
 
@@ -444,10 +500,48 @@ class NCCLTransport(Transport):
                                          stream)
             if op == AVG:
                 with self.stream:
-                    out /= self.size
+                    self.cupy.true_divide(out, self.size, out=out)
 
         self._launch(src, None, call).wait()
         return out
+
+    def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
+        """With ``counts``, NCCL (which has no reduce-scatter of unequal parts) reduces
+        each rank's segment to that rank, one ``reduce`` per rank, on the same stream."""
+        cupy = self.cupy
+        src = cupy.ascontiguousarray(arr)   # the reducer's buckets are contiguous already
+        rank = self.rank
+        if counts is not None:
+            counts = _check_counts(counts, arr, self.size)
+            with cupy.cuda.Device(arr.device.id):
+                out = cupy.empty(counts[rank], arr.dtype)
+        elif arr.shape[0] % self.size:
+            raise ValueError(
+                f"reduce_scatter: the first dim ({arr.shape[0]}) must divide evenly among {self.size} ranks")
+        else:
+            with cupy.cuda.Device(arr.device.id):
+                out = cupy.empty((arr.shape[0] // self.size,) + arr.shape[1:], arr.dtype)
+
+        def call(stream):
+            dt, nop = self._dtype(src), self._ops[op]
+            if counts is None:
+                self.nccl_comm.reduceScatter(src.data.ptr, out.data.ptr, out.size, dt, nop, stream)
+            else:
+                flat, start = src.reshape(-1), 0
+                for root, n in enumerate(counts):
+                    if n:
+                        seg = flat[start:start + n]
+                        dst = out.data.ptr if root == rank else seg.data.ptr
+                        self.nccl_comm.reduce(seg.data.ptr, dst, n, dt, nop, root, stream)
+                    start += n
+            if op == AVG:
+                with self.stream:
+                    self.cupy.true_divide(out, self.size, out=out)
+
+        request = self._launch(src, ready, call)
+        request.result = out
+        request._src = src
+        return request
 
 
 class DeviceRequest(Request):
@@ -565,6 +659,11 @@ class MPICommunicator(Communicator):
 
     def reduce_scatter(self, arr, op=SUM):
         return self._transport(arr).reduce_scatter(arr, op)
+
+    def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
+        if self.size == 1:
+            return Request(result=arr.reshape(-1).copy() if counts is not None else arr.copy())
+        return self._transport(arr).ireduce_scatter(arr, op, ready, counts)
 
     def ibarrier(self):
         return Request(self.comm.Ibarrier())

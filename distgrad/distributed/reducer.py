@@ -27,18 +27,44 @@ from .comm import SUM
 
 
 class _Bucket:
-    def __init__(self, index: int, param_ids: list, params: list):
+    """One bucket's flat buffer and bookkeeping.
+
+    ``shard`` (ZeRO stage 2: ``(owners, world size, rank)``, ``owners[i]`` the rank
+    that keeps parameter ``i``'s gradient) lays the buffer out as one segment per
+    rank, in rank order, each holding its owner's gradients (``counts``: their
+    lengths), so the bucket is reduce-scattered as it is, without padding; such a
+    buffer exists only from the bucket's first gradient until its reduce-scatter
+    ends, and afterwards ``shard_out`` holds this rank's segment."""
+
+    def __init__(self, index: int, param_ids: list, params: list, shard=None):
         self.index = index
         self.param_ids = param_ids
         first = params[param_ids[0]]
-        xp = array_module(first._data)
+        self.xp = array_module(first._data)
         self.dtype = first._data.dtype
         self.offsets = {}
-        total = 0
-        for i in param_ids:
-            self.offsets[i] = (total, params[i]._data.size)
-            total += params[i]._data.size
-        self.buffer = xp.zeros(total, self.dtype)
+        self.sharded = shard is not None
+        if shard is None:
+            total = 0
+            for i in param_ids:
+                self.offsets[i] = (total, params[i]._data.size)
+                total += params[i]._data.size
+            self.buffer = self.xp.zeros(total, self.dtype)
+        else:
+            owners, size, rank = shard
+            self.counts = [0] * size
+            at = {}
+            for i in param_ids:
+                at[i] = self.counts[owners[i]]
+                self.counts[owners[i]] += params[i]._data.size
+            starts = [sum(self.counts[:r]) for r in range(size)]
+            for i in param_ids:
+                self.offsets[i] = (starts[owners[i]] + at[i], params[i]._data.size)
+            self.mine = [(i, at[i], params[i]._data.size) for i in param_ids if owners[i] == rank]
+            total = sum(self.counts)
+            self.buffer = None    # made at the bucket's first gradient, freed after its reduce-scatter
+        self.nbytes = total * self.dtype.itemsize
+        self.shard_out = None
         self.scale = self.dtype.type(1.0)
         self.pending = len(param_ids)
         self.done = threading.Event()
@@ -47,6 +73,12 @@ class _Bucket:
         self.is_last = False
         self.started_at = self.done_at = None   # its all-reduce on the communication thread
 
+    def writable(self):
+        """The flat buffer, made now for a sharded bucket (every element of it is
+        written: each parameter's slot by its gradient or by zeros)."""
+        if self.buffer is None:
+            self.buffer = self.xp.empty(sum(self.counts), self.dtype)
+        return self.buffer
 
     def reset(self) -> None:
         self.pending = len(self.param_ids)
@@ -54,6 +86,8 @@ class _Bucket:
         self.error = None
         self.ready = None
         self.started_at = self.done_at = None
+        if self.sharded:
+            self.buffer = self.shard_out = None
 
 
 class GradBucket:
@@ -162,25 +196,33 @@ class _CommThread:
                 return
             bucket.started_at = time.perf_counter()
             prof = profiler.current()
-            span = (profiler._Range(prof, f"DDP: all-reduce bucket {bucket.index}", "ddp",
-                                    {"bucket": bucket.index, "bytes": int(bucket.buffer.nbytes)})
+            what = "reduce-scatter" if bucket.sharded else "all-reduce"
+            span = (profiler._Range(prof, f"DDP: {what} bucket {bucket.index}", "ddp",
+                                    {"bucket": bucket.index, "bytes": int(bucket.nbytes)})
                     if prof is not None else None)
             if span is not None:
                 span.__enter__()
             try:
                 if self.hook is not None:
                     run_comm_hook(self.comm, *self.hook, bucket)
-                # Every rank must use the same kind of call: a blocking and a non-blocking
-                # all-reduce never match each other in MPI.
-                elif self.poll <= 0:
-                    self.comm.iallreduce_(bucket.buffer, SUM, bucket.ready).wait()
                 else:
-                    req = self.comm.iallreduce_(bucket.buffer, SUM, bucket.ready)
-                    while not self._progress(req):
-                        if self.eager.is_set():
-                            req.wait()
-                            break
-                        time.sleep(self.poll)
+                    if bucket.sharded:
+                        req = self.comm.ireduce_scatter(bucket.buffer, SUM, bucket.ready, bucket.counts)
+                    else:
+                        req = self.comm.iallreduce_(bucket.buffer, SUM, bucket.ready)
+                    # Every rank must use the same kind of call: a blocking and a non-blocking
+                    # collective never match each other in MPI.
+                    if self.poll <= 0:
+                        req.wait()
+                    else:
+                        while not self._progress(req):
+                            if self.eager.is_set():
+                                req.wait()
+                                break
+                            time.sleep(self.poll)
+                    if bucket.sharded:   # this rank's segment is all it keeps of the bucket
+                        bucket.shard_out = req.result
+                        bucket.buffer = None
             except BaseException as e:  # reported by the thread waiting for this bucket
                 bucket.error = e
             finally:
@@ -242,7 +284,7 @@ class Reducer:
         self.ready_order = []
         self.worker = _CommThread(comm.dup()) if self.size > 1 else None
         self.hook_in_process = None   # a comm hook in a world of one: run where the bucket is ready
-        self.kept = None              # ZeRO stage 2: indices of the parameters whose gradients stay
+        self.owners = None            # ZeRO stage 2: the rank keeping each parameter's gradient
         self._build(list(reversed(range(len(params)))))
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
@@ -264,7 +306,8 @@ class Reducer:
             cur_bytes += nbytes
         if cur:
             groups.append(cur)
-        self.buckets = [_Bucket(k, ids, self.params) for k, ids in enumerate(groups)]
+        shard = None if self.owners is None else (self.owners, self.size, self.comm.rank)
+        self.buckets = [_Bucket(k, ids, self.params, shard) for k, ids in enumerate(groups)]
         self.buckets[-1].is_last = True
         self._set_scales()
         self.where = {i: b for b in self.buckets for i in b.param_ids}
@@ -277,6 +320,10 @@ class Reducer:
             b.scale = b.dtype.type(1.0 if hooked else 1.0 / self.size)
 
     def register_comm_hook(self, state, hook) -> None:
+        if self.owners is not None:
+            raise RuntimeError(
+                f"DistributedDataParallel (rank {self.comm.rank}): the gradients are sharded (ZeRO stage 2), "
+                "and sharding reduce-scatters the buckets itself; a communication hook cannot be registered")
         if self.worker is None:
             self.hook_in_process = (state, hook)
         else:
@@ -288,9 +335,9 @@ class Reducer:
     def overlap_report(self) -> tuple:
         """(bytes of buckets whose all-reduce finished before the last backward's graph
         walk ended, total bytes): how much communication really ran during backward."""
-        early = sum(b.buffer.nbytes for b in self.buckets
+        early = sum(b.nbytes for b in self.buckets
                     if b.done_at is not None and b.done_at <= getattr(self, "walk_ended_at", 0.0))
-        return early, sum(b.buffer.nbytes for b in self.buckets)
+        return early, sum(b.nbytes for b in self.buckets)
 
     def bucket_names(self) -> list:
         """The parameter names in each bucket, in all-reduce order."""
@@ -324,6 +371,8 @@ class Reducer:
                 "parameters (use use_reentrant=False) or when a loss is backpropagated twice"
             )
         self._mark(i, p.grad._data)
+        if self.owners is not None:
+            p._grad = None   # sharded: the bucket has it now; the owner gets the average back
 
     def _mark(self, i: int, grad) -> None:
         self.marked[i] = True
@@ -331,7 +380,7 @@ class Reducer:
             self.ready_order.append(i)
         b = self.where[i]
         off, n = b.offsets[i]
-        slot = b.buffer[off:off + n]
+        slot = b.writable()[off:off + n]
         if grad is None:
             slot[...] = 0
         else:
@@ -341,7 +390,7 @@ class Reducer:
         b.pending -= 1
         if b.pending == 0:
             b.ready = _ready_event(b.buffer)
-            profiler.instant(f"DDP: bucket {b.index} ready", "ddp", bucket=b.index, bytes=int(b.buffer.nbytes))
+            profiler.instant(f"DDP: bucket {b.index} ready", "ddp", bucket=b.index, bytes=int(b.nbytes))
             self._launch_ready()
 
     def _launch_ready(self) -> None:
@@ -373,6 +422,8 @@ class Reducer:
                 # Gradients accumulated under no_sync() still count; else this rank adds zeros.
                 g = self.params[i]._grad if i in self.used_unsynced else None
                 self._mark(i, None if g is None else g._data)
+                if g is not None and self.owners is not None:
+                    self.params[i]._grad = None
             self.walk_ended_at = time.perf_counter()
             if self.worker is not None:
                 self.worker.eager.set()  # backward is over: communication may take the core
@@ -427,7 +478,15 @@ class Reducer:
     def _write_back(self, b: _Bucket, used: list) -> None:
         """Bucket ``b``'s averaged gradients into ``.grad`` (copied, or, with
         ``grad_views``, the bucket's own memory); a parameter no rank used keeps its
-        ``.grad``."""
+        ``.grad``. A sharded bucket gives its owned parameters views of this rank's
+        segment (a new array at every step) and lets it go."""
+        if b.sharded:
+            for i, at, n in b.mine:
+                if used[i]:
+                    p = self.params[i]
+                    p._grad = _wrap(b.shard_out[at:at + n].reshape(p._data.shape))
+            b.shard_out = None
+            return
         for i in b.param_ids:
             if not used[i]:
                 continue
@@ -442,15 +501,30 @@ class Reducer:
                 p._grad._data[...] = avg
                 p._grad._vc[0] += 1
 
-    def keep_grads(self, kept: set) -> None:
-        """Gradient sharding (ZeRO stage 2): after each synchronized backward only the
-        parameters ``kept`` (indices into ``params``) keep their ``.grad``."""
-        self.kept = set(kept)
+    def shard(self, owners: list) -> None:
+        """Gradient sharding (ZeRO stage 2): ``owners[i]`` is the rank that keeps
+        parameter ``i``'s gradient. From the next synchronized backward each bucket is
+        reduce-scattered instead of all-reduced, exists only while its gradients are
+        gathered and reduced, and each gradient leaves ``.grad`` as soon as its bucket
+        has it; after backward a rank holds the averaged gradients of its own
+        parameters only (the others' ``.grad`` are None)."""
+        if self.active:
+            raise RuntimeError("DistributedDataParallel: gradients cannot be sharded during a backward pass")
+        if len(owners) != len(self.params) or any(not 0 <= r < self.size for r in owners):
+            raise ValueError(f"Reducer.shard: expected an owning rank in [0, {self.size}) for each of the "
+                             f"{len(self.params)} parameters")
+        if self.worker is not None and self.worker.hook is not None:
+            raise RuntimeError(
+                f"DistributedDataParallel (rank {self.comm.rank}): a communication hook is registered; "
+                "gradient sharding reduce-scatters the buckets itself, so build the model without one")
+        self.owners = list(owners)
+        self._build([i for b in self.buckets for i in b.param_ids])
 
     def _drop_unkept(self) -> None:
-        if self.kept is not None:
+        if self.owners is not None:
+            me = self.comm.rank
             for i, p in enumerate(self.params):
-                if i not in self.kept:
+                if self.owners[i] != me:
                     p._grad = None
 
     def _rebuild(self) -> None:

@@ -947,3 +947,109 @@ def test_half_precision_all_reduce_ops():
         np.testing.assert_array_equal(results[dist.ReduceOp.MIN], stack.min(0).astype(np.float16))
         np.testing.assert_allclose(results[dist.ReduceOp.SUM], stack.sum(0), rtol=2e-3)
         np.testing.assert_allclose(results[dist.ReduceOp.PRODUCT], stack.prod(0), rtol=4e-3, atol=1e-7)
+
+
+# ------------------------------------------------- uneven reduce-scatter, ZeRO-2
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_reduce_scatter_with_uneven_counts(dtype):
+    """``ireduce_scatter(counts=...)``: rank r gets the sum of the r-th segment, of
+    counts[r] elements (one of them empty); polled to completion like the reducer does."""
+    from distgrad.distributed import group as _group
+
+    rank, n = world()
+    counts = [3 * r + 1 for r in range(n)]
+    counts[1] = 0
+    total = sum(counts)
+    base = np.arange(total, dtype=np.float64) / 8
+    send = (base * (rank + 1)).astype(dtype)
+    req = _group.default_comm().ireduce_scatter(send, "sum", counts=counts)
+    while not req.test():
+        pass
+    got = req.result
+    start = sum(counts[:rank])
+    want = (base * sum(r + 1 for r in range(n)))[start:start + counts[rank]]
+    bad = None
+    try:
+        _group.default_comm().ireduce_scatter(send, "sum", counts=[1] * n).wait()
+    except ValueError as e:
+        bad = str(e)
+    with all_ranks_agree():
+        assert got.dtype == dtype and got.shape == (counts[rank],)
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-3 if dtype == np.float16 else 1e-12)
+        assert bad is not None and "counts" in bad and f"{total} elements" in bad, bad
+
+
+def _zero2(model, caps, **ddp_kw):
+    from distgrad.distributed.optim import ZeroRedundancyOptimizer, shard_gradients
+
+    ddp = DDP(model, **caps, **ddp_kw)
+    opt = ZeroRedundancyOptimizer(model.parameters(), dg.optim.SGD, lr=0.2)
+    shard_gradients(ddp, opt)
+    return ddp, opt
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("as_view", [False, True], ids=["copied-grads", "gradient_as_bucket_view"])
+def test_stage_2_with_unused_parameters_and_no_sync(as_view):
+    """Sharded gradients with find_unused_parameters (``b`` unused on rank 1, ``c``
+    everywhere) and a no_sync microbatch first: each rank's own parameters get the
+    averaged gradient of one process on the whole batch, the others' ``.grad`` is
+    None, no bucket memory is left, and training keeps every rank identical."""
+    rank, n = world()
+    dg.manual_seed(7)
+    ref = Branchy()
+    dg.manual_seed(7)
+    model = Branchy()
+    ddp, opt = _zero2(model, SMALL_BUCKETS, find_unused_parameters=True, gradient_as_bucket_view=as_view)
+    ref_opt = dg.optim.SGD(ref.parameters(), lr=0.2)
+    M = 2
+    for step in range(3):
+        data = [[branchy_data(3, seed=100 * step + 10 * r + i) for i in range(M)] for r in range(n)]
+        uses = [[dict(use_b=r != 1)] * M for r in range(n)]
+        ref.zero_grad()
+        total = 0
+        for r in range(n):
+            for i in range(M):
+                total = total + F.cross_entropy(ref(data[r][i][0], **uses[r][i]), data[r][i][1]) / M
+        (total / n).backward()
+        want = grads(ref)
+        opt.zero_grad()
+        for i in range(M):
+            with ddp.no_sync() if i < M - 1 else contextlib.nullcontext():
+                x, y = data[rank][i]
+                (F.cross_entropy(ddp(x, **uses[rank][i]), y) / M).backward()
+        got = grads(model)
+        held = sum(0 if b.buffer is None else b.buffer.nbytes for b in ddp.reducer.buckets)
+        mine = {name for name, p in model.named_parameters() if opt.owner(p) == rank}
+        with all_ranks_agree():
+            assert held == 0, f"step {step}: the buckets still hold {held} bytes after backward"
+            for name, g in got.items():
+                if name in mine and not name.startswith("c."):
+                    assert g is not None, f"step {step}: {name} is this rank's and has no gradient"
+                    np.testing.assert_allclose(g, want[name], rtol=1e-12, atol=1e-12, err_msg=f"step {step}: {name}")
+                else:
+                    assert g is None, f"step {step}: {name} should have no .grad on rank {rank}"
+        opt.step()
+        ref_opt.step()
+    assert_identical_across_ranks(model)
+    with all_ranks_agree():
+        for name, p in model.named_parameters():
+            np.testing.assert_allclose(arr(p), arr(dict(ref.named_parameters())[name]), rtol=1e-12, atol=1e-12,
+                                       err_msg=name)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_stage_2_refuses_a_comm_hook():
+    from distgrad.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    rank, n = world()
+    dg.manual_seed(0)
+    ddp, _ = _zero2(MLP(dg.float64), SMALL_BUCKETS)
+    err = None
+    try:
+        ddp.register_comm_hook(None, default_hooks.allreduce_hook)
+    except RuntimeError as e:
+        err = str(e)
+    with all_ranks_agree():
+        assert err is not None and "sharded" in err and f"rank {rank}" in err, err

@@ -19,7 +19,6 @@ from ...backend import array_module, to_numpy
 from ...optim.optimizer import Optimizer
 from ...tensor import Tensor, _wrap
 from .. import group as _group
-from ..comm import AVG
 
 __all__ = ["ZeroRedundancyOptimizer", "global_grad_norm", "shard_gradients"]
 
@@ -135,35 +134,33 @@ class ZeroRedundancyOptimizer(Optimizer):
         return loss
 
     def _broadcast_shards(self) -> None:
-        """Every owner's updated parameters to every rank: one flat buffer per owner
-        and dtype, broadcast by blocking calls in a helper thread whose end the main
-        thread waits for within the job's timeout (a non-blocking broadcast would
-        progress only while this thread polls it, which slows large ones down)."""
+        """Every owner's updated parameters to every rank: per owner and dtype one flat
+        buffer, broadcast and copied out before the next is made (so the step holds
+        one shard's worth of extra memory, not the whole model's). Blocking calls in a
+        helper thread whose end the main thread waits for within the job's timeout (a
+        non-blocking broadcast would progress only while this thread polls it, which
+        slows large ones down)."""
         if self.world_size == 1:
             return
-        shards = []
-        for r, lists in enumerate(self._flat):
-            for params in lists:
-                xp = array_module(params[0]._data)
-                if r == self.rank:
-                    buf = xp.concatenate([p._data.reshape(-1) for p in params])
-                else:
-                    buf = xp.empty(sum(p._data.size for p in params), params[0]._data.dtype)
-                shards.append((r, params, buf))
 
         def broadcast_all():
-            for r, _, buf in shards:
-                self.comm.broadcast_(buf, r)
+            for r, lists in enumerate(self._flat):
+                for params in lists:
+                    xp = array_module(params[0]._data)
+                    if r == self.rank:
+                        buf = xp.concatenate([p._data.reshape(-1) for p in params])
+                    else:
+                        buf = xp.empty(sum(p._data.size for p in params), params[0]._data.dtype)
+                    self.comm.broadcast_(buf, r)
+                    if r != self.rank:
+                        off = 0
+                        for p in params:
+                            p._data[...] = buf[off:off + p._data.size].reshape(p._data.shape)
+                            p._vc[0] += 1
+                            off += p._data.size
+                    del buf   # before the next shard's buffer is made
 
         _group.run_with_timeout(broadcast_all, "ZeroRedundancyOptimizer's broadcast of the updated shards")
-        for r, params, buf in shards:
-            if r == self.rank:
-                continue
-            off = 0
-            for p in params:
-                p._data[...] = buf[off:off + p._data.size].reshape(p._data.shape)
-                p._vc[0] += 1
-                off += p._data.size
 
     # ------------------------------------------------------------- state dict
     def _global_state(self) -> dict:
@@ -242,51 +239,20 @@ class ZeroRedundancyOptimizer(Optimizer):
         self._sync_groups(copy.deepcopy(saved), self.param_groups)
 
 
-def _reduce_scatter_hook(state, bucket):
-    """Stage 2's DDP communication hook: the bucket's gradients averaged over the
-    ranks, each parameter's arriving only on its owner. The owners' segments are
-    packed into one row per rank (padded to the longest row) and reduce-scattered;
-    the other segments of the bucket are left as they were (the reducer drops those
-    gradients right after writing them back)."""
-    from ...futures import Future
-
-    owner, size = state
-    buf = bucket.buffer()._data
-    xp = array_module(buf)
-    spans = []   # (offset in the bucket, length, owner, offset in the owner's row)
-    fill = [0] * size
-    off = 0
-    for p in bucket.parameters():
-        r = owner[id(p)]
-        spans.append((off, p._data.size, r, fill[r]))
-        fill[r] += p._data.size
-        off += p._data.size
-    rows = xp.zeros((size, max(1, max(fill))), buf.dtype)
-    for o, n, r, at in spans:
-        rows[r, at:at + n] = buf[o:o + n]
-    comm = _group.default_comm()   # inside a hook: the communication thread's own
-    mine = comm.reduce_scatter(rows, AVG).reshape(-1)
-    for o, n, r, at in spans:
-        if r == comm.rank:
-            buf[o:o + n] = mine[at:at + n]
-    fut = Future()
-    fut.set_result(bucket.buffer())
-    return fut
-
-
 def shard_gradients(ddp_model, optimizer: ZeroRedundancyOptimizer) -> None:
     """ZeRO stage 2: from now on ``ddp_model``'s synchronized backward reduce-scatters
     each gradient bucket by ``optimizer``'s partition, and each rank's parameters
     outside its shard end backward with ``.grad = None``; inside ``no_sync()``
     gradients still accumulate locally in full.
 
-    Memory: the averaged gradients outside the shard are not kept after backward
-    (``1 - 1/N`` of the ``.grad`` memory, unless DDP was built with
-    ``gradient_as_bucket_view=True``, where ``.grad`` lives in the buckets anyway);
-    DDP's flat bucket buffers (one full copy of the gradients) stay allocated, and
-    each bucket's reduce-scatter packs it into a transient ``N x longest row`` array.
-    The traffic is a reduce-scatter instead of an all-reduce. The global gradient
-    norm needs the squared norms of all shards summed over ranks."""
+    Memory: a gradient leaves ``.grad`` as soon as its bucket has it, and a bucket's
+    buffer (laid out as one segment per owning rank, so it is reduce-scattered as it
+    is) exists only from its first gradient until its reduce-scatter ends; after
+    backward a rank holds the averaged gradients of its own parameters only (its
+    segment of each bucket, which their ``.grad`` are views of). During backward the buckets on their way
+    add to that. The traffic is a reduce-scatter instead of an all-reduce. The
+    global gradient norm needs the squared norms of all shards summed over ranks
+    (``global_grad_norm``)."""
     from ..ddp import DistributedDataParallel
 
     if not isinstance(ddp_model, DistributedDataParallel):
@@ -309,8 +275,7 @@ def shard_gradients(ddp_model, optimizer: ZeroRedundancyOptimizer) -> None:
             "DDP model's trainable parameters")
     if reducer.size == 1:
         return
-    ddp_model.register_comm_hook((optimizer._owner, reducer.size), _reduce_scatter_hook)
-    reducer.keep_grads({i for i, p in enumerate(reducer.params) if optimizer.owner(p) == optimizer.rank})
+    reducer.shard([optimizer.owner(p) for p in reducer.params])
 
 
 def global_grad_norm(parameters):

@@ -10,12 +10,16 @@ DistributedDataParallel with a plain optimizer (stage 0), a ZeroRedundancyOptimi
 (stage 1) and a ZeroRedundancyOptimizer with sharded gradients (stage 2). It checks
 nothing itself: rank 0 writes what the test compares (tests/test_zero.py) as JSON:
 per run the losses, the final parameters, every rank's optimizer-state bytes and
-gradient facts, and the consolidated state dict; then a state-dict round trip.
+gradient facts, and the consolidated state dict; then a state-dict round trip; then
+the memory of a wider MLP's training step at each stage (traced by tracemalloc, which
+sees numpy's allocations): the peak within one step, and what DDP's buckets and the
+``.grad`` tensors hold after backward.
 """
 import contextlib
 import json
 import os
 import sys
+import tracemalloc
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 sys.path.insert(0, REPO)  # run from a checkout without installing distgrad
@@ -173,6 +177,54 @@ def round_trip(name):
     return {"losses": first + later, "not_consolidated_error": not_there, "plain_loaded_states": plain_ok}
 
 
+def memory(stage):
+    """A 4-layer float64 MLP of width 256 (each weight 512 KiB, one bucket each),
+    SGD with momentum: tracemalloc's peak over the third step (the first two build
+    the buckets and the optimizer state), and after that step's backward the bytes
+    of ``.grad`` tensors and of the reducer's buffers."""
+    was_tracing = tracemalloc.is_tracing()
+    tracemalloc.start()
+    dg.manual_seed(1)
+    model = nn.Sequential(nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 256), nn.Tanh(),
+                          nn.Linear(256, 256), nn.Tanh(), nn.Linear(256, 256)).double()
+    ddp = dist.DistributedDataParallel(model, bucket_cap_mb=0.6, first_bucket_cap_mb=0.6)
+    params = list(model.parameters())
+    if stage == 0:
+        opt = optim.SGD(params, lr=1e-3, momentum=0.9)
+    else:
+        opt = ZeroRedundancyOptimizer(params, optim.SGD, lr=1e-3, momentum=0.9)
+        if stage == 2:
+            shard_gradients(ddp, opt)
+    rng = np.random.default_rng(dist.get_rank())
+    x, y = dg.tensor(rng.standard_normal((8, 256))), dg.tensor(rng.standard_normal((8, 256)))
+    facts = {}
+    for step in range(3):
+        opt.zero_grad(set_to_none=True)
+        if step == 2:
+            tracemalloc.reset_peak()
+            start = tracemalloc.get_traced_memory()[0]
+        F.mse_loss(ddp(x), y).backward()
+        if step == 2:
+            facts["grad_bytes"] = int(sum(p.grad._data.nbytes for p in params if p.grad is not None))
+            red = ddp.reducer
+            facts["reducer_bytes"] = int(sum((b.buffer.nbytes if b.buffer is not None else 0)
+                                             + (b.shard_out.nbytes if getattr(b, "shard_out", None) is not None else 0)
+                                             for b in red.buckets))
+            facts["buckets"] = len(red.buckets)
+            facts["owned_bytes"] = int(sum(p._data.nbytes for p in params if stage == 0 or opt.owner(p) == dist.get_rank()))
+        opt.step()
+        if step == 2:
+            current, peak = tracemalloc.get_traced_memory()
+            facts["peak_bytes"] = int(peak)
+            facts["step_start_bytes"] = int(start)
+            facts["after_step_bytes"] = int(current)
+    facts["param_bytes"] = int(sum(p._data.nbytes for p in params))
+    del ddp, opt, model
+    if not was_tracing:
+        tracemalloc.stop()
+    return everyone(facts)
+
+
 def main():
     out_path = sys.argv[1]
     dist.init_process_group("mpi", timeout=60)
@@ -182,6 +234,7 @@ def main():
             for stage in (0, 1, 2):
                 result["runs"][f"{name}/{bucket_name}/{stage}"] = run(stage, name, buckets)
         result["round_trip"][name] = round_trip(name)
+    result["memory"] = {str(stage): memory(stage) for stage in (0, 1, 2)}
     if dist.get_rank() == 0:
         with open(out_path, "w") as f:
             json.dump(result, f)
