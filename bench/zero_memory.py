@@ -5,9 +5,14 @@ torch is installed.
 
 State bytes are the local optimizer's state tensors after one step (AdamW: exp_avg
 and exp_avg_sq, the size of the parameters twice); gradient bytes are the ``.grad``
-tensors each rank holds after backward (stage 2 keeps its shard's only; DDP's bucket
-buffers, allocated at every stage, are printed apart). The step (forward, backward,
-clip-free update) is the best of 5, the slowest rank's.
+tensors each rank holds after backward (stage 2 keeps its shard's only); bucket bytes
+are what DDP's bucket buffers hold after backward (full-size and kept at stages 0 and
+1; at stage 2 a bucket exists only while it is filled and reduce-scattered). The
+peak is tracemalloc's (which sees numpy's allocations) over one whole step of a model
+built under tracing: parameters, optimizer state, buckets, gradients, activations
+and every temporary; PyTorch's allocations are invisible to it, so its rows have
+none. The step (forward, backward, clip-free update) is the best of 5, the slowest
+rank's, timed without tracing.
 
 Run it directly (it starts ``mpiexec -n 2`` with one BLAS thread per rank) or under
 ``mpiexec -n N python bench/zero_memory.py``. Options: ``--np N``, ``--width W``.
@@ -17,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import tracemalloc
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _mpi import nprocs_arg, relaunch_under_mpiexec  # noqa: E402
@@ -94,8 +100,27 @@ def distgrad_step(stage, xs, ys):
         opt.zero_grad()
         dg.nn.functional.cross_entropy(ddp(x), y).backward()
         opt.step()
-    bucket_bytes = sum(b.buffer.nbytes for b in ddp.reducer.buckets)
-    return step, local, list(model.parameters()), bucket_bytes
+    return step, local, list(model.parameters()), ddp.reducer
+
+
+def bucket_bytes(reducer) -> int:
+    """What the reducer's buckets hold now (after a backward)."""
+    return sum((0 if b.buffer is None else b.buffer.nbytes)
+               + (0 if getattr(b, "shard_out", None) is None else b.shard_out.nbytes) for b in reducer.buckets)
+
+
+def traced_peak(stage, xs, ys) -> int:
+    """tracemalloc's peak over the third step of a model built under tracing."""
+    tracemalloc.start()
+    try:
+        step, *_ = distgrad_step(stage, xs, ys)
+        step()
+        step()
+        tracemalloc.reset_peak()
+        step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def torch_step(sharded, xs, ys, state):
@@ -126,9 +151,17 @@ def main():
     ys = rng.integers(0, 10, BATCH)
     rows = {}
     for stage in (0, 1, 2):
-        step, local, params, buckets = distgrad_step(stage, xs, ys)
-        sb, gb, t = measure(comm, step, local, params)
-        rows[f"distgrad stage {stage}"] = (comm.comm.gather(sb, 0), comm.comm.gather(gb, 0), t, buckets)
+        step, local, params, reducer = distgrad_step(stage, xs, ys)
+        opt_step = step
+        gb_after = []
+
+        def step_and_look():
+            opt_step()
+            gb_after[:] = [bucket_bytes(reducer)]
+        sb, gb, t = measure(comm, step_and_look, local, params)
+        peak = traced_peak(stage, xs, ys)
+        rows[f"distgrad stage {stage}"] = (comm.comm.gather(sb, 0), comm.comm.gather(gb, 0), t,
+                                           comm.comm.gather(gb_after[0], 0), comm.comm.gather(peak, 0))
     if torch is not None:
         torch.set_num_threads(1)
         port = comm.broadcast_object(29500 + int(time.time()) % 1000 if rank == 0 else None, 0)
@@ -139,22 +172,25 @@ def main():
             step, local, params = torch_step(sharded, xs, ys, state)
             sb, gb, t = measure(comm, step, local, params)
             rows["torch " + ("ZeroRedundancyOptimizer" if sharded else "DDP + AdamW")] = (
-                comm.comm.gather(sb, 0), comm.comm.gather(gb, 0), t, None)
+                comm.comm.gather(sb, 0), comm.comm.gather(gb, 0), t, None, None)
         tdist.destroy_process_group()
     if rank == 0:
         n_params = sum(p.numel() for p in make_model(dg).parameters())
         print(f"ZeRO on {size} ranks, {os.cpu_count()} cores: an MLP of {n_params:,} parameters "
               f"({n_params * 4 / 2 ** 20:.1f} MiB in float32), batch {BATCH} per rank, AdamW")
-        print(f"{'':34s} {'state MiB per rank':>24s} {'.grad MiB per rank':>24s} {'step ms':>9s}")
-        for name, (sb, gb, t, _) in rows.items():
-            print(f"  {name:32s} {', '.join(f'{b / 2 ** 20:.2f}' for b in sb):>24s} "
-                  f"{', '.join(f'{b / 2 ** 20:.2f}' for b in gb):>24s} {t * 1e3:9.1f}")
+        def mib(values):
+            return "-" if values is None else ", ".join(f"{b / 2 ** 20:.2f}" for b in values)
+        print("MiB per rank:")
+        print(f"{'':34s} {'optimizer state':>16s} {'.grad':>14s} {'buckets':>14s} {'step peak':>14s} "
+              f"{'step ms':>9s}")
+        for name, (sb, gb, t, bb, peak) in rows.items():
+            print(f"  {name:32s} {mib(sb):>16s} {mib(gb):>14s} {mib(bb):>14s} {mib(peak):>14s} {t * 1e3:9.1f}")
         base = rows["distgrad stage 0"]
-        print(f"  (DDP's bucket buffers at every distgrad stage: {base[3] / 2 ** 20:.2f} MiB per rank)")
         for stage in (1, 2):
-            sb, gb, t, _ = rows[f"distgrad stage {stage}"]
+            sb, gb, t, bb, peak = rows[f"distgrad stage {stage}"]
             print(f"  stage {stage} / stage 0: largest state {max(sb) / max(base[0]):.2f} x (1/N = {1 / size:.2f}), "
-                  f"largest .grad {max(gb) / max(base[1]):.2f} x, step time {t / base[2]:.2f} x")
+                  f"largest .grad {max(gb) / max(base[1]):.2f} x, largest step peak "
+                  f"{max(peak) / max(base[4]):.2f} x, step time {t / base[2]:.2f} x")
         if torch is not None:
             tz, tb = rows["torch ZeroRedundancyOptimizer"], rows["torch DDP + AdamW"]
             d1 = rows["distgrad stage 1"]
