@@ -619,6 +619,18 @@ def reference_branchy_grads(ref, batches, uses):
     return grads(ref)
 
 
+def reference_microbatch_grads(ref, data, uses):
+    """One process: ``data[r][i]``/``uses[r][i]`` are rank r's microbatch i; the mean
+    over ranks of each rank's mean over its microbatches."""
+    ref.zero_grad()
+    total = 0
+    for rank_data, rank_uses in zip(data, uses):
+        for (x, y), use in zip(rank_data, rank_uses):
+            total = total + F.cross_entropy(ref(x, **use), y) / len(rank_data)
+    (total / len(data)).backward()
+    return grads(ref)
+
+
 @pytest.mark.mpi(min_size=2)
 def test_find_unused_parameters_with_a_parameter_unused_on_one_rank():
     rank, n = world()
@@ -705,13 +717,7 @@ def test_find_unused_with_no_sync_counts_accumulated_microbatches(last_use):
     M = 2
     data = [[branchy_data(3, seed=10 * r + i) for i in range(M)] for r in range(n)]
     uses = [[dict(use_b=True), dict(use_b=last_use == "rank0" and r == 0)] for r in range(n)]
-    ref.zero_grad()
-    total = 0
-    for r in range(n):
-        for i in range(M):
-            total = total + F.cross_entropy(ref(data[r][i][0], **uses[r][i]), data[r][i][1]) / M
-    (total / n).backward()
-    want = {k: v for k, v in grads(ref).items() if not k.startswith("c.")}
+    want = {k: v for k, v in reference_microbatch_grads(ref, data, uses).items() if not k.startswith("c.")}
     model.zero_grad()
     for i in range(M):
         with ddp.no_sync() if i < M - 1 else contextlib.nullcontext():
@@ -1007,13 +1013,7 @@ def test_stage_2_with_unused_parameters_and_no_sync(as_view):
     for step in range(3):
         data = [[branchy_data(3, seed=100 * step + 10 * r + i) for i in range(M)] for r in range(n)]
         uses = [[dict(use_b=r != 1)] * M for r in range(n)]
-        ref.zero_grad()
-        total = 0
-        for r in range(n):
-            for i in range(M):
-                total = total + F.cross_entropy(ref(data[r][i][0], **uses[r][i]), data[r][i][1]) / M
-        (total / n).backward()
-        want = grads(ref)
+        want = reference_microbatch_grads(ref, data, uses)
         opt.zero_grad()
         for i in range(M):
             with ddp.no_sync() if i < M - 1 else contextlib.nullcontext():
