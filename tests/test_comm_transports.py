@@ -116,3 +116,43 @@ def _hook_in_one_process(dist, default_hooks):
     for p, q in zip(model.parameters(), plain.parameters()):
         want = q.grad.numpy().astype(np.float16).astype(np.float64)
         np.testing.assert_array_equal(p.grad.numpy(), want)
+
+
+def test_the_communication_threads_sleep_adapts_to_each_bucket(monkeypatch):
+    """Between bursts of progress calls the reducer's thread sleeps a bucket's last
+    collective time / WAKEUPS_PER_BUCKET, within [POLL_MIN_S, POLL_MAX_S];
+    DISTGRAD_COMM_POLL_US fixes it (0: blocking collectives) and bad values are refused."""
+    import types
+
+    from distgrad.distributed import reducer as R
+
+    monkeypatch.delenv("DISTGRAD_COMM_POLL_US", raising=False)
+    thread = R._CommThread(C.SingleProcessCommunicator())
+    try:
+        big, small = types.SimpleNamespace(index=1, nbytes=4 << 20), types.SimpleNamespace(index=0, nbytes=40 << 10)
+        assert thread.poll_for(big) == R.FIRST_POLL_S              # no history yet
+        thread.took[(1, 4 << 20)] = 0.036                          # 4 MiB in 36 ms: a 1 Gbit/s link
+        thread.took[(0, 40 << 10)] = 0.0009
+        assert thread.poll_for(big) == pytest.approx(0.036 / R.WAKEUPS_PER_BUCKET)
+        assert thread.poll_for(small) == pytest.approx(0.0009 / R.WAKEUPS_PER_BUCKET)
+        assert thread.poll_for(big) > 10 * thread.poll_for(small)
+        thread.took[(1, 4 << 20)] = 5.0
+        assert thread.poll_for(big) == R.POLL_MAX_S
+        thread.took[(1, 4 << 20)] = 1e-6
+        assert thread.poll_for(big) == R.POLL_MIN_S
+        rebuilt = types.SimpleNamespace(index=1, nbytes=1 << 20)   # same index, other contents
+        assert thread.poll_for(rebuilt) == R.FIRST_POLL_S
+    finally:
+        thread.close()
+    assert R.poll_setting(None) is None and R.poll_setting("auto") is None and R.poll_setting(" AUTO ") is None
+    assert R.poll_setting("250") == pytest.approx(250e-6) and R.poll_setting("0") == 0.0
+    for bad in ("-5", "fast", "nan"):
+        with pytest.raises(ValueError, match=f"DISTGRAD_COMM_POLL_US='{bad}'.*'auto', 0"):
+            R.poll_setting(bad)
+    monkeypatch.setenv("DISTGRAD_COMM_POLL_US", "300")
+    fixed = R._CommThread(C.SingleProcessCommunicator())
+    try:
+        fixed.took[(1, 4 << 20)] = 0.036
+        assert fixed.poll_for(big) == pytest.approx(300e-6)
+    finally:
+        fixed.close()
