@@ -1053,3 +1053,43 @@ def test_stage_2_refuses_a_comm_hook():
         err = str(e)
     with all_ranks_agree():
         assert err is not None and "sharded" in err and f"rank {rank}" in err, err
+
+
+@pytest.mark.mpi(min_size=2)
+@pytest.mark.parametrize("kind, ckpt", [
+    pytest.param("mlp", "ckpt", id="mlp-checkpointed"),
+    pytest.param("gpt", "reentrant", id="gpt-reentrant-checkpointed-blocks"),
+    pytest.param("gpt_tied", "ckpt", id="gpt-tied-embedding-checkpointed"),
+])
+def test_stage_2_with_activation_checkpointing_equals_one_process(kind, ckpt):
+    """Sharded gradients (ZeRO stage 2) under gradient checkpointing, reentrant or
+    not, a tied embedding included: each rank's own parameters get the gradients of
+    one process on the whole batch, with two microbatches (the first in no_sync)."""
+    rank, n = world()
+    M, k = 2, 2
+    ref = build(kind, dg.float64, "none", seed=3)
+    model = build(kind, dg.float64, ckpt, seed=3)
+    ddp, opt = _zero2(model, SMALL_BUCKETS)
+    ref_opt = dg.optim.SGD(ref.parameters(), lr=0.2)
+    for step in range(2):
+        batch = make_batch(kind, dg.float64, n * M * k, seed=10 + step)
+        ref.zero_grad()
+        loss_fn(kind, ref, batch).backward()
+        want = grads(ref)
+        opt.zero_grad()
+        mine = rows(batch, rank * M * k, (rank + 1) * M * k)
+        for i in range(M):
+            with ddp.no_sync() if i < M - 1 else contextlib.nullcontext():
+                (loss_fn(kind, ddp, rows(mine, i * k, (i + 1) * k)) / M).backward()
+        got = grads(model)
+        owned = {name for name, p in model.named_parameters() if opt.owner(p) == rank}
+        with all_ranks_agree():
+            assert owned and len(owned) < len(got), owned
+            assert_close({k_: got[k_] for k_ in owned}, {k_: want[k_] for k_ in owned}, TOL[dg.float64],
+                         f"step {step}")
+            assert all(got[k_] is None for k_ in got if k_ not in owned)
+        opt.step()
+        ref_opt.step()
+    assert_identical_across_ranks(model)
+    with all_ranks_agree():
+        assert_close(params(model), params(ref), TOL[dg.float64], "parameters after 2 steps")
