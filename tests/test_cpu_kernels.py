@@ -90,7 +90,17 @@ KERNELS = {
     "softmax_grad": lambda x, g: (cpu_kernels.softmax_grad(cpu_kernels.softmax(x), g),),
     "layer_norm": lambda x, g: (cpu_kernels.layer_norm(x, 37, x[0, 0], x[1, 1], 1e-5),),
     "layer_norm_grad": lambda x, g: cpu_kernels.layer_norm_grad(x, g, 37, x[0, 0], 1e-5, True, True),
+    "gelu_keep_cdf": lambda x, g: cpu_kernels.gelu(x, keep_cdf=True),
+    "gelu_grad_cdf": lambda x, g: (cpu_kernels.gelu_grad(x, g, cpu_kernels.gelu(x, keep_cdf=True)[1]),),
+    "scaled_softmax": lambda x, g: (cpu_kernels.softmax(x, 0.3),),
+    "scaled_softmax_grad": lambda x, g: (cpu_kernels.softmax_grad(cpu_kernels.softmax(x), g, 0.3),),
+    "causal_softmax": lambda x, g: (cpu_kernels.softmax(x, 0.3, _causal(211, 37, x.dtype)),),
 }
+
+
+def _causal(L, S, dtype):
+    """PyTorch's is_causal mask as an additive bias: 0 where key j <= query i, else -inf."""
+    return np.where(np.tril(np.ones((L, S), bool)), 0, -np.inf).astype(dtype)
 
 
 @pytest.mark.parametrize("name", list(KERNELS))
@@ -147,3 +157,117 @@ def test_gelu_float32_is_close_to_its_float64_value():
     # x (1 + erf(x / sqrt 2)) / 2, as PyTorch computes it: 1 + erf rounds to float32
     # (the negative tail cancels), so the error is a few eps times |x|
     assert (np.abs(got - ref) <= 4 * np.finfo(np.float32).eps * np.abs(x)).all()
+
+
+def softmax_reference(x, scale=1.0, bias=None):
+    """softmax(x * scale + bias) over the last dim, in float64."""
+    z = x.astype(np.float64) * scale
+    if bias is not None:
+        z = z + bias
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 7), (2, 3, 64, 64), (4, 9, 33), (1, 1, 1)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_scaled_masked_softmax_matches_a_float64_reference(dtype, shape, causal):
+    rng = np.random.default_rng(1)
+    base = (rng.standard_normal(shape[:-2] + (shape[-1], shape[-2])) * 4).astype(dtype)
+    x = np.swapaxes(base, -1, -2)  # not contiguous
+    L, S = shape[-2:]
+    bias = _causal(L, S, dtype) if causal else None
+    y = cpu_kernels.softmax(x, 0.37, bias)
+    ref = softmax_reference(x, np.float64(dtype(0.37)), bias)
+    assert y.dtype == dtype and y.shape == x.shape
+    tol = 2e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+    if causal:
+        assert (y[..., np.triu(np.ones((L, S), bool), 1)] == 0).all()
+    # the gradient of softmax(x * scale + bias): scale * y (g - sum(g y))
+    g = np.swapaxes(rng.standard_normal(base.shape).astype(dtype), -1, -2)
+    got = cpu_kernels.softmax_grad(y, g, 0.37)
+    yd, gd = y.astype(np.float64), g.astype(np.float64)
+    want = yd * (gd - (gd * yd).sum(axis=-1, keepdims=True)) * np.float64(dtype(0.37))
+    np.testing.assert_allclose(got, want, rtol=10 * tol, atol=10 * tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cols", [1, 7, 128, 4097])
+def test_row_sums_are_accurate_and_the_same_for_any_block_of_rows(dtype, cols):
+    rng = np.random.default_rng(2)
+    a = (rng.standard_normal((300, cols)) * 3).astype(dtype)
+    whole = cpu_kernels._row_sums(a)
+    ref = a.astype(np.float64).sum(axis=1)
+    eps = np.finfo(dtype).eps
+    assert (np.abs(whole - ref) <= 4 * eps * np.sqrt(cols) * np.abs(a).sum(axis=1)).all()
+    for block in (1, 13, 64):
+        parts = np.concatenate([cpu_kernels._row_sums(a[i:i + block]) for i in range(0, 300, block)])
+        np.testing.assert_array_equal(parts, whole)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("B, H, L, S, D", [(2, 4, 16, 16, 8), (1, 2, 7, 11, 5), (3, 1, 64, 64, 32)])
+def test_cpu_attention_matches_pytorch(torch, dtype, causal, B, H, L, S, D):
+    """scaled_dot_product_attention's CPU path (the scale and the causal mask inside the
+    softmax kernel): values and gradients against PyTorch, for q, k, v that are
+    transposed views of one projection, as a model makes them."""
+    rng = np.random.default_rng(3)
+    proj_q = rng.standard_normal((B, L, H * D)).astype(dtype)
+    proj_kv = rng.standard_normal((B, S, 2 * H * D)).astype(dtype)
+    g = rng.standard_normal((B, H, L, D)).astype(dtype)
+
+    def run(lib):
+        pq = lib.tensor(proj_q, requires_grad=True)
+        pkv = lib.tensor(proj_kv, requires_grad=True)
+        q = pq.view(B, L, H, D).transpose(1, 2)
+        k, v = (t.reshape(B, S, H, D).transpose(1, 2) for t in pkv.split(H * D, dim=2))
+        out = lib.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        out.backward(lib.tensor(g))
+        return [out.detach().numpy(), pq.grad.numpy(), pkv.grad.numpy()]
+
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, b in zip(run(dg), run(torch)):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, np.abs(b).max()))
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (64, 128, 40), (3, 1000)])
+def test_gelu_keeping_the_cdf_gives_the_same_bits(shape):
+    """The forward that keeps Phi(x) and the gradient made from it: the same values as
+    the kernels that recompute the erf, bit for bit, on non-contiguous inputs too."""
+    rng = np.random.default_rng(4)
+    x = np.swapaxes((rng.standard_normal(shape[::-1]) * 4).astype(np.float32), 0, -1)
+    g = rng.standard_normal(shape).astype(np.float32)
+    y, cdf = cpu_kernels.gelu(x, keep_cdf=True)
+    np.testing.assert_array_equal(y, cpu_kernels.gelu(x))
+    ref = 0.5 * (1 + _erf_exact(x.astype(np.float64) / math.sqrt(2)))
+    np.testing.assert_allclose(cdf, ref, rtol=0, atol=4 * np.finfo(np.float32).eps)
+    np.testing.assert_array_equal(cpu_kernels.gelu_grad(x, g, cdf), cpu_kernels.gelu_grad(x, g))
+
+
+def test_gelu_autograd_uses_the_kept_cdf_and_matches_float64():
+    x = large((40, 300), seed=5)
+    g = large((40, 300), seed=6, scale=1.0)
+    t = dg.tensor(x, requires_grad=True)
+    F.gelu(t).backward(dg.tensor(g))
+    t64 = dg.tensor(x.astype(np.float64), requires_grad=True)
+    F.gelu(t64).backward(dg.tensor(g.astype(np.float64)))
+    np.testing.assert_allclose(t.grad.numpy(), t64.grad.numpy(), rtol=1e-5, atol=1e-6)
+    with dg.no_grad():  # nothing kept: the plain kernel
+        np.testing.assert_array_equal(F.gelu(dg.tensor(x)).numpy(), cpu_kernels.gelu(x))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_cpu_attention_first_and_second_derivatives_are_right(causal):
+    """The CPU path's node (softmax with the scale and mask inside) against finite
+    differences, once and twice differentiated, in float64."""
+    rng = np.random.default_rng(7)
+    q, k, v = (dg.tensor(rng.standard_normal((1, 2, 5, 3)), requires_grad=True) for _ in range(3))
+
+    def f(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+
+    assert dg.autograd.gradcheck(f, (q, k, v))
+    assert dg.autograd.gradgradcheck(f, (q, k, v))

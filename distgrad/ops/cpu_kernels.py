@@ -117,8 +117,9 @@ def _tanh_odd_poly(out, x, scale):
     """``out = tanh(scale x P(scale^2 x^2)) = erf(scale x)``, clipping ``x`` first."""
     xp = array_module(x)
     f = x.dtype.type
-    z = xp.minimum(x, f(_ERF_CLIP / scale))  # np.clip is several times slower; NaN stays NaN
-    xp.maximum(z, f(-_ERF_CLIP / scale), out=z)
+    # np.clip keeps NaN; numpy 2's clip is several times faster than minimum and
+    # maximum with a scalar (which take a slow loop)
+    z = xp.clip(x, f(-_ERF_CLIP / scale), f(_ERF_CLIP / scale))
     s = xp.multiply(z, z)
     coef = [f(c * scale ** (2 * k + 1)) for k, c in enumerate(_ERF_P)]
     xp.multiply(s, coef[-1], out=out)
@@ -160,54 +161,137 @@ def _gelu_grad_body(out, x, g):
     out *= g
 
 
-def gelu(x):
-    """Exact (erf) GELU of a float32 array."""
+def _gelu_cdf_body(out, cdf, x):
+    _tanh_odd_poly(cdf, x, _INV_SQRT2)
+    f = x.dtype.type
+    cdf *= f(0.5)
+    cdf += f(0.5)
+    array_module(x).multiply(cdf, x, out=out)
+
+
+def _gelu_grad_cdf_body(out, x, g, cdf):
+    # gelu'(x) = Phi(x) + x phi(x), Phi kept by the forward: the same values and roundings
+    # as _gelu_grad_body, without the erf's two dozen passes
+    xp = array_module(x)
+    f = x.dtype.type
+    xp.multiply(x, x, out=out)
+    out *= f(-0.5)
+    xp.exp(out, out=out)
+    out *= x
+    out *= f(_INV_SQRT_2PI)
+    out += cdf
+    out *= g
+
+
+def gelu(x, keep_cdf=False):
+    """Exact (erf) GELU of a float32 array; with ``keep_cdf``, also Phi(x) (the normal
+    CDF, ``gelu(x) / x``), from which ``gelu_grad`` makes the gradient in a few passes."""
     (x,) = _contiguous(x)
-    return _launch(_gelu_body, array_module(x).empty_like(x), x)
+    xp = array_module(x)
+    if not keep_cdf:
+        return _launch(_gelu_body, xp.empty_like(x), x)
+    cdf = xp.empty_like(x)
+    return _launch(_gelu_cdf_body, xp.empty_like(x), cdf, x), cdf
 
 
-def gelu_grad(x, g):
-    """``g * gelu'(x)`` for float32 arrays of one shape."""
-    x, g = _contiguous(x, g)
-    return _launch(_gelu_grad_body, array_module(x).empty_like(x), x, g)
+def gelu_grad(x, g, cdf=None):
+    """``g * gelu'(x)`` for float32 arrays of one shape; ``cdf``: Phi(x) as ``gelu``
+    kept it (or None)."""
+    if cdf is None:
+        x, g = _contiguous(x, g)
+        return _launch(_gelu_grad_body, array_module(x).empty_like(x), x, g)
+    x, g, cdf = _contiguous(x, g, cdf)
+    return _launch(_gelu_grad_cdf_body, array_module(x).empty_like(x), x, g, cdf)
 
 
 def _softmax_body(out, x):
     xp = array_module(x)
-    xp.subtract(x, x.max(axis=1, keepdims=True), out=out)
+    # fmax skips NaN where maximum's reduction checks for it, and is faster; a row with
+    # a NaN still comes out all NaN (its exp is NaN, and so is the row's sum)
+    xp.subtract(x, xp.fmax.reduce(x, axis=1)[:, None], out=out)
     xp.exp(out, out=out)
-    out /= out.sum(axis=1, keepdims=True)
+    out /= _row_sums(out)[:, None]
 
 
 def _softmax_grad_body(out, y, g):
     # y (g - sum(g y)), the gradient of softmax over a row
     xp = array_module(y)
     xp.multiply(g, y, out=out)
-    s = out.sum(axis=1, keepdims=True)
-    xp.subtract(g, s, out=out)
+    s = _row_sums(out)
+    xp.subtract(g, s[:, None], out=out)
     out *= y
 
 
-def softmax(x):
-    """Softmax over the last dim of a float array."""
+def softmax(x, scale=None, bias=None):
+    """Softmax over the last dim of a float array; of ``x * scale + bias`` when given,
+    ``bias`` being an ``(L, S)`` array (a causal mask of 0 and -inf) added to each of
+    the ``(L, S)`` matrices that make up ``x``, in the order and with the roundings of
+    a multiply, an add and a softmax, without their temporaries."""
     (x,) = _contiguous(x)
-    return _launch(_softmax_body, array_module(x).empty_like(x), x, row=x.shape[-1])
+    xp = array_module(x)
+    S = x.shape[-1]
+    if scale is None and bias is None:
+        return _launch(_softmax_body, xp.empty_like(x), x, row=S)
+    f = x.dtype.type
+    L = bias.shape[0] if bias is not None else 1
+
+    def body(out, x):
+        src = x
+        if scale is not None:
+            xp.multiply(x, f(scale), out=out)
+            src = out
+        if bias is not None:
+            xp.add(src.reshape(-1, L, S), bias, out=out.reshape(-1, L, S))
+        rows = out.reshape(-1, S)
+        _softmax_body(rows, rows)
+
+    return _launch(body, xp.empty_like(x), x, row=L * S)
 
 
-def softmax_grad(y, g):
-    """The input's gradient of softmax over the last dim, from its output ``y``."""
+def softmax_grad(y, g, scale=None):
+    """The input's gradient of softmax over the last dim, from its output ``y``; times
+    ``scale`` when given (the gradient of ``softmax(x * scale + bias)``)."""
     y, g = _contiguous(y, g)
-    return _launch(_softmax_grad_body, array_module(y).empty_like(y), y, g, row=y.shape[-1])
+    if scale is None:
+        body = _softmax_grad_body
+    else:
+        f = y.dtype.type
+
+        def body(out, y, g):
+            _softmax_grad_body(out, y, g)
+            out *= f(scale)
+
+    return _launch(body, array_module(y).empty_like(y), y, g, row=y.shape[-1])
+
+
+def _row_sums(a):
+    """The sum of each row of a 2-D float array. For rows of up to a few thousand
+    elements by einsum's summing loop, 3-4x faster than numpy's reduction along short
+    rows, and a row's sum does not depend on the rows around it (a BLAS product with a
+    vector of ones is faster still, but its result depends on where a row falls in the
+    block, which would make the threaded kernels' bits depend on the thread count)."""
+    if a.shape[1] > 4096:  # a long row: numpy's pairwise sum rounds less
+        return a.sum(axis=1)
+    return array_module(a).einsum("ij->i", a)
+
+
+def _row_means(a):
+    """The mean of each row of a 2-D float array, as a column."""
+    m = _row_sums(a)
+    m *= a.dtype.type(1 / a.shape[1])
+    return m[:, None]
 
 
 def _centered(x, eps):
-    """``x - mean`` of each row, and ``1 / sqrt(var + eps)`` (a column)."""
+    """``x - mean`` of each row, ``1 / sqrt(var + eps)`` (a column) and a scratch
+    array of ``x``'s shape."""
     xp = array_module(x)
-    xc = x - x.mean(axis=1, keepdims=True)
-    rstd = (xc * xc).mean(axis=1, keepdims=True)
+    xc = x - _row_means(x)
+    sq = xp.multiply(xc, xc)
+    rstd = _row_means(sq)
     rstd += x.dtype.type(eps)
     xp.sqrt(rstd, out=rstd)
-    return xc, xp.reciprocal(rstd, out=rstd)
+    return xc, xp.reciprocal(rstd, out=rstd), sq
 
 
 def layer_norm(x, row, weight, bias, eps):
@@ -216,7 +300,7 @@ def layer_norm(x, row, weight, bias, eps):
     (x,) = _contiguous(x)
 
     def body(out, x):
-        xc, rstd = _centered(x, eps)
+        xc, rstd, _ = _centered(x, eps)
         array_module(x).multiply(xc, rstd, out=out)
         if weight is not None:
             out *= weight
@@ -235,16 +319,16 @@ def layer_norm_grad(x, g, row, weight, eps, need_input, need_weight):
     gx = xp.empty_like(x) if need_input else None
 
     def body(out, x, g, *gxh):
-        xc, rstd = _centered(x, eps)
+        xc, rstd, tmp = _centered(x, eps)
         xc *= rstd                                           # xhat
         if gxh:
             xp.multiply(g, xc, out=gxh[0])
         if out is None:
             return
         gxhat = g * weight if weight is not None else g
-        tmp = gxhat * xc
-        proj = tmp.mean(axis=1, keepdims=True)
-        xp.subtract(gxhat, gxhat.mean(axis=1, keepdims=True), out=out)
+        xp.multiply(gxhat, xc, out=tmp)
+        proj = _row_means(tmp)
+        xp.subtract(gxhat, _row_means(gxhat), out=out)
         xp.multiply(xc, proj, out=tmp)
         out -= tmp
         out *= rstd

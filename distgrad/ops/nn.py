@@ -861,7 +861,10 @@ class ScaledSoftmaxBackward0(Node):
     def backward(self, g):
         (y,) = self.saved_tensors
         scale = self.args
-        if not _grad_state.enabled and g._data.dtype == y._data.dtype:
+        if (not _grad_state.enabled and cpu_kernels.use(y._data) and g._data.dtype == y._data.dtype
+                and g._data.shape == y._data.shape):
+            return _wrap(cpu_kernels.softmax_grad(y._data, g._data, scale))
+        if not _grad_state.enabled and g._data.dtype == y._data.dtype and cuda_kernels.use(y._data):
             xp = array_module(y._data)
             return _wrap(cuda_kernels.softmax_backward(xp.ascontiguousarray(y._data),
                                                        xp.ascontiguousarray(g._data), scale))
@@ -870,9 +873,16 @@ class ScaledSoftmaxBackward0(Node):
 
 def _scaled_softmax(scores, scale, causal):
     """The GPU row kernel for softmax(scores * scale) with the causal mask applied
-    inside it: one pass each way instead of a scale, a mask add and a softmax."""
-    x = array_module(scores._data).ascontiguousarray(scores._data)
-    y = cuda_kernels.softmax_forward(x, scale, causal)
+    inside it: one pass each way instead of a scale, a mask add and a softmax. On the
+    CPU (float32, float64), the row kernels do the same ops as those three, with their
+    roundings, without their temporaries and nodes."""
+    x = scores._data
+    if cpu_kernels.use(x):
+        L, S = x.shape[-2:]
+        bias = _causal_bias(L, S, x.dtype, np)._data if causal else None
+        y = cpu_kernels.softmax(x, scale, bias)
+    else:
+        y = cuda_kernels.softmax_forward(array_module(x).ascontiguousarray(x), scale, causal)
     return record(ScaledSoftmaxBackward0, y, (scores,), (OUTPUT,), args=scale)
 
 
@@ -1000,12 +1010,14 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         out = _attention_fused(query, key, value, scale, is_causal)
         if out is not None:
             return out
-    if attn_mask is None and cuda_kernels.rows_supported(query._data) and L and S:
-        attn = _scaled_softmax(query @ key.transpose(-2, -1), scale, is_causal)
+    scores = query @ key.transpose(-2, -1)
+    if attn_mask is None and L and S and (cuda_kernels.rows_supported(scores._data)
+                                          or cpu_kernels.use(scores._data)):
+        attn = _scaled_softmax(scores, scale, is_causal)
         if dropout_p > 0.0:
             attn = dropout(attn, dropout_p)
         return attn @ value
-    scores = (query @ key.transpose(-2, -1)) * scale
+    scores = scores * scale
     xp = array_module(query._data)
     if is_causal:
         if attn_mask is not None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import dtype as _dt
 from ..autograd.function import OUTPUT, Node, record
+from ..autograd.grad_mode import state as _grad_state
 from ..backend import errstate, ndarray as _np_ndarray
 from . import cpu_kernels, cuda_kernels
 from ._util import (Tensor, _wrap, array_module, as_tensor_arg, broadcast_error, check_scalar,
@@ -669,6 +670,9 @@ def _gelu_derivative(x, approximate):
 class GeluBackward0(Node):
     def backward(self, g):
         (x,) = self.saved_tensors
+        if type(self.args) is tuple:  # the CPU float32 erf path kept Phi(x)
+            approximate, cdf = self.args
+            return gelu_backward(g, x, approximate, cdf)
         return gelu_backward(g, x, self.args)
 
 
@@ -690,13 +694,15 @@ class GeluBackwardBackward0(Node):
         return gg_g, gg_x
 
 
-def gelu_backward(grad_output, input, approximate="none"):
-    """``grad_output * gelu'(input)`` as one op: the gradient of gelu."""
+def gelu_backward(grad_output, input, approximate="none", _cdf=None):
+    """``grad_output * gelu'(input)`` as one op: the gradient of gelu. ``_cdf``: Phi(input),
+    where gelu's CPU float32 forward kept it."""
     if cuda_kernels.use(input._data) and grad_output._data.dtype == input._data.dtype:
         d = cuda_kernels.gelu_grad(input._data, grad_output._data, approximate)
     elif (approximate == "none" and input._data.dtype == grad_output._data.dtype == np.float32
           and input._data.shape == grad_output._data.shape):
-        d = cpu_kernels.gelu_grad(input._data, grad_output._data)
+        cdf = _cdf if _cdf is not None and _cdf.shape == input._data.shape else None
+        d = cpu_kernels.gelu_grad(input._data, grad_output._data, cdf)
     else:
         d = _gelu_derivative(input._data, approximate)
         d *= grad_output._data
@@ -707,6 +713,12 @@ def gelu(input, approximate="none"):
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     x = result_float(input._data)
+    if (approximate == "none" and type(x) is np.ndarray and x.dtype == np.float32 and x.size
+            and input._requires_grad and _grad_state.enabled and not _grad_state.inference):
+        # Phi(x) is kept for backward (one more activation-sized array until then), which
+        # then takes 7 passes over memory instead of the erf's 30
+        y, cdf = cpu_kernels.gelu(x, keep_cdf=True)
+        return record(GeluBackward0, y, (input,), (input,), args=(approximate, cdf))
     return record(GeluBackward0, _gelu_value(x, approximate), (input,), (input,), args=approximate)
 
 
