@@ -167,6 +167,23 @@ def timeline(loss_fn, trace):
     return [rows[k] for k in sorted(rows)]
 
 
+def overlap_ceiling(rows, t) -> float | None:
+    """The overlap efficiency this model allows on this link with no CPU contention:
+    each bucket ready when backward alone would make it (the timeline's ready times
+    scaled to backward alone's length), the wire taking buckets in order, each for
+    its share of communication alone, from max(ready, the previous one's end)."""
+    readies = [r[2] for r in rows if r[2] is not None]
+    if len(readies) != len(rows) or not readies or max(readies) <= 0:
+        return None
+    b, c = t["backward alone"], t["communication alone"]
+    total = sum(r[1] for r in rows)
+    scale = b * 1e3 / max(readies)
+    end = 0.0
+    for _, nbytes, ready, _, _ in rows:
+        end = max(end, ready * scale / 1e3) + c * nbytes / total
+    return (b + c - max(b, end)) / min(b, c)
+
+
 def main():
     dist.init_process_group("mpi")
     comm = dist.group.default_comm()
@@ -188,10 +205,9 @@ def main():
                                         reducer)}
     early, total = reducer.overlap_report()  # of the last backward with DDP
     early = comm.comm.allreduce(early, op=comm.MPI.MIN)
-    rows = None
-    if "--timeline" in sys.argv or _arg("--trace"):
-        comm.barrier()
-        rows = timeline(loss_fn, _arg("--trace") if rank == 0 else None)
+    comm.barrier()
+    rows = timeline(loss_fn, _arg("--trace") if rank == 0 else None)
+    ceiling = overlap_ceiling(rows, figures["distgrad DDP"])
 
     step = {}
     dg_step = lambda: loss_fn().backward()  # noqa: E731
@@ -234,6 +250,9 @@ def main():
                 cells.append("" if v is None else f"{v:.0%}" if k in PERCENT else f"{v * 1e3:.1f} ms")
             print(f"  {k:<26}" + "".join(f"{c:>18}" for c in cells))
         print("  (overlap efficiency = hidden / min(backward alone, communication alone); goal on a link: >= 90%)")
+        if ceiling is not None:
+            print(f"  ceiling for this model here: {ceiling:.0%} (gradients ready when backward alone makes them, "
+                  "buckets on the wire in order at communication alone's pace, no CPU taken from backward)")
         print(f"  buckets all-reduced while backward was still running: {early / 2 ** 20:.1f} of "
               f"{total / 2 ** 20:.1f} MiB")
         for name, v in step.items():
@@ -241,7 +260,7 @@ def main():
         if torch is not None:
             print(f"  distgrad DDP / torch DDP: {step['distgrad DDP'] / step['torch DDP (gloo)']:.2f} x "
                   f"(goal <= {0.9 if LINK else 1.0})")
-        if rows:
+        if "--timeline" in sys.argv or _arg("--trace"):
             print("  per bucket of one backward with DDP (ms from its start): bucket, KiB, ready, "
                   "all-reduce start, end")
             for b, nbytes, ready, start, end in rows:
