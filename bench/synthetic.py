@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -109,7 +110,9 @@ def worker(args) -> None:
         torch.set_num_threads(1)
         os.environ.setdefault("MASTER_ADDR", comm.comm.bcast(_address() if rank == 0 else None, root=0))
         os.environ.setdefault("MASTER_PORT", str(comm.comm.bcast(_free_port() if rank == 0 else None, root=0)))
-        tdist.init_process_group("gloo", rank=rank, world_size=world)
+        import datetime
+
+        tdist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=120))
     for name in args.model:
         rng = np.random.default_rng(rank)
         model, x, y, loss_fn = build(dg, name, rng)
@@ -158,9 +161,9 @@ def _time(step, comm, args) -> float:
 
 
 def _address() -> str:
-    import socket
-
-    return socket.gethostbyname(socket.gethostname()) if os.environ.get("DISTGRAD_BENCH_LINK") else "127.0.0.1"
+    """Rank 0's address for gloo: on a link, its namespace's end of the veth (the
+    host name resolves to an address the other namespace cannot reach)."""
+    return os.environ.get("DISTGRAD_LINK_MASTER", "127.0.0.1")
 
 
 def _free_port() -> int:
@@ -187,14 +190,22 @@ def run_point(n: int, args, link=None) -> list:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                DISTGRAD_THREADS="1")
     if link is not None and n > 1:
-        env.update(link.env(), DISTGRAD_BENCH_LINK="1")
+        env.update(link.env())
         full = link.mpiexec(cmd, _mpiexec(), n)
     else:
         full = [_mpiexec(), "-n", str(n)] + cmd
-    proc = subprocess.run(full, env=env, capture_output=True, text=True, timeout=args.timeout)
+    proc = subprocess.Popen(full, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)   # mpiexec and every rank it started here
+        out, err = proc.communicate()
+        sys.exit(f"{n} ranks did not finish within --timeout {args.timeout:.0f} s; stopped them:\n"
+                 f"{out[-3000:]}\n{err[-3000:]}")
     if proc.returncode != 0:
-        sys.exit(f"{n} ranks failed (exit status {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return [json.loads(line[len("RESULT "):]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        sys.exit(f"{n} ranks failed (exit status {proc.returncode}):\n{out[-3000:]}\n{err[-3000:]}")
+    return [json.loads(line[len("RESULT "):]) for line in out.splitlines() if line.startswith("RESULT ")]
 
 
 def main():
@@ -208,7 +219,7 @@ def main():
     ap.add_argument("--torch", action="store_true", help="also run PyTorch DDP (gloo) at every point")
     ap.add_argument("--link", metavar="RATE", help="run across two network namespaces joined by a link "
                                                    "shaped to RATE (e.g. 1gbit; needs root, ip and tc)")
-    ap.add_argument("--timeout", type=float, default=1800, help="seconds one point may take")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds one point may take")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.model = [m.strip() for m in args.model.split(",") if m.strip()]
