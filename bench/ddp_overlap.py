@@ -28,6 +28,7 @@ Run it directly (it starts ``mpiexec -n 2`` with one BLAS thread per rank) or un
 """
 from __future__ import annotations
 
+import datetime
 import os
 import platform
 import shutil
@@ -216,7 +217,8 @@ def main():
         torch.set_num_threads(1)
         master = os.environ.get("DISTGRAD_LINK_MASTER", "127.0.0.1")
         port = comm.broadcast_object(29500 + int(time.time()) % 1000 if rank == 0 else None, 0)
-        tdist.init_process_group("gloo", init_method=f"tcp://{master}:{port}", rank=rank, world_size=size)
+        tdist.init_process_group("gloo", init_method=f"tcp://{master}:{port}", rank=rank, world_size=size,
+                                timeout=datetime.timedelta(seconds=120))
         tmodel = make_model(torch)
         tmodel.load_state_dict({k: torch.tensor(v.numpy()) for k, v in model.state_dict().items()})
         tddp = torch.nn.parallel.DistributedDataParallel(tmodel, bucket_cap_mb=BUCKET_CAP_MB)

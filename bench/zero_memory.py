@@ -19,6 +19,7 @@ Run it directly (it starts ``mpiexec -n 2`` with one BLAS thread per rank) or un
 """
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 import time
@@ -165,7 +166,8 @@ def main():
     if torch is not None:
         torch.set_num_threads(1)
         port = comm.broadcast_object(29500 + int(time.time()) % 1000 if rank == 0 else None, 0)
-        tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size)
+        tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=size,
+                                timeout=datetime.timedelta(seconds=120))
         dg.manual_seed(0)
         state = {k: torch.tensor(v.numpy()) for k, v in make_model(dg).state_dict().items()}
         for sharded in (False, True):
