@@ -145,19 +145,25 @@ def _gelu_body(out, x):
     out *= x
 
 
+def _x_pdf(out, x):
+    """x phi(x) (phi: the standard normal density) into ``out``."""
+    xp = array_module(x)
+    f = x.dtype.type
+    xp.multiply(x, x, out=out)
+    out *= f(-0.5)
+    xp.exp(out, out=out)
+    out *= x
+    out *= f(_INV_SQRT_2PI)
+    return out
+
+
 def _gelu_grad_body(out, x, g):
     # gelu'(x) = Phi(x) + x phi(x)
-    xp = array_module(x)
     f = x.dtype.type
     _tanh_odd_poly(out, x, _INV_SQRT2)
     out *= f(0.5)
     out += f(0.5)
-    pdf = xp.multiply(x, x)
-    pdf *= f(-0.5)
-    xp.exp(pdf, out=pdf)
-    pdf *= x
-    pdf *= f(_INV_SQRT_2PI)
-    out += pdf
+    out += _x_pdf(array_module(x).empty_like(x), x)
     out *= g
 
 
@@ -171,14 +177,9 @@ def _gelu_cdf_body(out, cdf, x):
 
 def _gelu_grad_cdf_body(out, x, g, cdf):
     # gelu'(x) = Phi(x) + x phi(x), Phi kept by the forward: the same values and roundings
-    # as _gelu_grad_body, without the erf's two dozen passes
-    xp = array_module(x)
-    f = x.dtype.type
-    xp.multiply(x, x, out=out)
-    out *= f(-0.5)
-    xp.exp(out, out=out)
-    out *= x
-    out *= f(_INV_SQRT_2PI)
+    # as _gelu_grad_body (a sum's order does not change its rounding), without the erf's
+    # two dozen passes
+    _x_pdf(out, x)
     out += cdf
     out *= g
 
