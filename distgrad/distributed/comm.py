@@ -214,7 +214,9 @@ class Transport:
         return req.result
 
     def reduce_scatter(self, arr, op=SUM):
-        raise NotImplementedError
+        req = self.ireduce_scatter(arr, op)
+        req.wait()
+        return req.result
 
     def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
         raise NotImplementedError
@@ -288,11 +290,6 @@ class MPITransport(Transport):
             sbuf, mop = _half_buffer(self.MPI, src, op)
             return sbuf, [out.view(np.uint16), self.MPI.UINT16_T], mop, out
         return src, out, _mpi_op(self.MPI, op), out
-
-    def reduce_scatter(self, arr, op=SUM):
-        req = self.ireduce_scatter(arr, op)
-        req.wait()
-        return req.result
 
     def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
         if counts is not None:
@@ -392,10 +389,6 @@ class StagedTransport(Transport):
         xp = array_module(arr)
         return [xp.asarray(o) for o in self.host.allgather(self._out(arr, copy=True).reshape(arr.shape))]
 
-    def reduce_scatter(self, arr, op=SUM):
-        out = self.host.reduce_scatter(self._out(arr, copy=True).reshape(arr.shape), op)
-        return array_module(arr).asarray(out)
-
     def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
         import cupy
 
@@ -486,24 +479,6 @@ class NCCLTransport(Transport):
             src.data.ptr, out.data.ptr, src.size, self._dtype(src), stream))
         req.result = list(out)
         return req
-
-    def reduce_scatter(self, arr, op=SUM):
-        cupy = self.cupy
-        if arr.shape[0] % self.size:
-            raise ValueError(
-                f"reduce_scatter: the first dim ({arr.shape[0]}) must divide evenly among {self.size} ranks")
-        src = cupy.ascontiguousarray(arr)
-        out = cupy.empty((arr.shape[0] // self.size,) + arr.shape[1:], arr.dtype)
-
-        def call(stream):
-            self.nccl_comm.reduceScatter(src.data.ptr, out.data.ptr, out.size, self._dtype(src), self._ops[op],
-                                         stream)
-            if op == AVG:
-                with self.stream:
-                    self.cupy.true_divide(out, self.size, out=out)
-
-        self._launch(src, None, call).wait()
-        return out
 
     def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
         """With ``counts``, NCCL (which has no reduce-scatter of unequal parts) reduces
@@ -662,7 +637,7 @@ class MPICommunicator(Communicator):
 
     def ireduce_scatter(self, arr, op=SUM, ready=None, counts=None):
         if self.size == 1:
-            return Request(result=arr.reshape(-1).copy() if counts is not None else arr.copy())
+            return super().ireduce_scatter(arr, op, ready, counts)
         return self._transport(arr).ireduce_scatter(arr, op, ready, counts)
 
     def ibarrier(self):

@@ -461,8 +461,6 @@ class Reducer:
                 # Gradients accumulated under no_sync() still count; else this rank adds zeros.
                 g = self.params[i]._grad if i in self.used_unsynced else None
                 self._mark(i, None if g is None else g._data)
-                if g is not None and self.owners is not None:
-                    self.params[i]._grad = None
             self.walk_ended_at = time.perf_counter()
             if self.worker is not None:
                 self.worker.eager.set()  # backward is over: communication may take the core
@@ -552,10 +550,6 @@ class Reducer:
         if len(owners) != len(self.params) or any(not 0 <= r < self.size for r in owners):
             raise ValueError(f"Reducer.shard: expected an owning rank in [0, {self.size}) for each of the "
                              f"{len(self.params)} parameters")
-        if self.worker is not None and self.worker.hook is not None:
-            raise RuntimeError(
-                f"DistributedDataParallel (rank {self.comm.rank}): a communication hook is registered; "
-                "gradient sharding reduce-scatters the buckets itself, so build the model without one")
         self.owners = list(owners)
         self._build([i for b in self.buckets for i in b.param_ids])
 

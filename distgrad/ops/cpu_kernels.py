@@ -137,11 +137,17 @@ def erf(x):
     return _launch(lambda out, x: _tanh_odd_poly(out, x, 1.0), array_module(x).empty_like(x), x)
 
 
-def _gelu_body(out, x):
+def _phi(out, x):
+    """Phi(x), the standard normal CDF (1 + erf(x / sqrt 2)) / 2, into ``out``."""
     f = x.dtype.type
-    _tanh_odd_poly(out, x, _INV_SQRT2)  # erf(x / sqrt 2)
+    _tanh_odd_poly(out, x, _INV_SQRT2)
     out *= f(0.5)
     out += f(0.5)
+    return out
+
+
+def _gelu_body(out, x):
+    _phi(out, x)
     out *= x
 
 
@@ -159,20 +165,13 @@ def _x_pdf(out, x):
 
 def _gelu_grad_body(out, x, g):
     # gelu'(x) = Phi(x) + x phi(x)
-    f = x.dtype.type
-    _tanh_odd_poly(out, x, _INV_SQRT2)
-    out *= f(0.5)
-    out += f(0.5)
+    _phi(out, x)
     out += _x_pdf(array_module(x).empty_like(x), x)
     out *= g
 
 
 def _gelu_cdf_body(out, cdf, x):
-    _tanh_odd_poly(cdf, x, _INV_SQRT2)
-    f = x.dtype.type
-    cdf *= f(0.5)
-    cdf += f(0.5)
-    array_module(x).multiply(cdf, x, out=out)
+    array_module(x).multiply(_phi(cdf, x), x, out=out)
 
 
 def _gelu_grad_cdf_body(out, x, g, cdf):

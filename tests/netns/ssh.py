@@ -304,12 +304,10 @@ def session(conn, state_dir, hostname):
                 gone()
     _, status = os.waitpid(pid, 0)
     code = {"status": os.WEXITSTATUS(status)} if os.WIFEXITED(status) else {"signal": os.WTERMSIG(status)}
-    try:
+    with contextlib.suppress(OSError):   # a client that is gone has nothing left to hear
         send_frame(conn, EXIT, json.dumps(code).encode())
         conn.shutdown(socket.SHUT_WR)
         conn.recv(1)  # until the client closes
-    except OSError:
-        pass
     os._exit(0)
 
 

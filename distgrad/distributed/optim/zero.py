@@ -249,8 +249,8 @@ def shard_gradients(ddp_model, optimizer: ZeroRedundancyOptimizer) -> None:
     buffer (laid out as one segment per owning rank, so it is reduce-scattered as it
     is) exists only from its first gradient until its reduce-scatter ends; after
     backward a rank holds the averaged gradients of its own parameters only (its
-    segment of each bucket, which their ``.grad`` are views of). During backward the buckets on their way
-    add to that. The traffic is a reduce-scatter instead of an all-reduce. The
+    segment of each bucket, which their ``.grad`` are views of); during backward
+    the buckets on their way add to that. The traffic is a reduce-scatter instead of an all-reduce. The
     global gradient norm needs the squared norms of all shards summed over ranks
     (``global_grad_norm``)."""
     from ..ddp import DistributedDataParallel
@@ -264,8 +264,8 @@ def shard_gradients(ddp_model, optimizer: ZeroRedundancyOptimizer) -> None:
     if ddp_model._comm_hook is not None:
         raise RuntimeError(
             f"shard_gradients (rank {optimizer.rank}): this DistributedDataParallel model already has a "
-            "communication hook; gradient sharding reduces the buckets with a hook of its own, so build "
-            "the model without register_comm_hook")
+            "communication hook; gradient sharding reduce-scatters the buckets itself, so build the model "
+            "without register_comm_hook")
     reducer = ddp_model.reducer
     missing = [n for n, p in zip(reducer.names, reducer.params) if id(p) not in optimizer._owner]
     if missing:
