@@ -1,6 +1,7 @@
 """The CPU kernels: erf accurate to its dtype everywhere (tails, subnormals, inf, NaN),
 and fused kernels (GELU, softmax, LayerNorm) that give the same values on any number of
-threads and agree with PyTorch."""
+threads and agree with PyTorch. Every test runs twice: with the numba-compiled bodies
+and with the numpy bodies alone (what runs without numba, or with DISTGRAD_NUMBA=0)."""
 import math
 
 import numpy as np
@@ -9,7 +10,20 @@ import pytest
 import distgrad as dg
 import distgrad.nn.functional as F
 from distgrad import _threads
-from distgrad.ops import cpu_kernels
+from distgrad.ops import _jit_kernels, cpu_kernels
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def bodies(request, monkeypatch):
+    """Which kernel bodies the test runs: numba's or numpy's."""
+    if request.param == "compiled":
+        if _jit_kernels.get() is None:
+            pytest.skip("numba is not installed")
+    else:
+        monkeypatch.setattr(_jit_kernels, "_kernels", None)
+        monkeypatch.setattr(_jit_kernels, "_failed", True)
+    assert cpu_kernels.compiled() == (request.param == "compiled")
+    return request.param
 
 _erf_exact = np.vectorize(math.erf, otypes=[np.float64])
 

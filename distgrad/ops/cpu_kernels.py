@@ -8,6 +8,12 @@ in-place ufuncs that runs over blocks of whole rows on a few threads at once
 (ufuncs release the GIL), as PyTorch's CPU kernels use the cores that BLAS uses.
 Blocks never split a row, so results are the same bits on any number of threads.
 The same kernel bodies serve CuPy arrays (erf), on the whole array at once.
+
+Where numba is installed (a dependency; ``DISTGRAD_NUMBA=0`` turns it off), the
+bodies on numpy arrays are compiled loops instead (``_jit_kernels``): one pass over
+each row for LayerNorm and softmax's gradient, a few for erf, GELU and softmax
+around numpy's exp and tanh. The numpy bodies remain for CuPy, float16 and numba's
+absence, and the tests run both.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .. import _threads
+from . import _jit_kernels
 from ._util import array_module
 
 # erf(x) = tanh(y(x)) with y = atanh(erf(x)), an odd function: y(x) = x P(x^2), with P a
@@ -35,6 +42,7 @@ _INV_SQRT2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 _BLOCK = 1 << 17  # elements per task: a few arrays of this size stay in a core's cache
+_CHUNK = 1 << 15  # elements per compiled pass within a block (see _in_chunks)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _default_threads: int | None = None
@@ -99,6 +107,11 @@ def _launch(body, out, *inputs, row=1):
     return out
 
 
+def compiled() -> bool:
+    """Whether the numba-compiled bodies (``_jit_kernels``) serve these kernels."""
+    return _jit_kernels.get() is not None
+
+
 def use(x) -> bool:
     """Whether the row kernels (softmax, LayerNorm) take ``x``: a non-empty float32 or
     float64 numpy array."""
@@ -131,9 +144,37 @@ def _tanh_odd_poly(out, x, scale):
     return xp.tanh(out, out=out)
 
 
+def _erf_constants(dtype, scale):
+    """The compiled odd_poly's constants for erf(scale x): the clip bounds, then
+    _ERF_P's coefficients scaled, rounded to ``dtype`` as _tanh_odd_poly rounds them."""
+    return np.array([-_ERF_CLIP / scale, _ERF_CLIP / scale]
+                    + [c * scale ** (2 * k + 1) for k, c in enumerate(_ERF_P)], dtype)
+
+
+def _in_chunks(fn):
+    """A ``_launch`` body running ``fn`` over chunks of ``_CHUNK`` elements of its (flat,
+    same-sized) arrays, so that a chunk stays in cache from one compiled pass to numpy's
+    exp or tanh and on to the next."""
+    def body(*arrays):
+        flat = [a.reshape(-1) for a in arrays]
+        for lo in range(0, flat[0].size, _CHUNK):
+            fn(*(a[lo:lo + _CHUNK] for a in flat))
+    return body
+
+
+def _jit_erf_into(jit, k, out, x):
+    """out = erf(x) (erf(x / sqrt 2) with k for that scale) by the compiled polynomial
+    and numpy's tanh: the bits of _tanh_odd_poly, in two passes instead of two dozen."""
+    jit["odd_poly"](x, k, out)
+    np.tanh(out, out=out)
+
+
 def erf(x):
     """erf of a float32 array, within 3 ulp of the exact value."""
     (x,) = _contiguous(x)
+    if type(x) is np.ndarray and (jit := _jit_kernels.get()) is not None:
+        k = _erf_constants(x.dtype, 1.0)
+        return _launch(_in_chunks(lambda out, x: _jit_erf_into(jit, k, out, x)), np.empty_like(x), x)
     return _launch(lambda out, x: _tanh_odd_poly(out, x, 1.0), array_module(x).empty_like(x), x)
 
 
@@ -188,6 +229,17 @@ def gelu(x, keep_cdf=False):
     CDF, ``gelu(x) / x``), from which ``gelu_grad`` makes the gradient in a few passes."""
     (x,) = _contiguous(x)
     xp = array_module(x)
+    if xp is np and (jit := _jit_kernels.get()) is not None:
+        k, half, finish = _erf_constants(x.dtype, _INV_SQRT2), x.dtype.type(0.5), jit["gelu_finish"]
+
+        def fn(out, cdf, x):  # cdf is out without keep_cdf: Phi(x) is overwritten by gelu(x)
+            _jit_erf_into(jit, k, cdf, x)
+            finish(cdf, x, half, cdf, out)
+
+        if not keep_cdf:
+            return _launch(_in_chunks(lambda out, x: fn(out, out, x)), np.empty_like(x), x)
+        cdf = np.empty_like(x)
+        return _launch(_in_chunks(fn), np.empty_like(x), cdf, x), cdf
     if not keep_cdf:
         return _launch(_gelu_body, xp.empty_like(x), x)
     cdf = xp.empty_like(x)
@@ -197,11 +249,38 @@ def gelu(x, keep_cdf=False):
 def gelu_grad(x, g, cdf=None):
     """``g * gelu'(x)`` for float32 arrays of one shape; ``cdf``: Phi(x) as ``gelu``
     kept it (or None)."""
+    if type(x) is np.ndarray and (jit := _jit_kernels.get()) is not None:
+        return _jit_gelu_grad(jit, *_contiguous(x, g, *(() if cdf is None else (cdf,))))
     if cdf is None:
         x, g = _contiguous(x, g)
         return _launch(_gelu_grad_body, array_module(x).empty_like(x), x, g)
     x, g, cdf = _contiguous(x, g, cdf)
     return _launch(_gelu_grad_cdf_body, array_module(x).empty_like(x), x, g, cdf)
+
+
+def _jit_gelu_grad(jit, x, g, cdf=None):
+    """gelu_grad by the compiled passes and numpy's exp (and tanh without ``cdf``): the
+    bits of the numpy bodies."""
+    f = x.dtype.type
+    square, finish = jit["minus_half_square"], jit["gelu_grad_finish"]
+    c, minus_half = f(_INV_SQRT_2PI), f(-0.5)
+
+    def x_pdf_plus(out, x, g, cdf, e):  # out = (x phi(x) + cdf) g, e: scratch
+        square(x, minus_half, e)
+        np.exp(e, out=e)
+        finish(e, x, g, cdf, c, out)
+
+    if cdf is not None:
+        return _launch(_in_chunks(lambda out, x, g, cdf: x_pdf_plus(out, x, g, cdf, out)),
+                       np.empty_like(x), x, g, cdf)
+    k, half = _erf_constants(x.dtype, _INV_SQRT2), f(0.5)
+
+    def fn(out, x, g):
+        _jit_erf_into(jit, k, out, x)
+        jit["phi_in_place"](out, half)
+        x_pdf_plus(out, x, g, out, np.empty_like(x))
+
+    return _launch(_in_chunks(fn), np.empty_like(x), x, g)
 
 
 def _softmax_body(out, x):
@@ -230,6 +309,8 @@ def softmax(x, scale=None, bias=None):
     (x,) = _contiguous(x)
     xp = array_module(x)
     S = x.shape[-1]
+    if xp is np and (jit := _jit_kernels.get()) is not None:
+        return _jit_softmax(jit, x, scale, bias)
     if scale is None and bias is None:
         return _launch(_softmax_body, xp.empty_like(x), x, row=S)
     f = x.dtype.type
@@ -248,10 +329,42 @@ def softmax(x, scale=None, bias=None):
     return _launch(body, xp.empty_like(x), x, row=L * S)
 
 
+def _jit_softmax(jit, x, scale, bias):
+    """softmax by a compiled pass (scale, bias, the row's largest subtracted), numpy's
+    exp and a compiled normalization, over chunks of rows that stay in cache."""
+    S = x.shape[-1]
+    L = bias.shape[0] if bias is not None else 1
+    step = max(1, _CHUNK // S)
+    normalize = jit["normalize_rows"]
+    if scale is None and bias is None:
+        sub = jit["sub_row_max"]
+        shift = lambda x, lo, out: sub(x, out)  # noqa: E731
+    else:
+        b = np.ascontiguousarray(bias, x.dtype) if bias is not None else np.zeros((1, S), x.dtype)
+        k = np.array([1.0 if scale is None else scale], x.dtype)
+        shift_rows = jit["shift_rows"]
+        shift = lambda x, lo, out: shift_rows(x, b, k, lo, out)  # noqa: E731
+
+    def body(out, x):  # whole (L, S) matrices: a block's row r has the bias row r % L
+        x, out = x.reshape(-1, S), out.reshape(-1, S)
+        for lo in range(0, x.shape[0], step):
+            o = out[lo:lo + step]
+            shift(x[lo:lo + step], lo, o)
+            np.exp(o, out=o)
+            normalize(o)
+
+    return _launch(body, np.empty_like(x), x, row=L * S)
+
+
 def softmax_grad(y, g, scale=None):
     """The input's gradient of softmax over the last dim, from its output ``y``; times
     ``scale`` when given (the gradient of ``softmax(x * scale + bias)``)."""
     y, g = _contiguous(y, g)
+    xp = array_module(y)
+    if xp is np and (jit := _jit_kernels.get()) is not None:
+        k = np.array([1.0 if scale is None else scale], y.dtype)
+        sg = jit["softmax_grad"]
+        return _launch(lambda out, y, g: sg(y, g, k, out), np.empty_like(y), y, g, row=y.shape[-1])
     if scale is None:
         body = _softmax_grad_body
     else:
@@ -294,10 +407,22 @@ def _centered(x, eps):
     return xc, xp.reciprocal(rstd, out=rstd), sq
 
 
+def _ln_constants(dtype, eps, row, weight):
+    """The compiled LayerNorm kernels' constants [1, eps, 1 / row] and weight (ones
+    when there is none)."""
+    w = weight if weight is not None else np.ones(row, dtype)
+    return np.array([1.0, eps, 1.0 / row], dtype), w
+
+
 def layer_norm(x, row, weight, bias, eps):
     """LayerNorm over the last ``row`` elements of ``x``, with optional weight and bias
     (arrays of ``row`` elements, or None)."""
     (x,) = _contiguous(x)
+    if type(x) is np.ndarray and (jit := _jit_kernels.get()) is not None:
+        k, w = _ln_constants(x.dtype, eps, row, weight)
+        b = bias if bias is not None else np.zeros(row, x.dtype)
+        fwd = jit["ln_fwd"]
+        return _launch(lambda out, x: fwd(x, w, b, k, out), np.empty_like(x), x, row=row)
 
     def body(out, x):
         xc, rstd, _ = _centered(x, eps)
@@ -317,6 +442,16 @@ def layer_norm_grad(x, g, row, weight, eps, need_input, need_weight):
     xp = array_module(x)
     gxh = xp.empty_like(x) if need_weight else None
     gx = xp.empty_like(x) if need_input else None
+    if xp is np and (jit := _jit_kernels.get()) is not None:
+        k, w = _ln_constants(x.dtype, eps, row, weight)
+        bwd, none = jit["ln_bwd"], np.empty((1, 1), x.dtype)
+        if gx is None:
+            _launch(lambda gxh, x, g: bwd(x, g, w, k, none, gxh, False, True), gxh, x, g, row=row)
+        elif gxh is None:
+            _launch(lambda gx, x, g: bwd(x, g, w, k, gx, none, True, False), gx, x, g, row=row)
+        else:
+            _launch(lambda gx, x, g, gxh: bwd(x, g, w, k, gx, gxh, True, True), gx, x, g, gxh, row=row)
+        return gx, gxh
 
     def body(out, x, g, *gxh):
         xc, rstd, tmp = _centered(x, eps)

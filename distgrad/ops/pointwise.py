@@ -714,9 +714,11 @@ def gelu(input, approximate="none"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
     x = result_float(input._data)
     if (approximate == "none" and type(x) is np.ndarray and x.dtype == np.float32 and x.size
-            and input._requires_grad and _grad_state.enabled and not _grad_state.inference):
-        # Phi(x) is kept for backward (one more activation-sized array until then), which
-        # then takes 7 passes over memory instead of the erf's 30
+            and input._requires_grad and _grad_state.enabled and not _grad_state.inference
+            and not cpu_kernels.compiled()):
+        # numpy bodies only: Phi(x) is kept for backward (one more activation-sized array
+        # until then), which then takes 7 passes over memory instead of the erf's 30; the
+        # compiled kernels recompute it as fast as they would read it back
         y, cdf = cpu_kernels.gelu(x, keep_cdf=True)
         return record(GeluBackward0, y, (input,), (input,), args=(approximate, cdf))
     return record(GeluBackward0, _gelu_value(x, approximate), (input,), (input,), args=approximate)

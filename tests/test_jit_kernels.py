@@ -1,0 +1,213 @@
+"""The numba-compiled CPU kernels against the numpy bodies they replace: the elementwise
+ones (erf, GELU and its gradient) give numpy's bits, the row kernels (softmax, its
+gradient, LayerNorm) agree to float rounding, NaN and infinity come out as numpy's do,
+and DISTGRAD_NUMBA and a missing or broken numba fall back to numpy with a clear word."""
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from distgrad.ops import _jit_kernels, cpu_kernels
+
+pytestmark = pytest.mark.skipif(_jit_kernels.get() is None, reason="numba is not installed")
+
+
+def numpy_bodies(monkeypatch):
+    monkeypatch.setattr(_jit_kernels, "_kernels", None)
+    monkeypatch.setattr(_jit_kernels, "_failed", True)
+    assert not cpu_kernels.compiled()
+
+
+def compiled_then_numpy(monkeypatch, fn):
+    assert cpu_kernels.compiled()
+    first = fn()
+    numpy_bodies(monkeypatch)
+    return first, fn()
+
+
+def special_values(n=20000, seed=0, scale=4.0):
+    """Normal values, the erf's clipping edges, subnormals, zeros, infinities and NaN,
+    as a non-contiguous float32 array."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(n) * scale).astype(np.float32)
+    edge = np.float32(4.5 * math.sqrt(2))
+    extra = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-38, 4.5, -4.5,
+                      edge, -edge, np.nextafter(edge, np.float32(9)), 30.0, -30.0, 3e38, -3e38],
+                     np.float32)
+    x = np.concatenate([x, extra])
+    return np.stack([x, x[::-1]], axis=1)[:, 0]  # every other element of a bigger array
+
+
+ELEMENTWISE = {
+    "erf": lambda x, g: [cpu_kernels.erf(x)],
+    "gelu": lambda x, g: [cpu_kernels.gelu(x)],
+    "gelu_keep_cdf": lambda x, g: list(cpu_kernels.gelu(x, keep_cdf=True)),
+    "gelu_grad": lambda x, g: [cpu_kernels.gelu_grad(x, g)],
+    "gelu_grad_cdf": lambda x, g: [cpu_kernels.gelu_grad(x, g, cpu_kernels.gelu(x, keep_cdf=True)[1])],
+}
+
+
+@pytest.mark.parametrize("name", list(ELEMENTWISE))
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy warns for inf * 0; numba does not
+def test_elementwise_kernels_give_numpys_bits(monkeypatch, name):
+    x = special_values()
+    assert not x.flags.c_contiguous
+    g = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
+    ours, theirs = compiled_then_numpy(monkeypatch, lambda: ELEMENTWISE[name](x, g))
+    for a, b in zip(ours, theirs):
+        assert a.dtype == np.float32 and a.shape == x.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def causal(L, S, dtype):
+    return np.where(np.tril(np.ones((L, S), bool)), 0, -np.inf).astype(dtype)
+
+
+ROWS = {
+    "softmax": lambda x, g: [cpu_kernels.softmax(x)],
+    "scaled_softmax": lambda x, g: [cpu_kernels.softmax(x, 0.37)],
+    "causal_softmax": lambda x, g: [cpu_kernels.softmax(x, 0.37, causal(x.shape[-2], x.shape[-1], x.dtype))],
+    "bias_only_softmax": lambda x, g: [cpu_kernels.softmax(x, None, causal(x.shape[-2], x.shape[-1], x.dtype))],
+    "softmax_grad": lambda x, g: [cpu_kernels.softmax_grad(cpu_kernels.softmax(x), g)],
+    "scaled_softmax_grad": lambda x, g: [cpu_kernels.softmax_grad(cpu_kernels.softmax(x), g, 0.37)],
+    "layer_norm": lambda x, g: [cpu_kernels.layer_norm(x, x.shape[-1], g[0, 0], g[0, 0] * 0.5 + 1, 1e-5)],
+    "layer_norm_no_affine": lambda x, g: [cpu_kernels.layer_norm(x, x.shape[-1], None, None, 1e-5)],
+    "layer_norm_2d": lambda x, g: [cpu_kernels.layer_norm(x, x.shape[-2] * x.shape[-1], None, None, 0.1)],
+    "layer_norm_grad": lambda x, g: list(cpu_kernels.layer_norm_grad(x, g, x.shape[-1], g[0, 0], 1e-5,
+                                                                      True, True)),
+    "layer_norm_grad_input": lambda x, g: cpu_kernels.layer_norm_grad(x, g, x.shape[-1], None, 1e-5,
+                                                                      True, False)[:1],
+    "layer_norm_grad_weight": lambda x, g: cpu_kernels.layer_norm_grad(x, g, x.shape[-1], g[0, 0], 1e-5,
+                                                                       False, True)[1:],
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 45, 45), (2, 130, 300), (1, 1, 7)])
+@pytest.mark.parametrize("name", list(ROWS))
+def test_row_kernels_agree_with_the_numpy_bodies(monkeypatch, name, shape, dtype):
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    ours, theirs = compiled_then_numpy(monkeypatch, lambda: ROWS[name](x, g))
+    eps = np.finfo(dtype).eps
+    for a, b in zip(ours, theirs):
+        assert a.dtype == dtype and a.shape == shape
+        # row sums are reassociated: a few roundings of the row's terms apart
+        tol = 16 * eps * max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, rtol=16 * eps, atol=tol)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy's inf - inf
+def test_softmax_rows_with_nan_inf_or_everything_masked(monkeypatch):
+    x = np.random.default_rng(3).standard_normal((6, 9)).astype(np.float32)
+    x[0, 4] = np.nan                 # a NaN: the row is NaN
+    x[1, :] = -np.inf                # everything masked: NaN, as numpy and PyTorch give
+    x[2, 3] = np.inf                 # +inf: NaN (inf - inf)
+    x[3, :5] = -np.inf               # partly masked: those get exactly 0
+    x[4, :] = np.nan
+    ours, theirs = compiled_then_numpy(monkeypatch, lambda: cpu_kernels.softmax(x))
+    for out in (ours, theirs):
+        assert np.isnan(out[[0, 1, 2, 4]]).all()
+        assert (out[3, :5] == 0).all() and abs(out[3].sum() - 1) < 1e-6
+        assert np.isfinite(out[5]).all() and abs(out[5].sum() - 1) < 1e-6
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-7)
+
+
+def test_layer_norm_of_constant_rows_is_the_bias(monkeypatch):
+    x = np.full((4, 64), 3.25, np.float32)
+    w, b = np.linspace(-1, 1, 64, dtype=np.float32), np.linspace(2, 3, 64, dtype=np.float32)
+    ours, theirs = compiled_then_numpy(monkeypatch, lambda: cpu_kernels.layer_norm(x, 64, w, b, 1e-5))
+    np.testing.assert_array_equal(ours, np.broadcast_to(b, x.shape))
+    np.testing.assert_array_equal(theirs, ours)
+
+
+def test_layer_norm_float64_is_exact_to_double_rounding():
+    rng = np.random.default_rng(5)
+    x, g = rng.standard_normal((50, 33)) * 7 + 2, rng.standard_normal((50, 33))
+    w = rng.standard_normal(33)
+    y = cpu_kernels.layer_norm(x, 33, w, None, 1e-5)
+    mean = x.mean(1, keepdims=True)
+    xhat = (x - mean) / np.sqrt(((x - mean) ** 2).mean(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y, xhat * w, rtol=1e-13, atol=1e-13)
+    gx, gxh = cpu_kernels.layer_norm_grad(x, g, 33, w, 1e-5, True, True)
+    gw = g * w
+    ref = (gw - gw.mean(1, keepdims=True) - xhat * (gw * xhat).mean(1, keepdims=True)) \
+        / np.sqrt(((x - mean) ** 2).mean(1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(gx, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gxh, g * xhat, rtol=1e-13, atol=1e-13)
+
+
+def test_gelu_under_autograd_keeps_no_cdf_with_the_compiled_kernels():
+    """The compiled gradient recomputes Phi(x): nothing beyond x is kept, as in PyTorch."""
+    import distgrad as dg
+    import distgrad.nn.functional as F
+    t = dg.tensor(np.linspace(-5, 5, 1000, dtype=np.float32), requires_grad=True)
+    y = F.gelu(t)
+    assert y.grad_fn.args == "none"  # the approximate flag alone: no Phi(x) array kept
+    y.backward(dg.ones_like(y))
+    x64 = np.linspace(-5, 5, 1000, dtype=np.float32).astype(np.float64)
+    ref = 0.5 * (1 + np.vectorize(math.erf)(x64 / math.sqrt(2))) + x64 * np.exp(-x64 ** 2 / 2) / math.sqrt(2 * math.pi)
+    np.testing.assert_allclose(t.grad.numpy(), ref, rtol=2e-6, atol=2e-6)
+
+
+def test_a_bad_distgrad_numba_value_is_refused(monkeypatch):
+    monkeypatch.setattr(_jit_kernels, "_kernels", None)
+    monkeypatch.setattr(_jit_kernels, "_failed", False)
+    monkeypatch.setenv("DISTGRAD_NUMBA", "yes")
+    with pytest.raises(ValueError, match=r"DISTGRAD_NUMBA='yes'.*expected 1 .* or 0"):
+        cpu_kernels.gelu(np.ones(3, np.float32))
+
+
+def run_python(code, env_extra=None, pre_path=None):
+    env = dict(os.environ, **(env_extra or {}))
+    if pre_path:
+        env["PYTHONPATH"] = pre_path + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+CHECK = """
+    import warnings, numpy as np
+    warnings.simplefilter("always")
+    from distgrad.ops import cpu_kernels
+    import distgrad as dg, distgrad.nn.functional as F
+    x = dg.tensor(np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4), requires_grad=True)
+    F.layer_norm(F.gelu(x), (4,)).softmax(-1).sum().backward()
+    print("compiled", cpu_kernels.compiled(), "finite", bool(np.isfinite(x.grad.numpy()).all()))
+"""
+
+
+def test_distgrad_numba_0_keeps_the_numpy_bodies():
+    r = run_python(CHECK, {"DISTGRAD_NUMBA": "0"})
+    assert r.returncode == 0, r.stderr
+    assert "compiled False finite True" in r.stdout
+    assert "numba" not in r.stderr
+
+
+def test_without_numba_the_numpy_bodies_run_silently(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['numba'] = None\n")
+    r = run_python(CHECK, pre_path=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "compiled False finite True" in r.stdout
+    assert "Warning" not in r.stderr
+
+
+def test_a_broken_numba_falls_back_with_a_warning(tmp_path):
+    (tmp_path / "numba").mkdir()
+    (tmp_path / "numba" / "__init__.py").write_text("raise OSError('libllvmlite.so: cannot open')\n")
+    r = run_python(CHECK, pre_path=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "compiled False finite True" in r.stdout
+    assert "numba failed to import (OSError: libllvmlite.so: cannot open)" in r.stderr
+    assert "DISTGRAD_NUMBA=0" in r.stderr
+
+
+def test_the_compiled_kernels_run_in_a_fresh_process():
+    r = run_python(CHECK)
+    assert r.returncode == 0, r.stderr
+    assert "compiled True finite True" in r.stdout
