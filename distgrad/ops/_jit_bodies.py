@@ -2,8 +2,10 @@
 cache holds them: a cached function that calls another compiled function is only
 found again when that callee is a module global. Importing this module imports numba.
 """
-import numpy as np
+import llvmlite.ir
 import numba
+import numba.extending
+import numpy as np
 
 
 def _writable_cache() -> bool:
@@ -20,18 +22,17 @@ _CACHE = _writable_cache()
 
 
 def _jit(**options):
-    return numba.njit(nogil=True, cache=_CACHE, boundscheck=False, **options)
+    # error_model="numpy": a float division by zero gives inf or NaN as in numpy, not a
+    # ZeroDivisionError check that keeps the loop from vectorizing
+    return numba.njit(nogil=True, cache=_CACHE, boundscheck=False, error_model="numpy", **options)
 
 
 # row kernels: the row sums reassociated (vectorized); NaN and infinity keep IEEE meaning
 rows = _jit(fastmath={"reassoc", "contract"})
-# elementwise passes: no fastmath, so each operation rounds as numpy's ufunc does and
-# the results are numpy's bits
+# elementwise passes: no fastmath, so each operation rounds as written
 exact = _jit()
-
-# k: an array of the rows' dtype holding constants ([1, eps, 1 / row length] for
-# LayerNorm); constants in the rows' dtype keep float32 arithmetic in float32 (a
-# Python float would promote it to float64).
+# scalar functions the loops call: inlined by numba, so that the loops vectorize
+scalar = _jit(inline="always")
 
 # the row's largest value with NaN assumed absent, so that it vectorizes: a row with
 # a NaN comes out all NaN whatever this returns (its exp is NaN, and so is the sum),
@@ -56,6 +57,11 @@ def row_stats(a, one, eps, inv_c):
         d = a[j] - m
         v += d * d
     return m, one / np.sqrt(v * inv_c + eps)
+
+
+# k: an array of the rows' dtype holding constants ([1, eps, 1 / row length] for
+# LayerNorm); constants in the rows' dtype keep float32 arithmetic in float32 (a
+# Python float would promote it to float64).
 
 
 @rows
@@ -106,11 +112,148 @@ def softmax_grad(y, g, k, out):
             out[i, j] = y[i, j] * (g[i, j] - s) * scale
 
 
+# ---- float32 exp, tanh and erf, vectorizable (numba calls the scalar libm for these)
+
+@numba.extending.intrinsic
+def _bits_as_float32(typingctx, v):
+    """The float32 whose bits are the low 32 bits of the integer ``v``."""
+    if not isinstance(v, numba.types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a = args[0]
+        if v.bitwidth != 32:
+            a = builder.trunc(a, llvmlite.ir.IntType(32))
+        return builder.bitcast(a, llvmlite.ir.FloatType())
+
+    return numba.types.float32(v), codegen
+
+
+F = np.float32
+# e^v = 2^k e^r with k = round(v / ln 2) and |r| <= ln 2 / 2; ln 2 in two parts (the
+# first exact in a few bits), e^r by Cephes' expf polynomial: within 1 ulp of e^v
+_LN2_HI, _LN2_LO, _LOG2E = F(0.693359375), F(-2.12194440e-4), F(1.44269504088896341)
+_EXP_P = (F(1.9875691500e-4), F(1.3981999507e-3), F(8.3334519073e-3), F(4.1665795894e-2),
+          F(1.6666665459e-1), F(5.0000001201e-1))
+_EXP_LO = F(-87.33654)  # below: 0 (where float32's normal numbers end)
+
+
+@scalar
+def exp32(v):
+    """e^v for float32 ``v`` up to 88 (the kernels pass at most 18): within 1 ulp; NaN
+    stays NaN, and below -87.3 the result is 0."""
+    w = max(v, _EXP_LO)
+    k = np.floor(w * _LOG2E + F(0.5))
+    r = w - k * _LN2_HI - k * _LN2_LO
+    p0, p1, p2, p3, p4, p5 = _EXP_P
+    p = ((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5
+    e = (p * (r * r) + r + F(1.0)) * _bits_as_float32((np.int64(k) + 127) << 23)
+    if v < _EXP_LO:
+        e = F(0.0)
+    if v != v:
+        e = v
+    return e
+
+
+@scalar
+def tanh_from_exp32(y):
+    """tanh(y) = 1 - 2 / (e^2|y| + 1), signed: for |y| above 0.6 or so, where the
+    subtraction loses nothing (erf32 calls it there only)."""
+    t = F(1.0) - F(2.0) / (exp32(abs(y) * F(2.0)) + F(1.0))
+    return -t if y < 0 else t
+
+
+@scalar
+def horner(s, c, top, bottom):
+    """c[bottom] + c[bottom + 1] s + ... + c[top] s^(top - bottom), by Horner's rule."""
+    p = s * c[top]
+    for j in range(top - 1, bottom, -1):
+        p = (p + c[j]) * s
+    return p + c[bottom]
+
+
+@scalar
+def erf32(x, c):
+    """erf(scale x): below c20 in size by its Taylor series x T(x^2) (T's coefficients
+    c12..c19, scaled), and above as tanh(z P(z^2)), z = x clipped to [c0, c1], P's
+    coefficients c2..c11 (lowest first, scaled by cpu_kernels._erf_constants); odd, and
+    NaN stays NaN."""
+    z = x
+    if z < c[0]:
+        z = c[0]
+    elif z > c[1]:
+        z = c[1]
+    s = z * z
+    large = tanh_from_exp32(horner(s, c, 11, 2) * z)
+    small = horner(x * x, c, 19, 12) * x
+    return small if abs(x) < c[20] else large
+
+
+@scalar
+def erf_constants(k):
+    """The array of erf32's constants as a tuple (loaded once, before a kernel's loop)."""
+    return (k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9], k[10], k[11], k[12],
+            k[13], k[14], k[15], k[16], k[17], k[18], k[19], k[20])
+
+
 @exact
-def shift_rows(x, bias, k, r0, out):
-    # out = x * scale + bias[row % L] - (the row's largest), before exp: k = [scale]
+def erf_f32(x, k, out):
+    c = erf_constants(k)
+    for i in range(x.size):
+        out[i] = erf32(x[i], c)
+
+
+@exact
+def gelu_f32(x, k, out):
+    # gelu(x) = x Phi(x), Phi(x) = erf(x / sqrt 2) / 2 + 1/2 (k for that scale)
+    c = erf_constants(k)
+    for i in range(x.size):
+        out[i] = (erf32(x[i], c) * F(0.5) + F(0.5)) * x[i]
+
+
+@exact
+def gelu_cdf_f32(x, k, out, cdf):
+    # gelu_f32 keeping Phi(x) in cdf (a separate loop: out and cdf never alias, so that
+    # LLVM vectorizes it without a fallback)
+    c = erf_constants(k)
+    for i in range(x.size):
+        phi = erf32(x[i], c) * F(0.5) + F(0.5)
+        cdf[i] = phi
+        out[i] = phi * x[i]
+
+
+_INV_SQRT_2PI = F(0.3989422804014327)
+
+
+@exact
+def gelu_grad_f32(x, g, k, out):
+    # g gelu'(x) = g (Phi(x) + x phi(x)), phi(x) = e^(-x^2 / 2) / sqrt(2 pi)
+    c = erf_constants(k)
+    for i in range(x.size):
+        v = x[i]
+        phi = erf32(v, c) * F(0.5) + F(0.5)
+        out[i] = (exp32(v * v * F(-0.5)) * v * _INV_SQRT_2PI + phi) * g[i]
+
+
+@exact
+def gelu_grad_cdf_f32(x, g, cdf, out):
+    for i in range(x.size):
+        v = x[i]
+        out[i] = (exp32(v * v * F(-0.5)) * v * _INV_SQRT_2PI + cdf[i]) * g[i]
+
+
+@rows
+def row_sum(a):
+    s = a[0] - a[0]
+    for j in range(a.size):
+        s += a[j]
+    return s
+
+
+@exact
+def softmax_f32(x, bias, scale, r0, out):
+    # softmax of x * scale + bias[row % L] over each row, its largest subtracted first
     n, c = x.shape
-    scale = k[0]
     L = bias.shape[0]
     for i in range(n):
         br = (r0 + i) % L
@@ -118,83 +261,12 @@ def shift_rows(x, bias, k, r0, out):
             out[i, j] = x[i, j] * scale + bias[br, j]
         m = row_max(out[i])
         for j in range(c):
-            out[i, j] = out[i, j] - m
-
-
-@exact
-def sub_row_max(x, out):
-    n, c = x.shape
-    for i in range(n):
-        m = row_max(x[i])
-        for j in range(c):
-            out[i, j] = x[i, j] - m
-
-
-@rows
-def normalize_rows(out):
-    n, c = out.shape
-    for i in range(n):
-        s = out[i, 0] - out[i, 0]
-        for j in range(c):
-            s += out[i, j]
+            out[i, j] = exp32(out[i, j] - m)
+        s = row_sum(out[i])
         for j in range(c):
             out[i, j] = out[i, j] / s
 
 
-@exact
-def odd_poly(x, k, out):
-    # out = z P(z^2), z = x clipped to [k0, k1], P's coefficients k2.. (lowest first),
-    # by Horner's rule in the order cpu_kernels._tanh_odd_poly takes
-    lo, hi = k[0], k[1]
-    c0, c1, c2, c3, c4, c5, c6, c7, c8, c9 = k[2], k[3], k[4], k[5], k[6], k[7], k[8], k[9], k[10], k[11]
-    for i in range(x.size):
-        z = x[i]
-        if z < lo:
-            z = lo
-        elif z > hi:
-            z = hi
-        s = z * z
-        p = s * c9
-        p = (p + c8) * s
-        p = (p + c7) * s
-        p = (p + c6) * s
-        p = (p + c5) * s
-        p = (p + c4) * s
-        p = (p + c3) * s
-        p = (p + c2) * s
-        p = (p + c1) * s
-        out[i] = (p + c0) * z
-
-
-@exact
-def gelu_finish(t, x, half, cdf, out):
-    # cdf = t / 2 + 1/2 (Phi(x) from t = erf(x / sqrt 2)), out = cdf x
-    for i in range(x.size):
-        p = t[i] * half + half
-        cdf[i] = p
-        out[i] = p * x[i]
-
-
-@exact
-def minus_half_square(x, minus_half, out):
-    for i in range(x.size):
-        out[i] = x[i] * x[i] * minus_half
-
-
-@exact
-def gelu_grad_finish(e, x, g, cdf, c, out):
-    # out = (e x c + Phi) g: e = exp(-x^2 / 2), c = 1 / sqrt(2 pi)
-    for i in range(x.size):
-        out[i] = (e[i] * x[i] * c + cdf[i]) * g[i]
-
-
-@exact
-def phi_in_place(t, half):
-    for i in range(t.size):
-        t[i] = t[i] * half + half
-
-
-KERNELS = {"ln_fwd": ln_fwd, "ln_bwd": ln_bwd, "softmax_grad": softmax_grad,
-           "shift_rows": shift_rows, "sub_row_max": sub_row_max, "normalize_rows": normalize_rows,
-           "odd_poly": odd_poly, "gelu_finish": gelu_finish, "minus_half_square": minus_half_square,
-           "gelu_grad_finish": gelu_grad_finish, "phi_in_place": phi_in_place}
+KERNELS = {"ln_fwd": ln_fwd, "ln_bwd": ln_bwd, "softmax_grad": softmax_grad, "softmax_f32": softmax_f32,
+           "erf_f32": erf_f32, "gelu_f32": gelu_f32, "gelu_cdf_f32": gelu_cdf_f32, "gelu_grad_f32": gelu_grad_f32,
+           "gelu_grad_cdf_f32": gelu_grad_cdf_f32}

@@ -1,18 +1,17 @@
 """CPU kernels compiled by numba: LayerNorm forward and backward and softmax's gradient
-in one pass over each row, and the arithmetic of erf, GELU, its gradient and softmax
-in one pass each, where the numpy bodies in ``cpu_kernels`` take a dozen to thirty
-passes over memory.
+in one pass over each row, and float32 erf, GELU, its gradient and softmax in one pass
+each, where the numpy bodies in ``cpu_kernels`` take a dozen to thirty passes over
+memory (inside a training step, over DRAM: the products between them evict the cache).
 
-numba without Intel's SVML calls the scalar libm for exp and tanh (5-40x slower than
-numpy's SIMD loops), so those stay numpy's: ``cpu_kernels`` runs compiled pass, numpy
-exp or tanh, compiled pass over chunks small enough to stay in cache. The elementwise
-kernels compile without fastmath, so every operation rounds as numpy's ufunc does and
-erf and GELU give the numpy bodies' bits. The row kernels reassociate their row sums
-(``fastmath`` with reassociation and contraction only: NaN and infinity keep IEEE
-meaning), which lets LLVM vectorize them: they agree with numpy's to float rounding.
-Every kernel runs serially on a block of whole rows and releases the GIL;
-``cpu_kernels._launch`` spreads the blocks over its threads, so a row's result does
-not depend on the thread count.
+numba (as numexpr) calls the scalar libm for exp and tanh, 5-100x slower than numpy's
+SIMD loops, so the float32 kernels carry their own (``_jit_bodies``: exp by range
+reduction and Cephes' expf polynomial, tanh from it, erf by its Taylor series near 0
+and tanh(x P(x^2)) beyond), which LLVM vectorizes. Row sums are reassociated
+(``fastmath`` with reassociation and contraction only: NaN and infinity keep their
+IEEE meaning) so that they vectorize too. The compiled and the numpy bodies agree to a
+few roundings. Every kernel runs serially on a block of whole rows and releases the
+GIL; ``cpu_kernels._launch`` spreads the blocks over its threads, so a row's result
+does not depend on the thread count.
 
 numba is imported on first use; ``DISTGRAD_NUMBA=0`` (or numba not installed, or its
 import failing) keeps the numpy bodies. The kernels live in ``_jit_bodies`` and are

@@ -10,9 +10,8 @@ Blocks never split a row, so results are the same bits on any number of threads.
 The same kernel bodies serve CuPy arrays (erf), on the whole array at once.
 
 Where numba is installed (a dependency; ``DISTGRAD_NUMBA=0`` turns it off), the
-bodies on numpy arrays are compiled loops instead (``_jit_kernels``): one pass over
-each row for LayerNorm and softmax's gradient, a few for erf, GELU and softmax
-around numpy's exp and tanh. The numpy bodies remain for CuPy, float16 and numba's
+bodies on numpy arrays are compiled loops instead (``_jit_kernels``), one pass over
+each row or element. The numpy bodies remain for CuPy, float64 softmax and numba's
 absence, and the tests run both.
 """
 from __future__ import annotations
@@ -42,7 +41,6 @@ _INV_SQRT2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 _BLOCK = 1 << 17  # elements per task: a few arrays of this size stay in a core's cache
-_CHUNK = 1 << 15  # elements per compiled pass within a block (see _in_chunks)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _default_threads: int | None = None
@@ -144,37 +142,34 @@ def _tanh_odd_poly(out, x, scale):
     return xp.tanh(out, out=out)
 
 
+# erf(x) = 2 / sqrt(pi) sum_n (-1)^n x^(2n+1) / (n! (2n+1)): below |x| = 0.6 eight terms
+# leave less than 1e-9 relative, where the tanh form loses up to 3 ulp to rounding (and
+# tanh from exp would lose more)
+_ERF_TAYLOR = [2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(8)]
+_ERF_TAYLOR_BELOW = 0.6
+
+
 def _erf_constants(dtype, scale):
-    """The compiled odd_poly's constants for erf(scale x): the clip bounds, then
-    _ERF_P's coefficients scaled, rounded to ``dtype`` as _tanh_odd_poly rounds them."""
+    """The compiled erf's constants for erf(scale x) (see _jit_bodies.erf32): the clip
+    bounds, _ERF_P's coefficients scaled (rounded to ``dtype`` as _tanh_odd_poly rounds
+    them), the Taylor coefficients scaled, and where the Taylor series takes over."""
     return np.array([-_ERF_CLIP / scale, _ERF_CLIP / scale]
-                    + [c * scale ** (2 * k + 1) for k, c in enumerate(_ERF_P)], dtype)
+                    + [c * scale ** (2 * k + 1) for k, c in enumerate(_ERF_P)]
+                    + [c * scale ** (2 * k + 1) for k, c in enumerate(_ERF_TAYLOR)]
+                    + [_ERF_TAYLOR_BELOW / scale], dtype)
 
 
-def _in_chunks(fn):
-    """A ``_launch`` body running ``fn`` over chunks of ``_CHUNK`` elements of its (flat,
-    same-sized) arrays, so that a chunk stays in cache from one compiled pass to numpy's
-    exp or tanh and on to the next."""
-    def body(*arrays):
-        flat = [a.reshape(-1) for a in arrays]
-        for lo in range(0, flat[0].size, _CHUNK):
-            fn(*(a[lo:lo + _CHUNK] for a in flat))
-    return body
-
-
-def _jit_erf_into(jit, k, out, x):
-    """out = erf(x) (erf(x / sqrt 2) with k for that scale) by the compiled polynomial
-    and numpy's tanh: the bits of _tanh_odd_poly, in two passes instead of two dozen."""
-    jit["odd_poly"](x, k, out)
-    np.tanh(out, out=out)
+def _flat(body):
+    """A ``_launch`` body for an elementwise kernel: its arrays flat."""
+    return lambda *arrays: body(*(a.reshape(-1) for a in arrays))
 
 
 def erf(x):
     """erf of a float32 array, within 3 ulp of the exact value."""
     (x,) = _contiguous(x)
     if type(x) is np.ndarray and (jit := _jit_kernels.get()) is not None:
-        k = _erf_constants(x.dtype, 1.0)
-        return _launch(_in_chunks(lambda out, x: _jit_erf_into(jit, k, out, x)), np.empty_like(x), x)
+        k, erf32 = _erf_constants(x.dtype, 1.0), jit["erf_f32"]
+        return _launch(_flat(lambda out, x: erf32(x, k, out)), np.empty_like(x), x)
     return _launch(lambda out, x: _tanh_odd_poly(out, x, 1.0), array_module(x).empty_like(x), x)
 
 
@@ -230,16 +225,12 @@ def gelu(x, keep_cdf=False):
     (x,) = _contiguous(x)
     xp = array_module(x)
     if xp is np and (jit := _jit_kernels.get()) is not None:
-        k, half, finish = _erf_constants(x.dtype, _INV_SQRT2), x.dtype.type(0.5), jit["gelu_finish"]
-
-        def fn(out, cdf, x):  # cdf is out without keep_cdf: Phi(x) is overwritten by gelu(x)
-            _jit_erf_into(jit, k, cdf, x)
-            finish(cdf, x, half, cdf, out)
-
+        k = _erf_constants(x.dtype, _INV_SQRT2)
         if not keep_cdf:
-            return _launch(_in_chunks(lambda out, x: fn(out, out, x)), np.empty_like(x), x)
-        cdf = np.empty_like(x)
-        return _launch(_in_chunks(fn), np.empty_like(x), cdf, x), cdf
+            kernel = jit["gelu_f32"]
+            return _launch(_flat(lambda out, x: kernel(x, k, out)), np.empty_like(x), x)
+        cdf, kernel = np.empty_like(x), jit["gelu_cdf_f32"]
+        return _launch(_flat(lambda out, cdf, x: kernel(x, k, out, cdf)), np.empty_like(x), cdf, x), cdf
     if not keep_cdf:
         return _launch(_gelu_body, xp.empty_like(x), x)
     cdf = xp.empty_like(x)
@@ -250,37 +241,18 @@ def gelu_grad(x, g, cdf=None):
     """``g * gelu'(x)`` for float32 arrays of one shape; ``cdf``: Phi(x) as ``gelu``
     kept it (or None)."""
     if type(x) is np.ndarray and (jit := _jit_kernels.get()) is not None:
-        return _jit_gelu_grad(jit, *_contiguous(x, g, *(() if cdf is None else (cdf,))))
+        if cdf is None:
+            x, g = _contiguous(x, g)
+            k, kernel = _erf_constants(x.dtype, _INV_SQRT2), jit["gelu_grad_f32"]
+            return _launch(_flat(lambda out, x, g: kernel(x, g, k, out)), np.empty_like(x), x, g)
+        x, g, cdf = _contiguous(x, g, cdf)
+        kernel = jit["gelu_grad_cdf_f32"]
+        return _launch(_flat(lambda out, x, g, cdf: kernel(x, g, cdf, out)), np.empty_like(x), x, g, cdf)
     if cdf is None:
         x, g = _contiguous(x, g)
         return _launch(_gelu_grad_body, array_module(x).empty_like(x), x, g)
     x, g, cdf = _contiguous(x, g, cdf)
     return _launch(_gelu_grad_cdf_body, array_module(x).empty_like(x), x, g, cdf)
-
-
-def _jit_gelu_grad(jit, x, g, cdf=None):
-    """gelu_grad by the compiled passes and numpy's exp (and tanh without ``cdf``): the
-    bits of the numpy bodies."""
-    f = x.dtype.type
-    square, finish = jit["minus_half_square"], jit["gelu_grad_finish"]
-    c, minus_half = f(_INV_SQRT_2PI), f(-0.5)
-
-    def x_pdf_plus(out, x, g, cdf, e):  # out = (x phi(x) + cdf) g, e: scratch
-        square(x, minus_half, e)
-        np.exp(e, out=e)
-        finish(e, x, g, cdf, c, out)
-
-    if cdf is not None:
-        return _launch(_in_chunks(lambda out, x, g, cdf: x_pdf_plus(out, x, g, cdf, out)),
-                       np.empty_like(x), x, g, cdf)
-    k, half = _erf_constants(x.dtype, _INV_SQRT2), f(0.5)
-
-    def fn(out, x, g):
-        _jit_erf_into(jit, k, out, x)
-        jit["phi_in_place"](out, half)
-        x_pdf_plus(out, x, g, out, np.empty_like(x))
-
-    return _launch(_in_chunks(fn), np.empty_like(x), x, g)
 
 
 def _softmax_body(out, x):
@@ -309,8 +281,13 @@ def softmax(x, scale=None, bias=None):
     (x,) = _contiguous(x)
     xp = array_module(x)
     S = x.shape[-1]
-    if xp is np and (jit := _jit_kernels.get()) is not None:
-        return _jit_softmax(jit, x, scale, bias)
+    if x.dtype == np.float32 and type(x) is np.ndarray and (jit := _jit_kernels.get()) is not None:
+        L = bias.shape[0] if bias is not None else 1
+        b = np.ascontiguousarray(bias, x.dtype) if bias is not None else np.zeros((1, S), x.dtype)
+        f, kernel = x.dtype.type(1.0 if scale is None else scale), jit["softmax_f32"]
+        # whole (L, S) matrices per block: a block's row r takes the bias row r % L
+        return _launch(lambda out, x: kernel(x.reshape(-1, S), b, f, 0, out.reshape(-1, S)),
+                       np.empty_like(x), x, row=L * S)
     if scale is None and bias is None:
         return _launch(_softmax_body, xp.empty_like(x), x, row=S)
     f = x.dtype.type
@@ -327,33 +304,6 @@ def softmax(x, scale=None, bias=None):
         _softmax_body(rows, rows)
 
     return _launch(body, xp.empty_like(x), x, row=L * S)
-
-
-def _jit_softmax(jit, x, scale, bias):
-    """softmax by a compiled pass (scale, bias, the row's largest subtracted), numpy's
-    exp and a compiled normalization, over chunks of rows that stay in cache."""
-    S = x.shape[-1]
-    L = bias.shape[0] if bias is not None else 1
-    step = max(1, _CHUNK // S)
-    normalize = jit["normalize_rows"]
-    if scale is None and bias is None:
-        sub = jit["sub_row_max"]
-        shift = lambda x, lo, out: sub(x, out)  # noqa: E731
-    else:
-        b = np.ascontiguousarray(bias, x.dtype) if bias is not None else np.zeros((1, S), x.dtype)
-        k = np.array([1.0 if scale is None else scale], x.dtype)
-        shift_rows = jit["shift_rows"]
-        shift = lambda x, lo, out: shift_rows(x, b, k, lo, out)  # noqa: E731
-
-    def body(out, x):  # whole (L, S) matrices: a block's row r has the bias row r % L
-        x, out = x.reshape(-1, S), out.reshape(-1, S)
-        for lo in range(0, x.shape[0], step):
-            o = out[lo:lo + step]
-            shift(x[lo:lo + step], lo, o)
-            np.exp(o, out=o)
-            normalize(o)
-
-    return _launch(body, np.empty_like(x), x, row=L * S)
 
 
 def softmax_grad(y, g, scale=None):
