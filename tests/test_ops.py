@@ -462,3 +462,58 @@ def test_promoted_gradient_has_input_dtype():
     assert a.grad.dtype == dg.float32 and b.grad.dtype == dg.float64
     np.testing.assert_allclose(_np(a.grad), [3.0, 3.0])
     np.testing.assert_allclose(_np(b.grad), 2.0)
+
+
+# ------------------------------------------------------------ 0-d tensors
+ZERO_D = {
+    # name: (fn, value, derivative) at x = 0.5, from their formulas in float64
+    "erf": (lambda t: dg.erf(t), math.erf(0.5), 2 / math.sqrt(math.pi) * math.exp(-0.25)),
+    "gelu": (lambda t: dg.nn.functional.gelu(t), 0.5 * 0.5 * (1 + math.erf(0.5 / math.sqrt(2))),
+             0.5 * (1 + math.erf(0.5 / math.sqrt(2))) + 0.5 * math.exp(-0.125) / math.sqrt(2 * math.pi)),
+    "softmax": (lambda t: t.softmax(0), 1.0, 0.0),
+    "log_softmax": (lambda t: t.log_softmax(-1), 0.0, 0.0),
+    "silu": (lambda t: dg.nn.functional.silu(t), 0.5 / (1 + math.exp(-0.5)),
+             1 / (1 + math.exp(-0.5)) * (1 + 0.5 * (1 - 1 / (1 + math.exp(-0.5))))),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", list(ZERO_D))
+def test_0d_tensors_keep_their_shape_and_gradient(name, dtype):
+    """A 0-d tensor through erf, GELU and softmax: a 0-d result (numpy's contiguous copy
+    would make it 1-d) and the right derivative."""
+    fn, value, derivative = ZERO_D[name]
+    t = dg.tensor(0.5, dtype=getattr(dg, dtype), requires_grad=True)
+    y = fn(t)
+    assert tuple(y.shape) == () and y.dtype == t.dtype
+    y.backward()
+    assert tuple(t.grad.shape) == ()
+    tol = 1e-6 if dtype == "float32" else 1e-12
+    assert abs(y.item() - value) <= tol and abs(t.grad.item() - derivative) <= tol
+
+
+def test_softmax_of_a_0d_tensor_refuses_dims_beyond_0():
+    with pytest.raises(IndexError, match=r"softmax: Dimension out of range .*\[-1, 0\], but got 1"):
+        dg.tensor(1.0).softmax(1)
+
+
+@pytest.mark.parametrize("name", ["floor", "ceil", "round", "trunc", "sign"])
+def test_step_functions_are_recorded_with_a_zero_gradient(name):
+    """As in PyTorch: a FloorBackward0 (and so on) node whose gradient is zeros, even
+    where the incoming gradient is inf or NaN."""
+    t = dg.tensor([1.25, -2.5, 0.0, 3.75], requires_grad=True)
+    y = getattr(dg, name)(t)
+    assert type(y.grad_fn).__name__ == f"{name.capitalize()}Backward0"
+    (y * dg.tensor([1.0, float("inf"), float("nan"), 2.0])).sum().backward()
+    np.testing.assert_array_equal(_np(t.grad), np.zeros(4, np.float32))
+    with dg.no_grad():
+        assert getattr(dg, name)(t).grad_fn is None
+    assert getattr(dg, name)(dg.tensor([1, -2])).grad_fn is None  # integers: nothing to record
+
+
+def test_round_with_decimals_and_sign_of_bools():
+    t = dg.tensor([1.26, -2.35, 0.5, 1.5], dtype=dg.float64)
+    np.testing.assert_array_equal(_np(t.round(decimals=1)), np.round(_np(t), 1))
+    np.testing.assert_array_equal(_np(dg.round(t)), [1.0, -2.0, 0.0, 2.0])  # half to even
+    s = dg.sign(dg.tensor([True, False]))
+    assert s.dtype == dg.bool and _np(s).tolist() == [True, False]

@@ -16,7 +16,7 @@ does not depend on the thread count.
 numba is imported on first use; ``DISTGRAD_NUMBA=0`` (or numba not installed, or its
 import failing) keeps the numpy bodies. The kernels live in ``_jit_bodies`` and are
 cached next to it (``__pycache__``) or in numba's user cache: a machine compiles them
-once (about 3 s for every kernel in both dtypes on the 2-core development machine),
+once (about 4 s for every kernel in both dtypes on the 2-core development machine),
 and a later process takes about 0.2 s to load numba and the kernels a step uses.
 """
 from __future__ import annotations

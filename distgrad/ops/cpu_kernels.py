@@ -120,8 +120,10 @@ _ROW_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _contiguous(*arrays):
+    """The arrays C-contiguous, with their shapes (ascontiguousarray makes a 0-d array
+    1-d)."""
     xp = array_module(arrays[0])
-    return [xp.ascontiguousarray(a) for a in arrays]
+    return [xp.ascontiguousarray(a).reshape(a.shape) for a in arrays]
 
 
 def _tanh_odd_poly(out, x, scale):

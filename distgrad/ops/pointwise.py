@@ -333,9 +333,22 @@ def abs(input):
     return record(AbsBackward0, array_module(input._data).abs(input._data), (input,), (input,))
 
 
+class _ZeroGradient(Node):
+    """The backward of a piecewise-constant function: zeros, as PyTorch's (not g * 0,
+    which would carry a NaN or inf of g)."""
+
+    def backward(self, g):
+        return _wrap(array_module(g._data).zeros_like(g._data))
+
+
+class SignBackward0(_ZeroGradient):
+    pass
+
+
 def sign(input):
-    """Sign (-1, 0, 1); its derivative is zero, so no gradient flows back."""
-    return _wrap(array_module(input._data).sign(input._data))
+    """Sign (-1, 0, 1), recorded in the graph as PyTorch records it; its gradient is zero."""
+    x = input._data
+    return record(SignBackward0, x.copy() if x.dtype == bool else array_module(x).sign(x), (input,))
 
 
 class ExpBackward0(Node):
@@ -626,6 +639,8 @@ def _gelu_value(x, approximate):
         return cuda_kernels.gelu(x, approximate)
     if approximate == "none" and x.dtype == np.float32:
         return cpu_kernels.gelu(x)
+    if x.ndim == 0:  # arithmetic on 0-d arrays gives scalars, which in-place ops refuse
+        return _gelu_value(x.reshape(1), approximate).reshape(())
     f = x.dtype.type
     if approximate == "tanh":
         s = _gelu_sigmoid(x, x * x)
@@ -640,6 +655,8 @@ def _gelu_value(x, approximate):
 
 def _gelu_derivative(x, approximate):
     """gelu'(x) of an array."""
+    if x.ndim == 0:  # arithmetic on 0-d arrays gives scalars, which out= refuses
+        return _gelu_derivative(x.reshape(1), approximate).reshape(())
     xp = array_module(x)
     f = x.dtype.type
     if approximate == "tanh":
@@ -881,14 +898,27 @@ def _constant_unary(name, fn):
     def op(input):
         return _wrap(array_module(input._data).asarray(fn(array_module(input._data), input._data)))
     op.__name__ = name
-    op.__doc__ = f"{name} (piecewise constant: no gradient flows back)."
+    op.__doc__ = f"{name} (a boolean result: no gradient)."
     return op
 
 
-floor = _constant_unary("floor", lambda xp, x: xp.floor(x))
-ceil = _constant_unary("ceil", lambda xp, x: xp.ceil(x))
-round = _constant_unary("round", lambda xp, x: xp.round(x))
-trunc = _constant_unary("trunc", lambda xp, x: xp.trunc(x))
+def _step_function(name, fn):
+    """floor, ceil, round, trunc: recorded in the graph as PyTorch records them (a
+    ``FloorBackward0`` and so on), with a zero gradient."""
+    node = type(f"{name.capitalize()}Backward0", (_ZeroGradient,), {})
+
+    def op(input, **kwargs):
+        x = input._data
+        return record(node, array_module(x).asarray(fn(array_module(x), x, **kwargs)), (input,))
+    op.__name__ = name
+    op.__doc__ = f"{name}; its gradient is zero."
+    return op
+
+
+floor = _step_function("floor", lambda xp, x: xp.floor(x))
+ceil = _step_function("ceil", lambda xp, x: xp.ceil(x))
+round = _step_function("round", lambda xp, x, *, decimals=0: xp.round(x, decimals))
+trunc = _step_function("trunc", lambda xp, x: xp.trunc(x))
 isnan = _constant_unary("isnan", lambda xp, x: xp.isnan(x))
 isinf = _constant_unary("isinf", lambda xp, x: xp.isinf(x))
 isfinite = _constant_unary("isfinite", lambda xp, x: xp.isfinite(x))

@@ -458,6 +458,9 @@ def _softmax_arr(x, d):
 
 
 def softmax(input, dim, dtype=None):
+    if input._data.ndim == 0:  # one element: dim 0 or -1, as PyTorch allows
+        wrap_dim(dim, 1, "softmax")
+        return softmax(input.reshape(1), 0, dtype).reshape(())
     x = input._data
     if dtype is not None:
         x = x.astype(_dt.to_np(dtype))
@@ -483,6 +486,9 @@ class LogSoftmaxBackward0(Node):
 
 
 def log_softmax(input, dim, dtype=None):
+    if input._data.ndim == 0:  # one element: dim 0 or -1, as PyTorch allows
+        wrap_dim(dim, 1, "log_softmax")
+        return log_softmax(input.reshape(1), 0, dtype).reshape(())
     x = input._data
     if dtype is not None:
         x = x.astype(_dt.to_np(dtype))
