@@ -7,11 +7,14 @@ PyTorch on the CPU in the same run.
 
 Both libraries run the same model code (distgrad's API is PyTorch's) from the
 same initial weights; the first steps' losses are compared as a correctness
-check. Timings interleave the two libraries round by round and keep the best.
+check. Timings interleave the two libraries round by round and keep the best;
+``--numpy-bodies`` adds distgrad with its CPU kernels' numpy bodies (what runs with
+``DISTGRAD_NUMBA=0`` or without numba) to the same rounds.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
@@ -20,6 +23,7 @@ import time
 import numpy as np
 
 import distgrad as dg
+from distgrad.ops import _jit_kernels
 
 try:
     import torch
@@ -135,10 +139,25 @@ def build(name):
     return jobs
 
 
+@contextlib.contextmanager
+def _numpy_bodies(on):
+    """The CPU kernels' numpy bodies instead of the compiled ones, for a while."""
+    saved = _jit_kernels._kernels, _jit_kernels._failed
+    if on:
+        _jit_kernels._kernels, _jit_kernels._failed = None, True
+    try:
+        yield
+    finally:
+        _jit_kernels._kernels, _jit_kernels._failed = saved
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    ap.add_argument("--numpy-bodies", action="store_true",
+                    help="also time distgrad with its CPU kernels' numpy bodies (as with "
+                         "DISTGRAD_NUMBA=0), in the same rounds")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for both libraries (default: each library's own choice)")
     args = ap.parse_args()
@@ -155,17 +174,26 @@ def main():
             agree = np.allclose(losses["distgrad"], losses["torch"], rtol=1e-3, atol=1e-4)
             print(f"{name}: first losses distgrad {np.round(losses['distgrad'], 4).tolist()} "
                   f"torch {np.round(losses['torch'], 4).tolist()} -> {'agree' if agree else 'DIFFER'}")
-        best = {k: math.inf for k in jobs}
+        contenders = list(jobs)
+        if args.numpy_bodies and _jit_kernels.get() is not None:
+            contenders.insert(1, "numpy bodies")  # the distgrad job, its kernels' numpy bodies
+        best = {k: math.inf for k in contenders}
         for _ in range(args.rounds):
-            for k, j in jobs.items():
-                t0 = time.perf_counter()
-                for _ in range(args.steps):
-                    j.step()
+            for k in contenders:
+                j = jobs.get(k, jobs["distgrad"])
+                with _numpy_bodies(k == "numpy bodies"):
+                    t0 = time.perf_counter()
+                    for _ in range(args.steps):
+                        j.step()
                 best[k] = min(best[k], (time.perf_counter() - t0) / args.steps)
         line = f"{name}: distgrad {best['distgrad'] * 1e3:.2f} ms/step"
+        if "numpy bodies" in best:
+            line += f" (with the kernels' numpy bodies {best['numpy bodies'] * 1e3:.2f})"
         if torch is not None:
             line += (f", torch {best['torch'] * 1e3:.2f} ms/step, "
                      f"distgrad / torch {best['distgrad'] / best['torch']:.2f} x (goal <= {1.0 if '8 blocks' in name else 1.2})")
+            if "numpy bodies" in best:
+                line += f"; numpy bodies / torch {best['numpy bodies'] / best['torch']:.2f} x"
         print(line)
 
 

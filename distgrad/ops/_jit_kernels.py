@@ -6,7 +6,8 @@ memory (inside a training step, over DRAM: the products between them evict the c
 numba (as numexpr) calls the scalar libm for exp and tanh, 5-100x slower than numpy's
 SIMD loops, so the float32 kernels carry their own (``_jit_bodies``: exp by range
 reduction and Cephes' expf polynomial, tanh from it, erf by its Taylor series near 0
-and tanh(x P(x^2)) beyond), which LLVM vectorizes. Row sums are reassociated
+and tanh(x P(x^2)) beyond, GELU's Phi(x) by Abramowitz and Stegun's 7.1.26 sharing
+the exp of the normal density), which LLVM vectorizes. Row sums are reassociated
 (``fastmath`` with reassociation and contraction only: NaN and infinity keep their
 IEEE meaning) so that they vectorize too. The compiled and the numpy bodies agree to a
 few roundings. Every kernel runs serially on a block of whole rows and releases the

@@ -227,12 +227,11 @@ def gelu(x, keep_cdf=False):
     (x,) = _contiguous(x)
     xp = array_module(x)
     if xp is np and (jit := _jit_kernels.get()) is not None:
-        k = _erf_constants(x.dtype, _INV_SQRT2)
         if not keep_cdf:
             kernel = jit["gelu_f32"]
-            return _launch(_flat(lambda out, x: kernel(x, k, out)), np.empty_like(x), x)
+            return _launch(_flat(lambda out, x: kernel(x, out)), np.empty_like(x), x)
         cdf, kernel = np.empty_like(x), jit["gelu_cdf_f32"]
-        return _launch(_flat(lambda out, cdf, x: kernel(x, k, out, cdf)), np.empty_like(x), cdf, x), cdf
+        return _launch(_flat(lambda out, cdf, x: kernel(x, out, cdf)), np.empty_like(x), cdf, x), cdf
     if not keep_cdf:
         return _launch(_gelu_body, xp.empty_like(x), x)
     cdf = xp.empty_like(x)
@@ -245,8 +244,8 @@ def gelu_grad(x, g, cdf=None):
     if type(x) is np.ndarray and (jit := _jit_kernels.get()) is not None:
         if cdf is None:
             x, g = _contiguous(x, g)
-            k, kernel = _erf_constants(x.dtype, _INV_SQRT2), jit["gelu_grad_f32"]
-            return _launch(_flat(lambda out, x, g: kernel(x, g, k, out)), np.empty_like(x), x, g)
+            kernel = jit["gelu_grad_f32"]
+            return _launch(_flat(lambda out, x, g: kernel(x, g, out)), np.empty_like(x), x, g)
         x, g, cdf = _contiguous(x, g, cdf)
         kernel = jit["gelu_grad_cdf_f32"]
         return _launch(_flat(lambda out, x, g, cdf: kernel(x, g, cdf, out)), np.empty_like(x), x, g, cdf)
