@@ -208,8 +208,10 @@ def erf_f32(x, k, out):
 # Phi(x) for GELU by Abramowitz and Stegun's 7.1.26 (erf within 1.5e-7 absolute):
 # Phi(-|x|) = erfc(|x| / sqrt 2) / 2 = t (a1 + a2 t + ... + a5 t^4) e^(-x^2 / 2) / 2 with
 # t = 1 / (1 + p |x| / sqrt 2), and Phi(|x|) = 1 - Phi(-|x|). One exp, and the very one
-# the normal density in GELU's gradient needs; Phi(x) within 1e-7 absolute, as good
-# as PyTorch's GELU (whose 1 + erf cancels for negative x) and without the erf's cost.
+# the normal density in GELU's gradient needs. Phi(x) is within 1.1e-7 of float64 (the
+# polynomial in float64 below, where its terms would cancel in float32), GELU within
+# 4.2e-7 (PyTorch's 1.1e-6: its 1 + erf cancels for negative x), at a third of the
+# erf's cost.
 _AS_P = 0.3275911 / math.sqrt(2)
 _AS_A = tuple(a / 2 for a in (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429))
 _INV_SQRT_2PI = F(0.3989422804014327)
