@@ -48,12 +48,17 @@ def row_max(a):
 
 
 @rows
-def row_stats(a, one, eps, inv_c):
-    """A row's mean and 1 / sqrt(variance + eps)."""
-    s = one - one
+def row_sum(a):
+    s = a[0] - a[0]
     for j in range(a.size):
         s += a[j]
-    m = s * inv_c
+    return s
+
+
+@rows
+def row_stats(a, one, eps, inv_c):
+    """A row's mean and 1 / sqrt(variance + eps)."""
+    m = row_sum(a) * inv_c
     v = one - one
     for j in range(a.size):
         d = a[j] - m
@@ -64,7 +69,6 @@ def row_stats(a, one, eps, inv_c):
 # k: an array of the rows' dtype holding constants ([1, eps, 1 / row length] for
 # LayerNorm); constants in the rows' dtype keep float32 arithmetic in float32 (a
 # Python float would promote it to float64).
-
 
 @rows
 def ln_fwd(x, w, b, k, out):
@@ -268,21 +272,14 @@ def gelu_grad_cdf_f32(x, g, cdf, out):
         out[i] = (exp32(v * v * F(-0.5)) * v * _INV_SQRT_2PI + cdf[i]) * g[i]
 
 
-@rows
-def row_sum(a):
-    s = a[0] - a[0]
-    for j in range(a.size):
-        s += a[j]
-    return s
-
-
 @exact
-def softmax_f32(x, bias, scale, r0, out):
-    # softmax of x * scale + bias[row % L] over each row, its largest subtracted first
+def softmax_f32(x, bias, scale, out):
+    # softmax of x * scale + bias[row % L] over each row (x: whole (L, S) matrices), its
+    # largest subtracted first
     n, c = x.shape
     L = bias.shape[0]
     for i in range(n):
-        br = (r0 + i) % L
+        br = i % L
         for j in range(c):
             out[i, j] = x[i, j] * scale + bias[br, j]
         m = row_max(out[i])

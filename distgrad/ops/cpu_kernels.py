@@ -287,7 +287,7 @@ def softmax(x, scale=None, bias=None):
         b = np.ascontiguousarray(bias, x.dtype) if bias is not None else np.zeros((1, S), x.dtype)
         f, kernel = x.dtype.type(1.0 if scale is None else scale), jit["softmax_f32"]
         # whole (L, S) matrices per block: a block's row r takes the bias row r % L
-        return _launch(lambda out, x: kernel(x.reshape(-1, S), b, f, 0, out.reshape(-1, S)),
+        return _launch(lambda out, x: kernel(x.reshape(-1, S), b, f, out.reshape(-1, S)),
                        np.empty_like(x), x, row=L * S)
     if scale is None and bias is None:
         return _launch(_softmax_body, xp.empty_like(x), x, row=S)

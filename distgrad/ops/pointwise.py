@@ -333,24 +333,6 @@ def abs(input):
     return record(AbsBackward0, array_module(input._data).abs(input._data), (input,), (input,))
 
 
-class _ZeroGradient(Node):
-    """The backward of a piecewise-constant function: zeros, as PyTorch's (not g * 0,
-    which would carry a NaN or inf of g)."""
-
-    def backward(self, g):
-        return _wrap(array_module(g._data).zeros_like(g._data))
-
-
-class SignBackward0(_ZeroGradient):
-    pass
-
-
-def sign(input):
-    """Sign (-1, 0, 1), recorded in the graph as PyTorch records it; its gradient is zero."""
-    x = input._data
-    return record(SignBackward0, x.copy() if x.dtype == bool else array_module(x).sign(x), (input,))
-
-
 class ExpBackward0(Node):
     def backward(self, g):
         (out,) = self.saved_tensors
@@ -902,9 +884,17 @@ def _constant_unary(name, fn):
     return op
 
 
+class _ZeroGradient(Node):
+    """The backward of a piecewise-constant function: zeros, as PyTorch's (not g * 0,
+    which would carry a NaN or inf of g)."""
+
+    def backward(self, g):
+        return _wrap(array_module(g._data).zeros_like(g._data))
+
+
 def _step_function(name, fn):
-    """floor, ceil, round, trunc: recorded in the graph as PyTorch records them (a
-    ``FloorBackward0`` and so on), with a zero gradient."""
+    """floor, ceil, round, trunc, sign: recorded in the graph as PyTorch records them
+    (a ``FloorBackward0`` and so on), with a zero gradient."""
     node = type(f"{name.capitalize()}Backward0", (_ZeroGradient,), {})
 
     def op(input, **kwargs):
@@ -919,6 +909,7 @@ floor = _step_function("floor", lambda xp, x: xp.floor(x))
 ceil = _step_function("ceil", lambda xp, x: xp.ceil(x))
 round = _step_function("round", lambda xp, x, *, decimals=0: xp.round(x, decimals))
 trunc = _step_function("trunc", lambda xp, x: xp.trunc(x))
+sign = _step_function("sign", lambda xp, x: x.copy() if x.dtype == bool else xp.sign(x))  # -1, 0, 1
 isnan = _constant_unary("isnan", lambda xp, x: xp.isnan(x))
 isinf = _constant_unary("isinf", lambda xp, x: xp.isinf(x))
 isfinite = _constant_unary("isfinite", lambda xp, x: xp.isfinite(x))
