@@ -23,6 +23,10 @@ Run it directly (it starts ``mpiexec -n 2`` with one BLAS thread per rank) or un
                   last bucket's can hide; the link idles until the first large gradient
                   is ready, which caps the efficiency lower where they take as long)
     --reps N      rounds of measurements (default 5; 9 with --link)
+    --width N, --depth N, --bucket-cap-mb X
+                  the MLP (default 8 layers of width 1024) and DDP's bucket cap (default
+                  4): a deeper, narrower MLP leaves less of the gradients for the end of
+                  backward (``--depth 24 --width 512``), PyTorch's default cap is 25
     --timeline    print rank 0's per-bucket timeline of the last backward with DDP
     --trace PATH  write that backward's Chrome trace (rank 0) to PATH
 """
@@ -79,10 +83,10 @@ try:
 except ImportError:  # the PyTorch comparison is skipped without it
     torch = None
 
-WIDTH, DEPTH = 1024, 8
+WIDTH, DEPTH = int(_arg("--width", 1024)), int(_arg("--depth", 8))
 BATCH = int(_arg("--batch", 1024 if LINK else 64))
 REPS = int(_arg("--reps", 9 if LINK else 5))
-BUCKET_CAP_MB = 4  # several buckets for this 26 MiB model, so they can overlap backward
+BUCKET_CAP_MB = float(_arg("--bucket-cap-mb", 4))  # several buckets, so they can overlap backward
 PERCENT = ("hidden share", "overlap efficiency", "efficiency, median round")
 
 
@@ -95,14 +99,18 @@ def make_model(lib):
     return nn.Sequential(*layers)
 
 
-def timed_backward(make_loss, reps=5):
-    """Best time of loss.backward() alone (the forward is built outside the timer)."""
+def timed_backward(make_loss, reps=5, cpu=None):
+    """Best time of loss.backward() alone (the forward is built outside the timer);
+    ``cpu`` gets each call's (CPU time of this thread, of the whole process)."""
     best = float("inf")
     for _ in range(reps):
         loss = make_loss()
+        c0, p0 = time.thread_time(), time.process_time()
         t0 = time.perf_counter()
         loss.backward()
         best = min(best, time.perf_counter() - t0)
+        if cpu is not None:
+            cpu.append((time.thread_time() - c0, time.process_time() - p0))
     return best
 
 
@@ -111,13 +119,18 @@ def overlap(comm, no_sync, loss_fn, idle_loss, raw=None, reducer=None, reps=REPS
     and the median over the rounds of each round's overlap efficiency (its figures
     are taken next to each other, so a burst of load from elsewhere moves them together).
     With ``reducer``, also the median of what its backward waited for communication
-    after the graph walk ended (the exposed tail, from the reducer's own clock)."""
+    after the graph walk ended (the exposed tail, from the reducer's own clock). And
+    the CPU time communication took during backward with DDP (medians, rank 0): the
+    main thread's beyond backward alone's (copies into and out of the buckets) and the
+    other threads' (the communication thread's progress calls and, after the walk, its
+    wait; the kernel's TCP work in its system calls). Where every core runs a rank's
+    backward, that CPU time comes out of backward's."""
     results = {"backward alone": [], "raw all-reduce": [], "communication alone": [], "backward with DDP": []}
-    exposed = []
+    exposed, cpu_alone, cpu_ddp = [], [], []
     for _ in range(reps):
         comm.barrier()
         with no_sync():
-            results["backward alone"].append(timed_backward(loss_fn, 1))
+            results["backward alone"].append(timed_backward(loss_fn, 1, cpu_alone))
         if raw is not None:
             comm.barrier()
             t0 = time.perf_counter()
@@ -129,7 +142,7 @@ def overlap(comm, no_sync, loss_fn, idle_loss, raw=None, reducer=None, reps=REPS
         comm.barrier()
         results["communication alone"].append(timed_backward(idle_loss, 1) - idle)
         comm.barrier()
-        results["backward with DDP"].append(timed_backward(loss_fn, 1))
+        results["backward with DDP"].append(timed_backward(loss_fn, 1, cpu_ddp))
         if reducer is not None and reducer.last_overlap is not None:
             exposed.append(reducer.last_overlap["wait_s"])
     slowest = {k: [max(r) for r in zip(*comm.comm.allgather(v))] for k, v in results.items() if v}
@@ -142,6 +155,9 @@ def overlap(comm, no_sync, loss_fn, idle_loss, raw=None, reducer=None, reps=REPS
     t["efficiency, median round"] = float(np.median(rounds))
     if exposed:
         t["waited after the walk"] = float(np.median([max(r) for r in zip(*comm.comm.allgather(exposed))]))
+    main_alone, main_ddp = np.median([c[0] for c in cpu_alone]), np.median([c[0] for c in cpu_ddp])
+    t["CPU, main thread extra"] = float(main_ddp - main_alone)
+    t["CPU, other threads"] = float(np.median([p - c for c, p in cpu_ddp]))
     return t
 
 

@@ -13,6 +13,8 @@ averaged gradients back into ``.grad``.
 """
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 import queue
 import threading
@@ -164,9 +166,11 @@ def run_comm_hook(comm, state, hook, params, bucket: _Bucket) -> None:
 
 
 PROGRESS_CALLS = 16   # per wake-up of the communication thread (see _CommThread._progress)
+MAX_IN_FLIGHT = 4     # collectives the communication thread keeps going at once
 WAKEUPS_PER_BUCKET = 24                 # the adaptive sleep: a bucket's last duration / this ...
 POLL_MIN_S, POLL_MAX_S = 20e-6, 2e-3    # ... within these bounds
 FIRST_POLL_S = 100e-6                   # a bucket not reduced before
+_WAKE = object()                        # queued to end the thread's sleep
 
 
 def poll_setting(value: str | None) -> float | None:
@@ -185,12 +189,19 @@ def poll_setting(value: str | None) -> float | None:
 
 
 class _CommThread:
-    """Runs the buckets' all-reduces, one after another, on its own communicator.
+    """Runs the buckets' all-reduces on its own communicator, in bucket order, with up
+    to ``MAX_IN_FLIGHT`` of them in flight at once.
 
     MPI libraries wait by spinning, which takes a core away from backward. So while
-    backward runs, the thread starts each all-reduce non-blocking and drives it
-    with sleeps between bursts of progress calls; once the main thread has nothing
-    left but to wait (``eager`` is set), it waits in MPI, which drives them flat out.
+    backward runs, the thread starts each bucket's all-reduce non-blocking as soon as
+    it is handed one (a bucket handed over during a sleep ends the sleep) and drives
+    those in flight with sleeps between bursts of progress calls (any progress call
+    drives them all); once the main thread has nothing left but to wait (``hurry``),
+    it waits in MPI, which drives them flat out. Keeping several in flight means the
+    next bucket's collective does not wait for this thread to notice that the last
+    one ended: on a GPU stream it is queued right behind it. (Over a 1 Gbit/s TCP link
+    it measured no different from one at a time: there the wire rarely idles between
+    buckets.)
 
     The sleep adapts to each bucket: its collective's duration at the last step
     divided by ``WAKEUPS_PER_BUCKET`` (between ``POLL_MIN_S`` and ``POLL_MAX_S``), so
@@ -199,9 +210,9 @@ class _CommThread:
     buffers keep the wire busy in between (on 2 ranks over a 1 Gbit/s link a fixed
     100 us sleep took backward 20-25 % longer, a 3 ms one about 10 %, with the same
     wire time). ``DISTGRAD_COMM_POLL_US`` fixes the sleep instead (microseconds; 0:
-    blocking collectives, which every rank must then use: a blocking and a
-    non-blocking collective never match). The sleeps themselves may differ between
-    ranks.
+    each collective is waited for in MPI as soon as it starts, one at a time). The
+    sleeps may differ between ranks. A registered comm hook runs here, one bucket at
+    a time, after those in flight have ended.
     """
 
     def __init__(self, comm):
@@ -217,49 +228,122 @@ class _CommThread:
     def submit(self, bucket: _Bucket) -> None:
         self.queue.put(bucket)
 
+    def hurry(self) -> None:
+        """Backward is over: wait in MPI from now on (wakes the thread if it sleeps)."""
+        self.eager.set()
+        self.queue.put(_WAKE)
+
     def _run(self):
+        flight = collections.deque()   # [bucket, request, profiler span], in bucket order
+        drain = False                  # take whatever else is queued before progressing
         while True:
-            bucket = self.queue.get()
-            if bucket is None:
+            item = _WAKE
+            if len(flight) < MAX_IN_FLIGHT:
+                try:
+                    if not flight:
+                        item = self.queue.get()
+                    elif drain or self.eager.is_set():
+                        item = self.queue.get_nowait()
+                    else:   # the sleep between bursts, ended early by a new bucket
+                        item = self.queue.get(timeout=self.poll_for(flight[0][0]))
+                except queue.Empty:
+                    pass
+            elif not self.eager.is_set():
+                time.sleep(self.poll_for(flight[0][0]))
+            if item is None:
                 return
-            bucket.started_at = time.perf_counter()
-            prof = profiler.current()
-            what = "reduce-scatter" if bucket.sharded else "all-reduce"
-            span = (profiler._Range(prof, f"DDP: {what} bucket {bucket.index}", "ddp",
-                                    {"bucket": bucket.index, "bytes": int(bucket.nbytes)})
-                    if prof is not None else None)
-            if span is not None:
-                span.__enter__()
+            drain = item is not _WAKE
+            if drain:
+                self._take(item, flight)
+            else:
+                self._progress(flight, wait=self.eager.is_set())
+
+    def _take(self, bucket: _Bucket, flight) -> None:
+        if self.hook is not None:
+            self._finish_all(flight)
+            self._hooked(bucket)
+            return
+        self._start(bucket, flight)
+        if self.poll_for(bucket) <= 0:
+            self._finish_all(flight)
+
+    def _start(self, bucket: _Bucket, flight) -> None:
+        bucket.started_at = time.perf_counter()
+        span = self._span(bucket)
+        try:
+            if bucket.sharded:
+                req = self.comm.ireduce_scatter(bucket.buffer, SUM, bucket.ready, bucket.counts)
+            else:
+                req = self.comm.iallreduce_(bucket.buffer, SUM, bucket.ready)
+        except BaseException as e:  # reported by the thread waiting for this bucket
+            self._end(bucket, span, e)
+            return
+        flight.append([bucket, req, span])
+
+    def _progress(self, flight, wait: bool) -> None:
+        """Finish the buckets in flight that are done, in order, after up to
+        ``PROGRESS_CALLS`` progress calls (with ``wait``, after waiting in MPI for the
+        first). Over TCP one call moves one segment of a large message (some 64 KiB),
+        so one call per wake-up caps the rate at a segment per sleep, and a thread that
+        backward keeps off the core wakes late; a burst per wake-up keeps the wire
+        busy with few wake-ups."""
+        calls = 0
+        while flight:
+            bucket, req, span = flight[0]
             try:
-                if self.hook is not None:
-                    run_comm_hook(self.comm, *self.hook, bucket)
+                if wait:
+                    req.wait()
+                    done, wait = True, False
+                elif calls < PROGRESS_CALLS:
+                    calls += 1
+                    done = req.test()
                 else:
-                    if bucket.sharded:
-                        req = self.comm.ireduce_scatter(bucket.buffer, SUM, bucket.ready, bucket.counts)
-                    else:
-                        req = self.comm.iallreduce_(bucket.buffer, SUM, bucket.ready)
-                    # Every rank must use the same kind of call: a blocking and a non-blocking
-                    # collective never match each other in MPI.
-                    poll = self.poll_for(bucket)
-                    if poll <= 0:
-                        req.wait()
-                    else:
-                        while not self._progress(req):
-                            if self.eager.is_set():
-                                req.wait()
-                                break
-                            time.sleep(poll)
-                    self.took[(bucket.index, bucket.nbytes)] = time.perf_counter() - bucket.started_at
-                    if bucket.sharded:   # this rank's segment is all it keeps of the bucket
-                        bucket.shard_out = req.result
-                        bucket.buffer = None
-            except BaseException as e:  # reported by the thread waiting for this bucket
-                bucket.error = e
-            finally:
-                if span is not None:
-                    span.__exit__(None, None, None)
-                bucket.done_at = time.perf_counter()
-                bucket.done.set()
+                    return
+            except BaseException as e:
+                # The collectives after a failed one cannot pair up any more.
+                while flight:
+                    failed, _, failed_span = flight.popleft()
+                    self._end(failed, failed_span, e)
+                return
+            if done:
+                flight.popleft()
+                self._end(bucket, span, None, req)
+
+    def _finish_all(self, flight) -> None:
+        while flight:
+            self._progress(flight, wait=True)
+
+    def _end(self, bucket: _Bucket, span, error, req=None) -> None:
+        if error is None:
+            self.took[(bucket.index, bucket.nbytes)] = time.perf_counter() - bucket.started_at
+            if bucket.sharded:   # this rank's segment is all it keeps of the bucket
+                bucket.shard_out = req.result
+                bucket.buffer = None
+        bucket.error = error
+        if span is not None:
+            span.__exit__(None, None, None)
+        bucket.done_at = time.perf_counter()
+        bucket.done.set()
+
+    def _span(self, bucket: _Bucket):
+        prof = profiler.current()
+        if prof is None:
+            return None
+        what = "reduce-scatter" if bucket.sharded else "all-reduce"
+        span = profiler._Range(prof, f"DDP: {what} bucket {bucket.index}", "ddp",
+                               {"bucket": bucket.index, "bytes": int(bucket.nbytes)})
+        span.__enter__()
+        return span
+
+    def _hooked(self, bucket: _Bucket) -> None:
+        bucket.started_at = time.perf_counter()
+        span = self._span(bucket)
+        try:
+            run_comm_hook(self.comm, *self.hook, bucket)
+        except BaseException as e:  # reported by the thread waiting for this bucket
+            self._end(bucket, span, e)
+            return
+        self._end(bucket, span, None)
 
     def poll_for(self, bucket: _Bucket) -> float:
         """Seconds to sleep between bursts of progress calls on ``bucket``'s collective."""
@@ -270,33 +354,28 @@ class _CommThread:
             return FIRST_POLL_S
         return min(POLL_MAX_S, max(POLL_MIN_S, last / WAKEUPS_PER_BUCKET))
 
-    def _progress(self, req) -> bool:
-        """Whether ``req`` is done, after up to ``PROGRESS_CALLS`` progress calls in a
-        row. Over TCP one call moves one segment of a large message (some 64 KiB), so
-        one call per wake-up caps the rate at a segment per sleep, and a thread that
-        backward keeps off the core wakes late; a burst per wake-up keeps the wire
-        busy with few wake-ups."""
-        for _ in range(PROGRESS_CALLS):
-            if req.test():
-                return True
-        return False
-
     def close(self) -> None:
         self.queue.put(None)
 
 
 def overlap_figures(buckets, walk_end: float, all_done: float) -> dict | None:
     """How much of one backward's communication ran while backward still computed:
-    ``comm_s`` (the buckets' all-reduce time on the communication thread), ``hidden_s``
-    (the part of it before backward's graph walk ended), ``hidden_share`` (their
-    ratio) and ``wait_s`` (from the walk's end until every bucket was reduced: what
-    backward's end waited for communication). None when no bucket went through the
-    communication thread."""
-    spans = [(b.started_at, b.done_at) for b in buckets if b.started_at is not None and b.done_at is not None]
+    ``comm_s`` (how long the communication thread had a collective in flight),
+    ``hidden_s`` (the part of it before backward's graph walk ended), ``hidden_share``
+    (their ratio) and ``wait_s`` (from the walk's end until every bucket was reduced:
+    what backward's end waited for communication). None when no bucket went through
+    the communication thread."""
+    spans = sorted((b.started_at, b.done_at) for b in buckets if b.started_at is not None and b.done_at is not None)
     if not spans:
         return None
-    comm = sum(max(0.0, end - start) for start, end in spans)
-    hidden = sum(max(0.0, min(end, walk_end) - start) for start, end in spans)
+    merged = [list(spans[0])]   # collectives in flight together count once
+    for start, end in spans[1:]:
+        if start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    comm = sum(max(0.0, end - start) for start, end in merged)
+    hidden = sum(max(0.0, min(end, walk_end) - start) for start, end in merged)
     return {"comm_s": comm, "hidden_s": hidden, "hidden_share": hidden / comm if comm > 0 else 1.0,
             "wait_s": max(0.0, all_done - walk_end)}
 
@@ -329,27 +408,43 @@ class Reducer:
 
     # ---------------------------------------------------------------- buckets
     def _build(self, order: list) -> None:
-        # A tiny tensor (a bias, a norm's scale) that would overflow the bucket rides
-        # with it instead of opening one of its own: its gradient is ready right next
-        # to its neighbour's in ``order``, and a bucket of a few KiB costs a collective's
-        # latency between the large ones while adding almost nothing to the wire.
-        groups, cur, cur_bytes, cap = [], [], 0, self.first_bucket_bytes
-        for i in order:
-            p = self.params[i]
-            nbytes = p._data.nbytes
-            tiny = nbytes <= cap // 64 and cur_bytes + nbytes <= cap + cap // 16
-            if cur and (p._data.dtype != self.params[cur[0]]._data.dtype or (cur_bytes + nbytes > cap and not tiny)):
-                groups.append(cur)
-                cur, cur_bytes, cap = [], 0, self.bucket_cap_bytes
-            cur.append(i)
-            cur_bytes += nbytes
-        if cur:
-            groups.append(cur)
+        # The first bucket is small so the wire starts early (as PyTorch's). So are the
+        # last ones: what is still on the wire when the graph walk ends is backward's
+        # exposed tail, so from the end of ``order`` the caps grow from the first
+        # bucket's size, doubling, to the full cap (the last gradients' bucket leaves
+        # right after them instead of waiting for a whole cap's worth).
+        front = self._group(order, itertools.repeat(self.first_bucket_bytes))[:1]
+        rest = order[len(front[0]):] if front else []
+        tapered = (max(1, self.first_bucket_bytes) << k for k in itertools.count())
+        caps = (max(1, min(c, self.bucket_cap_bytes)) for c in tapered)
+        groups = front + [g[::-1] for g in reversed(self._group(rest[::-1], caps))]
         shard = None if self.owners is None else (self.owners, self.size, self.comm.rank)
         self.buckets = [_Bucket(k, ids, self.params, shard) for k, ids in enumerate(groups)]
         self.buckets[-1].is_last = True
         self._set_scales()
         self.where = {i: b for b in self.buckets for i in b.param_ids}
+
+    def _group(self, order: list, caps) -> list:
+        """``order`` cut into groups of one dtype, each within the next cap from ``caps``
+        (a tensor larger than its cap makes a group alone). A tiny tensor (a bias, a
+        norm's scale) that would overflow a group rides with it instead of opening one
+        of its own, and a group of tiny tensors takes the next tensor whatever its size: its gradient is ready right next to its neighbour's, and a bucket of
+        a few KiB costs a collective's latency between the large ones while adding
+        almost nothing to the wire."""
+        groups, cur, cur_bytes, cap = [], [], 0, next(caps)
+        for i in order:
+            data = self.params[i]._data
+            tiny = (data.nbytes <= cap // 64 and cur_bytes + data.nbytes <= max(cap, cur_bytes) + cap // 16
+                    or cur_bytes <= cap // 64)
+            if cur and (data.dtype != self.params[cur[0]]._data.dtype
+                        or (cur_bytes + data.nbytes > cap and not tiny)):
+                groups.append(cur)
+                cur, cur_bytes, cap = [], 0, next(caps)
+            cur.append(i)
+            cur_bytes += data.nbytes
+        if cur:
+            groups.append(cur)
+        return groups
 
     def _set_scales(self) -> None:
         # Without a hook, gradients are divided by the world size on the way in (so the
@@ -463,7 +558,7 @@ class Reducer:
                 self._mark(i, None if g is None else g._data)
             self.walk_ended_at = time.perf_counter()
             if self.worker is not None:
-                self.worker.eager.set()  # backward is over: communication may take the core
+                self.worker.hurry()  # backward is over: communication may take the core
             if self.find_unused:  # the same on every rank, so the collective pairs up
                 used = self._globally_used(used)
             waiting = profiler.span("DDP: wait for the buckets", "ddp")
