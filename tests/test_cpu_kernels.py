@@ -222,7 +222,10 @@ def test_row_sums_are_accurate_and_the_same_for_any_block_of_rows(dtype, cols):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("B, H, L, S, D", [(2, 4, 16, 16, 8), (1, 2, 7, 11, 5), (3, 1, 64, 64, 32)])
+@pytest.mark.parametrize("B, H, L, S, D", [(2, 4, 16, 16, 8), (1, 2, 7, 11, 5), (3, 1, 64, 64, 32),
+                                           # causal row blocks: several, a short last one, S != L
+                                           (2, 2, 128, 128, 8), (1, 2, 200, 200, 4), (1, 1, 130, 170, 4),
+                                           (1, 1, 192, 100, 4)])
 def test_cpu_attention_matches_pytorch(torch, dtype, causal, B, H, L, S, D):
     """scaled_dot_product_attention's CPU path (the scale and the causal mask inside the
     softmax kernel): values and gradients against PyTorch, for q, k, v that are
@@ -285,3 +288,37 @@ def test_cpu_attention_first_and_second_derivatives_are_right(causal):
 
     assert dg.autograd.gradcheck(f, (q, k, v))
     assert dg.autograd.gradgradcheck(f, (q, k, v))
+
+
+def test_cpu_attention_is_one_node_keeping_only_the_weights_each_row_may_see():
+    """PyTorch's node; with the causal mask the kept weights leave out the keys past each
+    row block (3/4 of L * S at 128 rows), and its gradients are the same bits on any
+    number of elementwise threads."""
+    rng = np.random.default_rng(11)
+    B, H, L, D = 2, 3, 128, 8
+    q, k, v = (dg.tensor(rng.standard_normal((B, H, L, D)).astype(np.float32), requires_grad=True)
+               for _ in range(3))
+    g = dg.tensor(rng.standard_normal((B, H, L, D)).astype(np.float32))
+    grads = []
+    for threads in (1, 2):
+        cpu_kernels._default_threads = threads
+        try:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            node = out.grad_fn
+            assert node.name() == "ScaledDotProductFlashAttentionForCpuBackward0"
+            assert [f[0].name() for f in node.next_functions] == ["AccumulateGrad"] * 3
+            weights = node.saved_tensors[3]
+            assert weights.numel() == B * H * (64 * 64 + 64 * 128)
+            grads.append(dg.autograd.grad(out, (q, k, v), g))
+        finally:
+            cpu_kernels._default_threads = None
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # only the gradients asked for are made
+    out = F.scaled_dot_product_attention(q, k.detach(), v.detach(), is_causal=True)
+    (gq,) = dg.autograd.grad(out, (q,), g)
+    np.testing.assert_array_equal(gq.numpy(), grads[0][0].numpy())
+    # the output of (batch, heads) attention is laid out (batch, L, heads, D): back to the
+    # model's (batch, L, heads * D) without a copy
+    y = out.transpose(1, 2).reshape(B, L, H * D)
+    assert np.shares_memory(y.detach().numpy(), out.detach().numpy())

@@ -425,3 +425,152 @@ def layer_norm_grad(x, g, row, weight, eps, need_input, need_weight):
         _launch(body, gx, x, g, *((gxh,) if gxh is not None else ()), row=row)
     return gx, gxh
 
+
+
+# ------------------------------------------------------------------ attention
+# softmax(q k^T * scale + causal mask) v as one node: the batched products on the calling
+# thread (BLAS), the softmax rows on the elementwise threads. With the causal mask the
+# query rows go in blocks of ``_CAUSAL_BLOCK`` and each block's products and softmax stop
+# at the last key its rows may see: with 128 rows that is 3/4 of the work and of the
+# kept weights, with 1024 rows about 1/2. (Spreading blocks of batch entries, products
+# included, over the elementwise threads with BLAS on one thread meanwhile ran 1.4x
+# faster alone but 5 % slower inside a training step, where BLAS's own threads still
+# spin after each product: it was not kept.)
+
+_CAUSAL_BLOCK = 64
+
+
+def _row_blocks(L: int, S: int, causal: bool) -> list:
+    """``(r0, r1, kend)``: the query rows of each block and the keys they may see."""
+    if not causal:
+        return [(0, L, S)]
+    if L < 2 * _CAUSAL_BLOCK:
+        return [(0, L, min(L, S))]
+    return [(r0, min(r0 + _CAUSAL_BLOCK, L), min(r0 + _CAUSAL_BLOCK, L, S)) for r0 in range(0, L, _CAUSAL_BLOCK)]
+
+
+def _weights_blocks(p, lead, L, S, causal):
+    """Views of the flat weights buffer ``p``: for each row block, ``(r0, r1, kend)``
+    and its ``(lead..., rows, kend)`` weights (each block contiguous)."""
+    views, at, n = [], 0, math.prod(lead)
+    for r0, r1, kend in _row_blocks(L, S, causal):
+        size = n * (r1 - r0) * kend
+        views.append((r0, r1, kend, p[at:at + size].reshape(lead + (r1 - r0, kend))))
+        at += size
+    return views
+
+
+def _weights_size(lead, L, S, causal) -> int:
+    return math.prod(lead) * sum((r1 - r0) * kend for r0, r1, kend in _row_blocks(L, S, causal))
+
+
+def _softmax_rows_in_place(dtype, scale, bias):
+    """A function making each row of a C-contiguous 2-D array (whole ``(rows, kend)``
+    matrices, ``bias`` being ``(rows, kend)`` or None) its softmax of ``row * scale +
+    bias[row % rows]``, in place, with ``softmax``'s roundings, on the elementwise
+    threads (a compiled kernel on strided rows would not vectorize)."""
+    f = np.dtype(dtype).type
+    jit = _jit_kernels.get() if np.dtype(dtype) == np.float32 else None
+    if jit is not None:
+        kernel, s = jit["softmax_f32"], f(scale)
+
+        def rows_kernel(rows):
+            b = bias if bias is not None else np.zeros((1, rows.shape[1]), dtype)
+            c = rows.shape[1]
+            _launch(lambda out, x: kernel(x.reshape(-1, c), b, s, out.reshape(-1, c)), rows, rows,
+                    row=b.shape[0] * c)
+
+        return rows_kernel
+
+    def rows_softmax(rows):
+        R, c = (bias.shape[0] if bias is not None else 1), rows.shape[1]
+
+        def body(out, _):
+            out = out.reshape(-1, c)
+            out *= f(scale)
+            if bias is not None:
+                m = out.reshape(-1, R, c)
+                np.add(m, bias, out=m)
+            _softmax_body(out, out)
+
+        _launch(body, rows, rows, row=R * c)
+
+    return rows_softmax
+
+
+def _softmax_grad_rows(dtype, scale):
+    """A function giving ``softmax_grad(y, g, scale)`` of C-contiguous 2-D rows into
+    ``g``, on the elementwise threads."""
+    jit = _jit_kernels.get()
+    if jit is not None:
+        k = np.array([scale], dtype)
+        sg = jit["softmax_grad"]
+        # each element read before it is written
+        return lambda y, g: _launch(lambda out, y: sg(y, out, k, out), g, y, row=y.shape[1])
+    f = np.dtype(dtype).type
+
+    def body(g, y):
+        out = np.empty_like(g)
+        _softmax_grad_body(out, y, g)
+        np.multiply(out, f(scale), out=g)
+
+    return lambda y, g: _launch(body, g, y, row=y.shape[1])
+
+
+def attention(q, k, v, scale, bias):
+    """``(out, p)`` for numpy float arrays ``q``, ``k``, ``v`` of shapes ``(..., L, D)``,
+    ``(..., S, D)``, ``(..., S, Dv)`` with the same leading dims (read in place through
+    their strides): ``out = softmax(q k^T * scale + bias) v`` over the last dim, ``bias``
+    being the ``(L, S)`` causal mask (0 and -inf) or None, and ``p`` the weights, a flat
+    buffer of row blocks for ``attention_grad`` (a block's keys past what its rows may
+    see are left out). With leading dims (batch, heads), ``out`` is laid
+    out (batch, L, heads, Dv), so ``out.transpose(1, 2).reshape(batch, L, -1)`` is a view
+    (as PyTorch's flash attention lays it out)."""
+    lead, L, S = q.shape[:-2], q.shape[-2], k.shape[-2]
+    causal = bias is not None
+    p = np.empty(_weights_size(lead, L, S, causal), q.dtype)
+    if len(lead) == 2:  # (batch, heads)
+        out = np.empty((lead[0], L, lead[1], v.shape[-1]), q.dtype).swapaxes(1, 2)
+    else:
+        out = np.empty(lead + (L, v.shape[-1]), q.dtype)
+    for r0, r1, kend, w in _weights_blocks(p, lead, L, S, causal):
+        np.matmul(q[..., r0:r1, :], np.swapaxes(k[..., :kend, :], -1, -2), out=w)
+        block_bias = np.ascontiguousarray(bias[r0:r1, :kend]) if causal else None
+        _softmax_rows_in_place(q.dtype, scale, block_bias)(w.reshape(-1, kend))
+        np.matmul(w, v[..., :kend, :], out=out[..., r0:r1, :])
+    return out, p
+
+
+def _into_or_add(d, i: int, kend: int, a, b) -> None:
+    """The first (``i == 0``) writes ``a @ b`` into ``d``'s first ``kend`` rows and zeros
+    after them; the others add to those rows."""
+    if i == 0:
+        d[..., kend:, :] = 0
+        np.matmul(a, b, out=d[..., :kend, :])
+    else:
+        d[..., :kend, :] += np.matmul(a, b)
+
+
+def attention_grad(q, k, v, p, g, scale, causal, need=(True, True, True)):
+    """``(dq, dk, dv)`` of ``attention`` from its weights buffer ``p`` and the output's
+    gradient ``g`` (None where ``need`` says so). Laid out as each input is (a
+    transposed view of a projection: its gradient flows back through the transpose and
+    view without a copy)."""
+    lead, L, S = q.shape[:-2], q.shape[-2], k.shape[-2]
+    dq, dk, dv = (np.empty_like(t, dtype=q.dtype) if n else None for t, n in zip((q, k, v), need))
+    sgrad = _softmax_grad_rows(q.dtype, scale)
+    # The last block sees the most keys: it writes dk and dv (zeros past its keys: keys
+    # no query may see), the blocks before it add theirs.
+    for i, (r0, r1, kend, w) in enumerate(reversed(_weights_blocks(p, lead, L, S, causal))):
+        gb, qb = g[..., r0:r1, :], q[..., r0:r1, :]
+        if dv is not None:
+            _into_or_add(dv, i, kend, np.swapaxes(w, -1, -2), gb)
+        if dq is None and dk is None:
+            continue
+        ds = np.matmul(gb, np.swapaxes(v[..., :kend, :], -1, -2))
+        sgrad(w.reshape(-1, kend), ds.reshape(-1, kend))
+        if dq is not None:
+            np.matmul(ds, k[..., :kend, :], out=dq[..., r0:r1, :])
+        if dk is not None:
+            _into_or_add(dk, i, kend, np.swapaxes(ds, -1, -2), qb)
+    return dq, dk, dv

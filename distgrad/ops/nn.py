@@ -933,6 +933,40 @@ class ScaledDotProductAttentionBackward0(Node):
         return dq, dk, dv
 
 
+class ScaledDotProductFlashAttentionForCpuBackward0(Node):
+    """Backward of the CPU attention (PyTorch's node of the same name): the products
+    and the softmax gradient over blocks of batch entries on the elementwise threads
+    (``cpu_kernels.attention_grad``), from the kept weights."""
+
+    def backward(self, g):
+        q, k, v, p = self.saved_tensors
+        scale, causal = self.args
+        if _grad_state.enabled:  # create_graph: the same formulas with tensor ops
+            return _attention_grads(q, k, v, g, scale, causal)
+        grads = cpu_kernels.attention_grad(q._data, k._data, v._data, p._data,
+                                           g._data.astype(q._data.dtype, copy=False), scale, causal,
+                                           tuple(self.needs(i) for i in range(3)))
+        return tuple(None if d is None else _wrap(d) for d in grads)
+
+
+def _attention_cpu(query, key, value, scale, causal):
+    """softmax(q k^T * scale, causal) v on the CPU as one node (``cpu_kernels.attention``:
+    blocks of batch entries on the elementwise threads); None where it does not apply
+    (fewer than 3 dims, broadcast batch dims, mixed dtypes)."""
+    q, k, v = query._data, key._data, value._data
+    if (q.ndim < 3 or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]) or q.shape[-1] != k.shape[-1]
+            or k.shape[-2] != v.shape[-2] or not (q.dtype == k.dtype == v.dtype) or not cpu_kernels.use(k)
+            or not cpu_kernels.use(v)):
+        return None
+    L, S = q.shape[-2], k.shape[-2]
+    bias = _causal_bias(L, S, q.dtype, np)._data if causal else None
+    out, p = cpu_kernels.attention(q, k, v, scale, bias)
+    # The inputs are saved as they are (a double backward differentiates through them)
+    # and the weights as a tensor, so checkpointing can drop them too.
+    return record(ScaledDotProductFlashAttentionForCpuBackward0, out, (query, key, value),
+                  (query, key, value, _wrap(p)), args=(scale, causal))
+
+
 def _attention_fused(query, key, value, scale, causal):
     """softmax(q k^T * scale, causal) v on the GPU with the batched products and the
     softmax row kernel; None where it does not apply (broadcast batch dims, mixed
@@ -1008,6 +1042,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if (attn_mask is None and dropout_p == 0.0 and cuda_kernels.rows_supported(query._data)
             and L and S):
         out = _attention_fused(query, key, value, scale, is_causal)
+        if out is not None:
+            return out
+    if attn_mask is None and dropout_p == 0.0 and L and S and cpu_kernels.use(query._data):
+        out = _attention_cpu(query, key, value, scale, is_causal)
         if out is not None:
             return out
     scores = query @ key.transpose(-2, -1)
