@@ -4,6 +4,7 @@ The thread is driven here by a communicator whose collectives end when a test sa
 so, which is the only way to pin down what is in flight at a given moment; the real
 collectives (MPICH, several ranks, small and large buckets) run in
 tests/mpi/test_ddp_mpi.py."""
+import contextlib
 import threading
 import time
 import types
@@ -136,6 +137,21 @@ def _bucket(k):
     return b
 
 
+@contextlib.contextmanager
+def comm_thread(monkeypatch, poll_us, nbuckets):
+    """A communication thread on a ``_Comm``, ``nbuckets`` buckets handed to it."""
+    monkeypatch.setenv("DISTGRAD_COMM_POLL_US", str(poll_us))
+    comm = _Comm()
+    t = R._CommThread(comm)
+    try:
+        buckets = [_bucket(k) for k in range(nbuckets)]
+        for b in buckets:
+            t.submit(b)
+        yield comm, t, buckets
+    finally:
+        t.close()
+
+
 def _until(cond, timeout=5.0):
     end = time.monotonic() + timeout
     while not cond():
@@ -145,13 +161,7 @@ def _until(cond, timeout=5.0):
 
 
 def test_the_thread_keeps_several_collectives_in_flight_and_ends_them_in_order(monkeypatch):
-    monkeypatch.setenv("DISTGRAD_COMM_POLL_US", "200")
-    comm = _Comm()
-    t = R._CommThread(comm)
-    try:
-        buckets = [_bucket(k) for k in range(R.MAX_IN_FLIGHT + 2)]
-        for b in buckets:
-            t.submit(b)
+    with comm_thread(monkeypatch, 200, R.MAX_IN_FLIGHT + 2) as (comm, t, buckets):
         _until(lambda: len(comm.reqs) == R.MAX_IN_FLIGHT)
         time.sleep(0.05)
         assert sorted(comm.reqs) == list(range(R.MAX_IN_FLIGHT))      # no more than that at once
@@ -169,18 +179,10 @@ def test_the_thread_keeps_several_collectives_in_flight_and_ends_them_in_order(m
         for b in buckets:
             assert b.done.wait(5) and b.error is None
         assert all((b.index, b.nbytes) in t.took for b in buckets)
-    finally:
-        t.close()
 
 
 def test_a_failed_collective_fails_those_in_flight_behind_it(monkeypatch):
-    monkeypatch.setenv("DISTGRAD_COMM_POLL_US", "200")
-    comm = _Comm()
-    t = R._CommThread(comm)
-    try:
-        buckets = [_bucket(k) for k in range(3)]
-        for b in buckets:
-            t.submit(b)
+    with comm_thread(monkeypatch, 200, 3) as (comm, t, buckets):
         _until(lambda: len(comm.reqs) == 3)
         comm.reqs[0].finished.set()
         comm.reqs[1].fail = RuntimeError("peer rank 1 is gone")
@@ -188,18 +190,11 @@ def test_a_failed_collective_fails_those_in_flight_behind_it(monkeypatch):
             assert b.done.wait(5)
         assert buckets[0].error is None
         assert "peer rank 1 is gone" in str(buckets[1].error) and buckets[2].error is buckets[1].error
-    finally:
-        t.close()
 
 
 def test_hurry_ends_the_sleep_and_waits_in_mpi(monkeypatch):
     """With a 2 s sleep between progress calls, the end of backward must not wait for it."""
-    monkeypatch.setenv("DISTGRAD_COMM_POLL_US", str(2e6))
-    comm = _Comm()
-    t = R._CommThread(comm)
-    try:
-        b = _bucket(0)
-        t.submit(b)
+    with comm_thread(monkeypatch, 2e6, 1) as (comm, t, (b,)):
         _until(lambda: 0 in comm.reqs and comm.reqs[0].tests >= 1)
         comm.reqs[0].finished.set()
         t0 = time.monotonic()
@@ -207,18 +202,10 @@ def test_hurry_ends_the_sleep_and_waits_in_mpi(monkeypatch):
         assert b.done.wait(5)
         assert time.monotonic() - t0 < 1.0
         assert ("wait", 0) in comm.log
-    finally:
-        t.close()
 
 
 def test_blocking_setting_waits_for_each_collective_before_the_next(monkeypatch):
-    monkeypatch.setenv("DISTGRAD_COMM_POLL_US", "0")
-    comm = _Comm()
-    t = R._CommThread(comm)
-    try:
-        buckets = [_bucket(k) for k in range(3)]
-        for b in buckets:
-            t.submit(b)
+    with comm_thread(monkeypatch, 0, 3) as (comm, t, buckets):
         _until(lambda: 0 in comm.reqs)
         time.sleep(0.05)
         assert list(comm.reqs) == [0]                    # waiting in MPI for the first
@@ -228,8 +215,6 @@ def test_blocking_setting_waits_for_each_collective_before_the_next(monkeypatch)
         for b in buckets:
             assert b.done.wait(5) and b.error is None
         assert comm.log == [("start", 0), ("wait", 0), ("start", 1), ("wait", 1), ("start", 2), ("wait", 2)]
-    finally:
-        t.close()
 
 
 def test_overlap_figures_count_collectives_in_flight_together_once():
