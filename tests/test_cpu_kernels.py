@@ -322,3 +322,32 @@ def test_cpu_attention_is_one_node_keeping_only_the_weights_each_row_may_see():
     # model's (batch, L, heads * D) without a copy
     y = out.transpose(1, 2).reshape(B, L, H * D)
     assert np.shares_memory(y.detach().numpy(), out.detach().numpy())
+
+
+@pytest.mark.parametrize("L, S", [(1, 1), (1, 5), (5, 1), (127, 127), (128, 128), (129, 129), (129, 64),
+                                  (64, 129), (300, 257)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_cpu_attention_matches_its_formula_at_block_edges(L, S, causal):
+    """Against softmax(q k^T * scale + mask) v written as plain tensor ops (float64, no
+    PyTorch needed), at the row-block edges: one row, one key, 64 rows a block, a block
+    of one row, more keys than rows and fewer."""
+    rng = np.random.default_rng(L * 1000 + S)
+    B, H, D = 2, 2, 3
+    arrays = [rng.standard_normal((B, H, n, D)) for n in (L, S, S)]
+    g = dg.tensor(rng.standard_normal((B, H, L, D)))
+
+    def run(fused):
+        q, k, v = (dg.tensor(a, requires_grad=True) for a in arrays)
+        if fused:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            assert out.grad_fn.name() == "ScaledDotProductFlashAttentionForCpuBackward0"
+        else:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(D)
+            if causal:
+                mask = np.where(np.tril(np.ones((L, S), bool)), 0.0, -np.inf)
+                scores = scores + dg.tensor(mask)
+            out = dg.softmax(scores, -1) @ v
+        return [out.detach().numpy()] + [t.numpy() for t in dg.autograd.grad(out, (q, k, v), g)]
+
+    for a, b in zip(run(True), run(False)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
