@@ -274,23 +274,25 @@ def _softmax_grad_body(out, y, g):
     out *= y
 
 
-def softmax(x, scale=None, bias=None):
+def softmax(x, scale=None, bias=None, out=None):
     """Softmax over the last dim of a float array; of ``x * scale + bias`` when given,
     ``bias`` being an ``(L, S)`` array (a causal mask of 0 and -inf) added to each of
     the ``(L, S)`` matrices that make up ``x``, in the order and with the roundings of
-    a multiply, an add and a softmax, without their temporaries."""
+    a multiply, an add and a softmax, without their temporaries. ``out``: a C-contiguous
+    array of ``x``'s shape to write into (``x`` itself for in place)."""
     (x,) = _contiguous(x)
     xp = array_module(x)
     S = x.shape[-1]
+    if out is None:
+        out = xp.empty_like(x)
     if x.dtype == np.float32 and type(x) is np.ndarray and (jit := _jit_kernels.get()) is not None:
         L = bias.shape[0] if bias is not None else 1
         b = np.ascontiguousarray(bias, x.dtype) if bias is not None else np.zeros((1, S), x.dtype)
         f, kernel = x.dtype.type(1.0 if scale is None else scale), jit["softmax_f32"]
         # whole (L, S) matrices per block: a block's row r takes the bias row r % L
-        return _launch(lambda out, x: kernel(x.reshape(-1, S), b, f, out.reshape(-1, S)),
-                       np.empty_like(x), x, row=L * S)
+        return _launch(lambda out, x: kernel(x.reshape(-1, S), b, f, out.reshape(-1, S)), out, x, row=L * S)
     if scale is None and bias is None:
-        return _launch(_softmax_body, xp.empty_like(x), x, row=S)
+        return _launch(_softmax_body, out, x, row=S)
     f = x.dtype.type
     L = bias.shape[0] if bias is not None else 1
 
@@ -304,7 +306,7 @@ def softmax(x, scale=None, bias=None):
         rows = out.reshape(-1, S)
         _softmax_body(rows, rows)
 
-    return _launch(body, xp.empty_like(x), x, row=L * S)
+    return _launch(body, out, x, row=L * S)
 
 
 def softmax_grad(y, g, scale=None):
@@ -429,7 +431,8 @@ def layer_norm_grad(x, g, row, weight, eps, need_input, need_weight):
 
 # ------------------------------------------------------------------ attention
 # softmax(q k^T * scale + causal mask) v as one node: the batched products on the calling
-# thread (BLAS), the softmax rows on the elementwise threads. With the causal mask the
+# thread (BLAS), the softmax rows (``softmax``, ``softmax_grad``) on the elementwise
+# threads. With the causal mask the
 # query rows go in blocks of ``_CAUSAL_BLOCK`` and each block's products and softmax stop
 # at the last key its rows may see: with 128 rows that is 3/4 of the work and of the
 # kept weights, with 1024 rows about 1/2. (Spreading blocks of batch entries, products
@@ -464,59 +467,6 @@ def _weights_size(lead, L, S, causal) -> int:
     return math.prod(lead) * sum((r1 - r0) * kend for r0, r1, kend in _row_blocks(L, S, causal))
 
 
-def _softmax_rows_in_place(dtype, scale, bias):
-    """A function making each row of a C-contiguous 2-D array (whole ``(rows, kend)``
-    matrices, ``bias`` being ``(rows, kend)`` or None) its softmax of ``row * scale +
-    bias[row % rows]``, in place, with ``softmax``'s roundings, on the elementwise
-    threads (a compiled kernel on strided rows would not vectorize)."""
-    f = np.dtype(dtype).type
-    jit = _jit_kernels.get() if np.dtype(dtype) == np.float32 else None
-    if jit is not None:
-        kernel, s = jit["softmax_f32"], f(scale)
-
-        def rows_kernel(rows):
-            b = bias if bias is not None else np.zeros((1, rows.shape[1]), dtype)
-            c = rows.shape[1]
-            _launch(lambda out, x: kernel(x.reshape(-1, c), b, s, out.reshape(-1, c)), rows, rows,
-                    row=b.shape[0] * c)
-
-        return rows_kernel
-
-    def rows_softmax(rows):
-        R, c = (bias.shape[0] if bias is not None else 1), rows.shape[1]
-
-        def body(out, _):
-            out = out.reshape(-1, c)
-            out *= f(scale)
-            if bias is not None:
-                m = out.reshape(-1, R, c)
-                np.add(m, bias, out=m)
-            _softmax_body(out, out)
-
-        _launch(body, rows, rows, row=R * c)
-
-    return rows_softmax
-
-
-def _softmax_grad_rows(dtype, scale):
-    """A function giving ``softmax_grad(y, g, scale)`` of C-contiguous 2-D rows into
-    ``g``, on the elementwise threads."""
-    jit = _jit_kernels.get()
-    if jit is not None:
-        k = np.array([scale], dtype)
-        sg = jit["softmax_grad"]
-        # each element read before it is written
-        return lambda y, g: _launch(lambda out, y: sg(y, out, k, out), g, y, row=y.shape[1])
-    f = np.dtype(dtype).type
-
-    def body(g, y):
-        out = np.empty_like(g)
-        _softmax_grad_body(out, y, g)
-        np.multiply(out, f(scale), out=g)
-
-    return lambda y, g: _launch(body, g, y, row=y.shape[1])
-
-
 def attention(q, k, v, scale, bias):
     """``(out, p)`` for numpy float arrays ``q``, ``k``, ``v`` of shapes ``(..., L, D)``,
     ``(..., S, D)``, ``(..., S, Dv)`` with the same leading dims (read in place through
@@ -535,8 +485,8 @@ def attention(q, k, v, scale, bias):
         out = np.empty(lead + (L, v.shape[-1]), q.dtype)
     for r0, r1, kend, w in _weights_blocks(p, lead, L, S, causal):
         np.matmul(q[..., r0:r1, :], np.swapaxes(k[..., :kend, :], -1, -2), out=w)
-        block_bias = np.ascontiguousarray(bias[r0:r1, :kend]) if causal else None
-        _softmax_rows_in_place(q.dtype, scale, block_bias)(w.reshape(-1, kend))
+        rows = w.reshape(-1, kend)
+        softmax(rows, scale, np.ascontiguousarray(bias[r0:r1, :kend]) if causal else None, out=rows)
         np.matmul(w, v[..., :kend, :], out=out[..., r0:r1, :])
     return out, p
 
@@ -558,7 +508,6 @@ def attention_grad(q, k, v, p, g, scale, causal, need=(True, True, True)):
     view without a copy)."""
     lead, L, S = q.shape[:-2], q.shape[-2], k.shape[-2]
     dq, dk, dv = (np.empty_like(t, dtype=q.dtype) if n else None for t, n in zip((q, k, v), need))
-    sgrad = _softmax_grad_rows(q.dtype, scale)
     # The last block sees the most keys: it writes dk and dv (zeros past its keys: keys
     # no query may see), the blocks before it add theirs.
     for i, (r0, r1, kend, w) in enumerate(reversed(_weights_blocks(p, lead, L, S, causal))):
@@ -567,8 +516,8 @@ def attention_grad(q, k, v, p, g, scale, causal, need=(True, True, True)):
             _into_or_add(dv, i, kend, np.swapaxes(w, -1, -2), gb)
         if dq is None and dk is None:
             continue
-        ds = np.matmul(gb, np.swapaxes(v[..., :kend, :], -1, -2))
-        sgrad(w.reshape(-1, kend), ds.reshape(-1, kend))
+        dp = np.matmul(gb, np.swapaxes(v[..., :kend, :], -1, -2))
+        ds = softmax_grad(w.reshape(-1, kend), dp.reshape(-1, kend), scale).reshape(dp.shape)
         if dq is not None:
             np.matmul(ds, k[..., :kend, :], out=dq[..., r0:r1, :])
         if dk is not None:

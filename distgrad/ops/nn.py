@@ -935,8 +935,8 @@ class ScaledDotProductAttentionBackward0(Node):
 
 class ScaledDotProductFlashAttentionForCpuBackward0(Node):
     """Backward of the CPU attention (PyTorch's node of the same name): the products
-    and the softmax gradient over blocks of batch entries on the elementwise threads
-    (``cpu_kernels.attention_grad``), from the kept weights."""
+    and the softmax gradient over the causal row blocks (``cpu_kernels.attention_grad``),
+    from the kept weights."""
 
     def backward(self, g):
         q, k, v, p = self.saved_tensors
@@ -951,8 +951,8 @@ class ScaledDotProductFlashAttentionForCpuBackward0(Node):
 
 def _attention_cpu(query, key, value, scale, causal):
     """softmax(q k^T * scale, causal) v on the CPU as one node (``cpu_kernels.attention``:
-    blocks of batch entries on the elementwise threads); None where it does not apply
-    (fewer than 3 dims, broadcast batch dims, mixed dtypes)."""
+    with the causal mask, row blocks that skip the keys they may not see); None where it
+    does not apply (fewer than 3 dims, broadcast batch dims, mixed dtypes)."""
     q, k, v = query._data, key._data, value._data
     if (q.ndim < 3 or not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]) or q.shape[-1] != k.shape[-1]
             or k.shape[-2] != v.shape[-2] or not (q.dtype == k.dtype == v.dtype) or not cpu_kernels.use(k)
