@@ -7,17 +7,29 @@ PyTorch on the CPU in the same run.
 
 Both libraries run the same model code (distgrad's API is PyTorch's) from the
 same initial weights; the first steps' losses are compared as a correctness
-check. Timings interleave the two libraries round by round and keep the best;
-``--numpy-bodies`` adds distgrad with its CPU kernels' numpy bodies (what runs with
+check. Each library is timed in processes of its own, one after the other round
+by round (PyTorch's with distgrad's allocator settings left off, as a program that
+imports torch alone has them), keeping each one's best round; ``--numpy-bodies``
+adds distgrad with its CPU kernels' numpy bodies (what runs with
 ``DISTGRAD_NUMBA=0`` or without numba) to the same rounds.
+
+``--same-process`` times them in this one process instead, interleaved, as this
+script did before: there the libraries share what the process has set up and
+slow each other down. Both keep their threads after a product (OpenBLAS's spin,
+PyTorch's OpenMP threads wait), so on 2 cores PyTorch's small-model steps took
+twice their time alone; and PyTorch's large frees raise glibc's mmap threshold,
+which sped distgrad's GPT steps up by a quarter before distgrad set it itself.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -25,10 +37,13 @@ import numpy as np
 import distgrad as dg
 from distgrad.ops import _jit_kernels
 
-try:
-    import torch
-except ImportError:  # the comparison is skipped without PyTorch
-    torch = None
+if os.environ.get("_TRAIN_STEP_CHILD") == "distgrad":
+    torch = None  # an --isolated distgrad process: PyTorch not even loaded
+else:
+    try:
+        import torch
+    except ImportError:  # the comparison is skipped without PyTorch
+        torch = None
 
 
 def make_mlp(lib):
@@ -151,29 +166,76 @@ def _numpy_bodies(on):
         _jit_kernels._kernels, _jit_kernels._failed = saved
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    ap.add_argument("--numpy-bodies", action="store_true",
-                    help="also time distgrad with its CPU kernels' numpy bodies (as with "
-                         "DISTGRAD_NUMBA=0), in the same rounds")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="threads for both libraries (default: each library's own choice)")
-    args = ap.parse_args()
-    if args.threads:
-        dg.set_num_threads(args.threads)
-        if torch is not None:
-            torch.set_num_threads(args.threads)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"numpy {np.__version__}" + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
-    for name in ("MLP", *GPTS):
+MODELS = ("MLP", *GPTS)
+
+
+def _best_of_rounds(job, rounds, steps):
+    best = math.inf
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            job.step()
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best
+
+
+def child(lib, steps):
+    """``--child LIB``: warm up and time one library's steps in this process, print
+    {model: seconds per step} as JSON."""
+    out = {}
+    for name in MODELS:
+        job = build(name)[lib]  # the torch process builds distgrad's model too, for its weights
+        for _ in range(3):
+            job.step()
+        out[name] = _best_of_rounds(job, 2, steps)
+    print(json.dumps(out))
+
+
+def _contenders(args):
+    """(label, the child's library, its extra environment) for each timed contender."""
+    out = [("distgrad", "distgrad", {})]
+    if args.numpy_bodies:
+        out.append(("numpy bodies", "distgrad", {"DISTGRAD_NUMBA": "0"}))
+    if torch is not None:
+        # as a program that imports torch alone: glibc's own allocator settings
+        out.append(("torch", "torch", {"DISTGRAD_MALLOC": "0"}))
+    return out
+
+
+def isolated(args):
+    """Each contender in processes of its own, alternating round by round: per model,
+    each one's best round, and the median over rounds of the per-round ratio."""
+    contenders = _contenders(args)
+    rounds = {label: {name: [] for name in MODELS} for label, _, _ in contenders}
+    for _ in range(args.rounds):
+        for label, lib, extra in contenders:
+            env = dict(os.environ, _TRAIN_STEP_CHILD=lib, **extra)
+            cmd = [sys.executable, os.path.abspath(__file__), "--child", lib, "--steps", str(args.steps)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            if res.returncode != 0:
+                raise SystemExit(f"train_step: the {label} process failed (status {res.returncode}):\n{res.stderr}")
+            for name, t in json.loads(res.stdout.strip().splitlines()[-1]).items():
+                rounds[label][name].append(t)
+    for name in MODELS:
+        best = {label: min(r[name]) for label, r in rounds.items()}
+        line = f"{name}: distgrad {best['distgrad'] * 1e3:.2f} ms/step"
+        if "numpy bodies" in best:
+            line += f" (with the kernels' numpy bodies {best['numpy bodies'] * 1e3:.2f})"
+        if "torch" in best:
+            ratios = np.array(rounds["distgrad"][name]) / np.array(rounds["torch"][name])
+            line += (f", torch {best['torch'] * 1e3:.2f} ms/step, distgrad / torch {best['distgrad'] / best['torch']:.2f} x"
+                     f" (median over rounds {np.median(ratios):.2f}; goal <= {1.0 if '8 blocks' in name else 1.2})")
+            if "numpy bodies" in best:
+                line += f"; numpy bodies / torch {best['numpy bodies'] / best['torch']:.2f} x"
+        print(line)
+
+
+def same_process(args):
+    """The contenders in this one process, interleaved round by round (see above)."""
+    for name in MODELS:
         jobs = build(name)
-        losses = {k: [j.step() for _ in range(3)] for k, j in jobs.items()}
-        if torch is not None:
-            agree = np.allclose(losses["distgrad"], losses["torch"], rtol=1e-3, atol=1e-4)
-            print(f"{name}: first losses distgrad {np.round(losses['distgrad'], 4).tolist()} "
-                  f"torch {np.round(losses['torch'], 4).tolist()} -> {'agree' if agree else 'DIFFER'}")
         contenders = list(jobs)
         if args.numpy_bodies and _jit_kernels.get() is not None:
             contenders.insert(1, "numpy bodies")  # the distgrad job, its kernels' numpy bodies
@@ -186,15 +248,58 @@ def main():
                     for _ in range(args.steps):
                         j.step()
                 best[k] = min(best[k], (time.perf_counter() - t0) / args.steps)
-        line = f"{name}: distgrad {best['distgrad'] * 1e3:.2f} ms/step"
+        line = f"{name} (one process): distgrad {best['distgrad'] * 1e3:.2f} ms/step"
         if "numpy bodies" in best:
             line += f" (with the kernels' numpy bodies {best['numpy bodies'] * 1e3:.2f})"
         if torch is not None:
             line += (f", torch {best['torch'] * 1e3:.2f} ms/step, "
-                     f"distgrad / torch {best['distgrad'] / best['torch']:.2f} x (goal <= {1.0 if '8 blocks' in name else 1.2})")
+                     f"distgrad / torch {best['distgrad'] / best['torch']:.2f} x")
             if "numpy bodies" in best:
                 line += f"; numpy bodies / torch {best['numpy bodies'] / best['torch']:.2f} x"
         print(line)
+
+
+def check_losses():
+    """The first steps' losses of both libraries from the same weights (one process)."""
+    for name in MODELS:
+        jobs = build(name)
+        losses = {k: [j.step() for _ in range(3)] for k, j in jobs.items()}
+        agree = np.allclose(losses["distgrad"], losses["torch"], rtol=1e-3, atol=1e-4)
+        print(f"{name}: first losses distgrad {np.round(losses['distgrad'], 4).tolist()} "
+              f"torch {np.round(losses['torch'], 4).tolist()} -> {'agree' if agree else 'DIFFER'}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    ap.add_argument("--numpy-bodies", action="store_true",
+                    help="also time distgrad with its CPU kernels' numpy bodies (as with "
+                         "DISTGRAD_NUMBA=0), in the same rounds")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both libraries (default: each library's own choice)")
+    ap.add_argument("--same-process", action="store_true",
+                    help="time the libraries in this one process, interleaved (see above), instead "
+                         "of each in processes of its own")
+    ap.add_argument("--child", choices=("distgrad", "torch"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child == "torch" and torch is None:
+        raise SystemExit("train_step: --child torch needs PyTorch")
+    if args.threads:
+        dg.set_num_threads(args.threads)
+        if torch is not None:
+            torch.set_num_threads(args.threads)
+    if args.child:
+        return child(args.child, args.steps)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"numpy {np.__version__}" + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
+    if torch is not None:
+        check_losses()
+    if args.same_process:
+        same_process(args)
+    else:
+        print(f"each library in processes of its own, {args.rounds} alternating rounds")
+        isolated(args)
 
 
 if __name__ == "__main__":

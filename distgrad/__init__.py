@@ -5,6 +5,9 @@ if _os.environ.get("DISTGRAD_LAUNCHED"):  # a rank started by distgrad-launch: b
     from ._threads import prepare_rank as _prepare_rank
 
     _prepare_rank()
+from . import _malloc as _malloc
+
+_malloc.apply()  # freed CPU memory kept for reuse (glibc): see distgrad/_malloc.py
 from . import autograd, backend, cuda, data, distributed, nn, ops, optim, random, utils
 from . import linalg
 from . import accelerator, amp, backends, compiler, cpu
