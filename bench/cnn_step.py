@@ -9,9 +9,10 @@ forward against a hand-written numpy one.
   then relu, average pool, linear 10; cross-entropy, SGD with momentum.
 
 Both libraries run the same model code from the same initial weights, and the
-first steps' losses are compared as a correctness check. Timings interleave the
-libraries round by round and keep the best; PyTorch uses as many threads as the
-BLAS numpy calls (``--threads``, default: PyTorch's own default).
+first steps' losses are compared as a correctness check. Each library is timed in
+processes of its own, one after the other round by round (see ``_isolated.py``
+for why), keeping each one's best round; ``--threads`` sets both libraries'
+threads (default: each one's own).
 """
 from __future__ import annotations
 
@@ -25,10 +26,11 @@ import numpy as np
 
 import distgrad as dg
 
-try:
-    import torch
-except ImportError:  # the comparison is skipped without PyTorch
-    torch = None
+import _isolated
+
+torch = _isolated.import_torch()  # None without PyTorch (the comparison is skipped) and in distgrad's processes
+
+MODELS = ("LeNet", "ResNet block")
 
 
 def make_lenet(lib):
@@ -121,54 +123,72 @@ def best_of(fn, rounds, steps):
     return best
 
 
-def conv_forward_line(rounds, steps):
-    """distgrad's conv2d forward (no graph) against numpy_conv, on the ResNet block's shape."""
+def conv_forward_times(lib, rounds, steps) -> dict:
+    """conv2d forward (no graph) on the ResNet block's shape: distgrad's and the
+    hand-written numpy_conv (checked against each other first), or PyTorch's."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((32, 64, 16, 16)).astype(np.float32)
     w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     b = rng.standard_normal(64).astype(np.float32)
+    if lib == "torch":
+        tx, tw, tb = torch.tensor(x), torch.tensor(w), torch.tensor(b)
+        with torch.no_grad():
+            return {"conv2d forward": best_of(lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1),
+                                              rounds, steps)}
     tx, tw, tb = dg.tensor(x), dg.tensor(w), dg.tensor(b)
     F = dg.nn.functional
     assert np.allclose(F.conv2d(tx, tw, tb, padding=1).numpy(), numpy_conv(x, w, b, 1), rtol=1e-4, atol=1e-3)
-    t_dg = best_of(lambda: F.conv2d(tx, tw, tb, padding=1), rounds, steps)
-    t_np = best_of(lambda: numpy_conv(x, w, b, 1), rounds, steps)
-    line = (f"conv2d forward 32x64x16x16, 3x3: distgrad {t_dg * 1e3:.2f} ms, numpy im2col "
-            f"{t_np * 1e3:.2f} ms, distgrad / numpy {t_dg / t_np:.2f} x")
-    if torch is not None:
-        with torch.no_grad():
-            t_t = best_of(lambda: torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w),
-                                                             torch.tensor(b), padding=1), rounds, steps)
-        line += f", torch {t_t * 1e3:.2f} ms"
-    return line
+    return {"conv2d forward": best_of(lambda: F.conv2d(tx, tw, tb, padding=1), rounds, steps),
+            "numpy im2col": best_of(lambda: numpy_conv(x, w, b, 1), rounds, steps)}
+
+
+def child(lib, steps):
+    """``--child LIB``: warm up and time one library in this process, and report
+    {model: seconds per step} (and the convolution forward)."""
+    out = {}
+    for name in MODELS:
+        job = build(name)[lib]
+        for _ in range(3):
+            job.step()
+        out[name] = best_of(job.step, 2, steps)
+    out.update(conv_forward_times(lib, 2, steps))
+    _isolated.report(out)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    ap.add_argument("--threads", type=int, default=None, help="PyTorch's threads (default: its own)")
+    ap.add_argument("--threads", type=int, default=None, help="both libraries' threads (default: each one's own)")
+    ap.add_argument("--child", choices=("distgrad", "torch"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if torch is not None and args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads:
+        dg.set_num_threads(args.threads)
+        if torch is not None:
+            torch.set_num_threads(args.threads)
+    if args.child:
+        return child(args.child, args.steps)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"numpy {np.__version__}" + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
-    for name in ("LeNet", "ResNet block"):
-        jobs = build(name)
-        losses = {k: [j.step() for _ in range(3)] for k, j in jobs.items()}
-        if torch is not None:
+    if torch is not None:
+        for name in MODELS:
+            jobs = build(name)
+            losses = {k: [j.step() for _ in range(3)] for k, j in jobs.items()}
             agree = np.allclose(losses["distgrad"], losses["torch"], rtol=1e-3, atol=1e-4)
             print(f"{name}: first losses distgrad {np.round(losses['distgrad'], 4).tolist()} "
                   f"torch {np.round(losses['torch'], 4).tolist()} -> {'agree' if agree else 'DIFFER'}")
-        best = {k: math.inf for k in jobs}
-        for _ in range(args.rounds):
-            for k, j in jobs.items():
-                best[k] = min(best[k], best_of(j.step, 1, args.steps))
-        line = f"{name}: distgrad {best['distgrad'] * 1e3:.2f} ms/step"
-        if torch is not None:
-            line += (f", torch {best['torch'] * 1e3:.2f} ms/step, "
-                     f"distgrad / torch {best['distgrad'] / best['torch']:.2f} x (goal <= 1.5)")
-        print(line)
-    print(conv_forward_line(args.rounds, args.steps))
+    print(f"each library in processes of its own, {args.rounds} alternating rounds")
+    child_args = ["--steps", str(args.steps)] + (["--threads", str(args.threads)] if args.threads else [])
+    rounds = _isolated.run_rounds(__file__, _isolated.contenders(torch is not None), args.rounds, child_args)
+    for name in MODELS:
+        print(_isolated.line(name, rounds, 1.5))
+    conv = {label: min(r["conv2d forward"]) for label, r in rounds.items()}
+    im2col = min(rounds["distgrad"]["numpy im2col"])
+    text = (f"conv2d forward 32x64x16x16, 3x3: distgrad {conv['distgrad'] * 1e3:.2f} ms, numpy im2col "
+            f"{im2col * 1e3:.2f} ms, distgrad / numpy {conv['distgrad'] / im2col:.2f} x")
+    if "torch" in conv:
+        text += f", torch {conv['torch'] * 1e3:.2f} ms"
+    print(text)
 
 
 if __name__ == "__main__":

@@ -8,28 +8,19 @@ PyTorch on the CPU in the same run.
 Both libraries run the same model code (distgrad's API is PyTorch's) from the
 same initial weights; the first steps' losses are compared as a correctness
 check. Each library is timed in processes of its own, one after the other round
-by round (PyTorch's with distgrad's allocator settings left off, as a program that
-imports torch alone has them), keeping each one's best round; ``--numpy-bodies``
-adds distgrad with its CPU kernels' numpy bodies (what runs with
-``DISTGRAD_NUMBA=0`` or without numba) to the same rounds.
-
+by round (see ``_isolated.py`` for why), keeping each one's best round;
+``--numpy-bodies`` adds distgrad with its CPU kernels' numpy bodies (what runs
+with ``DISTGRAD_NUMBA=0`` or without numba) to the same rounds.
 ``--same-process`` times them in this one process instead, interleaved, as this
-script did before: there the libraries share what the process has set up and
-slow each other down. Both keep their threads after a product (OpenBLAS's spin,
-PyTorch's OpenMP threads wait), so on 2 cores PyTorch's small-model steps took
-twice their time alone; and PyTorch's large frees raise glibc's mmap threshold,
-which sped distgrad's GPT steps up by a quarter before distgrad set it itself.
+script did before (where they slow each other down).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import platform
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -37,13 +28,9 @@ import numpy as np
 import distgrad as dg
 from distgrad.ops import _jit_kernels
 
-if os.environ.get("_TRAIN_STEP_CHILD") == "distgrad":
-    torch = None  # an --isolated distgrad process: PyTorch not even loaded
-else:
-    try:
-        import torch
-    except ImportError:  # the comparison is skipped without PyTorch
-        torch = None
+import _isolated
+
+torch = _isolated.import_torch()  # None without PyTorch (the comparison is skipped) and in distgrad's processes
 
 
 def make_mlp(lib):
@@ -180,56 +167,24 @@ def _best_of_rounds(job, rounds, steps):
 
 
 def child(lib, steps):
-    """``--child LIB``: warm up and time one library's steps in this process, print
-    {model: seconds per step} as JSON."""
+    """``--child LIB``: warm up and time one library's steps in this process, and
+    report {model: seconds per step}."""
     out = {}
     for name in MODELS:
         job = build(name)[lib]  # the torch process builds distgrad's model too, for its weights
         for _ in range(3):
             job.step()
         out[name] = _best_of_rounds(job, 2, steps)
-    print(json.dumps(out))
-
-
-def _contenders(args):
-    """(label, the child's library, its extra environment) for each timed contender."""
-    out = [("distgrad", "distgrad", {})]
-    if args.numpy_bodies:
-        out.append(("numpy bodies", "distgrad", {"DISTGRAD_NUMBA": "0"}))
-    if torch is not None:
-        # as a program that imports torch alone: glibc's own allocator settings
-        out.append(("torch", "torch", {"DISTGRAD_MALLOC": "0"}))
-    return out
+    _isolated.report(out)
 
 
 def isolated(args):
-    """Each contender in processes of its own, alternating round by round: per model,
-    each one's best round, and the median over rounds of the per-round ratio."""
-    contenders = _contenders(args)
-    rounds = {label: {name: [] for name in MODELS} for label, _, _ in contenders}
-    for _ in range(args.rounds):
-        for label, lib, extra in contenders:
-            env = dict(os.environ, _TRAIN_STEP_CHILD=lib, **extra)
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", lib, "--steps", str(args.steps)]
-            if args.threads:
-                cmd += ["--threads", str(args.threads)]
-            res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-            if res.returncode != 0:
-                raise SystemExit(f"train_step: the {label} process failed (status {res.returncode}):\n{res.stderr}")
-            for name, t in json.loads(res.stdout.strip().splitlines()[-1]).items():
-                rounds[label][name].append(t)
+    """Each contender in processes of its own, alternating round by round."""
+    child_args = ["--steps", str(args.steps)] + (["--threads", str(args.threads)] if args.threads else [])
+    rounds = _isolated.run_rounds(__file__, _isolated.contenders(torch is not None, args.numpy_bodies),
+                                  args.rounds, child_args)
     for name in MODELS:
-        best = {label: min(r[name]) for label, r in rounds.items()}
-        line = f"{name}: distgrad {best['distgrad'] * 1e3:.2f} ms/step"
-        if "numpy bodies" in best:
-            line += f" (with the kernels' numpy bodies {best['numpy bodies'] * 1e3:.2f})"
-        if "torch" in best:
-            ratios = np.array(rounds["distgrad"][name]) / np.array(rounds["torch"][name])
-            line += (f", torch {best['torch'] * 1e3:.2f} ms/step, distgrad / torch {best['distgrad'] / best['torch']:.2f} x"
-                     f" (median over rounds {np.median(ratios):.2f}; goal <= {1.0 if '8 blocks' in name else 1.2})")
-            if "numpy bodies" in best:
-                line += f"; numpy bodies / torch {best['numpy bodies'] / best['torch']:.2f} x"
-        print(line)
+        print(_isolated.line(name, rounds, 1.0 if "8 blocks" in name else 1.2))
 
 
 def same_process(args):

@@ -1,0 +1,86 @@
+"""Timing each library in processes of its own, for the CPU step benchmarks.
+
+In one process, distgrad and PyTorch share what the process has set up and slow
+each other down: both keep their threads after a product (OpenBLAS's spin,
+PyTorch's OpenMP threads wait), so on 2 cores PyTorch's small-model steps took
+twice their time alone; and PyTorch's large frees raise glibc's mmap threshold,
+which sped distgrad's GPT steps up by a quarter before distgrad raised it itself
+(``distgrad/_malloc.py``). So a benchmark starts one process per contender and
+round, alternating, and each process times one library only. PyTorch's runs with
+distgrad's allocator settings left off (``DISTGRAD_MALLOC=0``), as a program that
+imports torch alone has them; distgrad's does not load PyTorch at all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+CHILD_VAR = "_DISTGRAD_BENCH_CHILD"   # the library a child process times
+
+
+def child_library() -> str | None:
+    return os.environ.get(CHILD_VAR)
+
+
+def import_torch():
+    """PyTorch, or None where it is not installed or in a child that times distgrad."""
+    if child_library() == "distgrad":
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def contenders(with_torch: bool, numpy_bodies: bool = False) -> list:
+    """(label, library, extra environment) for each contender."""
+    out = [("distgrad", "distgrad", {})]
+    if numpy_bodies:
+        out.append(("numpy bodies", "distgrad", {"DISTGRAD_NUMBA": "0"}))
+    if with_torch:
+        out.append(("torch", "torch", {"DISTGRAD_MALLOC": "0"}))
+    return out
+
+
+def report(times: dict) -> None:
+    """In a child: {model: seconds per step} for the parent."""
+    print(json.dumps(times))
+
+
+def run_rounds(script: str, entrants: list, rounds: int, child_args: list) -> dict:
+    """Start ``script --child LIB *child_args`` for each entrant, round after round;
+    returns {label: {model: [seconds per step, one per round]}}."""
+    out = {label: {} for label, _, _ in entrants}
+    for _ in range(rounds):
+        for label, lib, extra in entrants:
+            env = dict(os.environ, **{CHILD_VAR: lib}, **extra)
+            cmd = [sys.executable, os.path.abspath(script), "--child", lib, *child_args]
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+            if res.returncode != 0:
+                raise SystemExit(f"{os.path.basename(script)}: the {label} process failed "
+                                 f"(status {res.returncode}):\n{res.stderr}")
+            for name, t in json.loads(res.stdout.strip().splitlines()[-1]).items():
+                out[label].setdefault(name, []).append(t)
+    return out
+
+
+def line(name: str, rounds: dict, goal: float) -> str:
+    """One model's result: each contender's best round, distgrad / torch on those, and
+    the median over rounds of the per-round ratio."""
+    best = {label: min(r[name]) for label, r in rounds.items()}
+    text = f"{name}: distgrad {best['distgrad'] * 1e3:.2f} ms/step"
+    if "numpy bodies" in best:
+        text += f" (with the kernels' numpy bodies {best['numpy bodies'] * 1e3:.2f})"
+    if "torch" in best:
+        ratios = np.array(rounds["distgrad"][name]) / np.array(rounds["torch"][name])
+        text += (f", torch {best['torch'] * 1e3:.2f} ms/step, distgrad / torch "
+                 f"{best['distgrad'] / best['torch']:.2f} x (median over rounds {np.median(ratios):.2f}; "
+                 f"goal <= {goal})")
+        if "numpy bodies" in best:
+            text += f"; numpy bodies / torch {best['numpy bodies'] / best['torch']:.2f} x"
+    return text
