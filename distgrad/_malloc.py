@@ -38,7 +38,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # glibc's malloc.h
 _USER_VARS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 _OTHER_ALLOCATORS = ("jemalloc", "tcmalloc", "mimalloc")
 
-STATE = "not applied"   # then "kept" (thresholds raised), "off", "user settings", "other allocator", "not glibc"
+STATE = "not applied"   # then "kept" (thresholds raised) or why not: "off", "user settings",
+#                         "other allocator", "not glibc", "no mallopt", "refused by glibc"
 
 
 def _setting(env) -> bool:
@@ -69,7 +70,11 @@ def apply(env=os.environ) -> str:
         return STATE
     state = decide(env)
     if state == "kept":
-        mallopt = ctypes.CDLL(None).mallopt
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (AttributeError, OSError):  # a C library that reports glibc but has no mallopt
+            STATE = "no mallopt"
+            return STATE
         mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
         # setting either threshold ends glibc's own raising of both, so the mmap threshold
         # goes first: a glibc that refuses one above half its largest heap (32 MiB on 64
