@@ -12,8 +12,10 @@ imports torch alone has them; distgrad's does not load PyTorch at all.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -84,3 +86,57 @@ def line(name: str, rounds: dict, goal: float) -> str:
         if "numpy bodies" in best:
             text += f"; numpy bodies / torch {best['numpy bodies'] / best['torch']:.2f} x"
     return text
+
+
+def add_arguments(ap) -> None:
+    """The options both CPU step benchmarks take (``--child`` is their own, hidden)."""
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for both libraries (default: each library's own choice)")
+    ap.add_argument("--child", choices=("distgrad", "torch"), help=argparse.SUPPRESS)
+
+
+def child_args(args) -> list:
+    """What a child process is started with, from the parent's options."""
+    return ["--steps", str(args.steps)] + (["--threads", str(args.threads)] if args.threads else [])
+
+
+def set_threads(args, dg, torch) -> None:
+    if args.child == "torch" and torch is None:
+        raise SystemExit("--child torch needs PyTorch")
+    if args.threads:
+        dg.set_num_threads(args.threads)
+        if torch is not None:
+            torch.set_num_threads(args.threads)
+
+
+def machine_line(torch) -> str:
+    return (f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"numpy {np.__version__}"
+            + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
+
+
+def check_losses(build, models) -> None:
+    """The first steps' losses of both libraries from the same weights (one process)."""
+    for name in models:
+        jobs = build(name)
+        losses = {k: [j.step() for _ in range(3)] for k, j in jobs.items()}
+        agree = np.allclose(losses["distgrad"], losses["torch"], rtol=1e-3, atol=1e-4)
+        print(f"{name}: first losses distgrad {np.round(losses['distgrad'], 4).tolist()} "
+              f"torch {np.round(losses['torch'], 4).tolist()} -> {'agree' if agree else 'DIFFER'}")
+
+
+def start(ap, dg, torch, build, models, child):
+    """Parse the options and set the threads. In a child process, run ``child(lib,
+    steps)`` and return None; in the parent, print the machine and the loss check
+    and return the options."""
+    args = ap.parse_args()
+    set_threads(args, dg, torch)
+    if args.child:
+        child(args.child, args.steps)
+        return None
+    print(machine_line(torch))
+    if torch is not None:
+        check_losses(build, models)
+    return args

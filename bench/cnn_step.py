@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import time
 
 import numpy as np
@@ -157,29 +155,13 @@ def child(lib, steps):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    ap.add_argument("--threads", type=int, default=None, help="both libraries' threads (default: each one's own)")
-    ap.add_argument("--child", choices=("distgrad", "torch"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.threads:
-        dg.set_num_threads(args.threads)
-        if torch is not None:
-            torch.set_num_threads(args.threads)
-    if args.child:
-        return child(args.child, args.steps)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"numpy {np.__version__}" + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
-    if torch is not None:
-        for name in MODELS:
-            jobs = build(name)
-            losses = {k: [j.step() for _ in range(3)] for k, j in jobs.items()}
-            agree = np.allclose(losses["distgrad"], losses["torch"], rtol=1e-3, atol=1e-4)
-            print(f"{name}: first losses distgrad {np.round(losses['distgrad'], 4).tolist()} "
-                  f"torch {np.round(losses['torch'], 4).tolist()} -> {'agree' if agree else 'DIFFER'}")
+    _isolated.add_arguments(ap)
+    args = _isolated.start(ap, dg, torch, build, MODELS, child)
+    if args is None:  # a child process: it has timed and reported
+        return
     print(f"each library in processes of its own, {args.rounds} alternating rounds")
-    child_args = ["--steps", str(args.steps)] + (["--threads", str(args.threads)] if args.threads else [])
-    rounds = _isolated.run_rounds(__file__, _isolated.contenders(torch is not None), args.rounds, child_args)
+    rounds = _isolated.run_rounds(__file__, _isolated.contenders(torch is not None), args.rounds,
+                                  _isolated.child_args(args))
     for name in MODELS:
         print(_isolated.line(name, rounds, 1.5))
     conv = {label: min(r["conv2d forward"]) for label, r in rounds.items()}

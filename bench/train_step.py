@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
-import platform
 import time
 
 import numpy as np
@@ -180,9 +178,8 @@ def child(lib, steps):
 
 def isolated(args):
     """Each contender in processes of its own, alternating round by round."""
-    child_args = ["--steps", str(args.steps)] + (["--threads", str(args.threads)] if args.threads else [])
     rounds = _isolated.run_rounds(__file__, _isolated.contenders(torch is not None, args.numpy_bodies),
-                                  args.rounds, child_args)
+                                  args.rounds, _isolated.child_args(args))
     for name in MODELS:
         print(_isolated.line(name, rounds, 1.0 if "8 blocks" in name else 1.2))
 
@@ -214,42 +211,18 @@ def same_process(args):
         print(line)
 
 
-def check_losses():
-    """The first steps' losses of both libraries from the same weights (one process)."""
-    for name in MODELS:
-        jobs = build(name)
-        losses = {k: [j.step() for _ in range(3)] for k, j in jobs.items()}
-        agree = np.allclose(losses["distgrad"], losses["torch"], rtol=1e-3, atol=1e-4)
-        print(f"{name}: first losses distgrad {np.round(losses['distgrad'], 4).tolist()} "
-              f"torch {np.round(losses['torch'], 4).tolist()} -> {'agree' if agree else 'DIFFER'}")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    _isolated.add_arguments(ap)
     ap.add_argument("--numpy-bodies", action="store_true",
                     help="also time distgrad with its CPU kernels' numpy bodies (as with "
                          "DISTGRAD_NUMBA=0), in the same rounds")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="threads for both libraries (default: each library's own choice)")
     ap.add_argument("--same-process", action="store_true",
                     help="time the libraries in this one process, interleaved (see above), instead "
                          "of each in processes of its own")
-    ap.add_argument("--child", choices=("distgrad", "torch"), help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.child == "torch" and torch is None:
-        raise SystemExit("train_step: --child torch needs PyTorch")
-    if args.threads:
-        dg.set_num_threads(args.threads)
-        if torch is not None:
-            torch.set_num_threads(args.threads)
-    if args.child:
-        return child(args.child, args.steps)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"numpy {np.__version__}" + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
-    if torch is not None:
-        check_losses()
+    args = _isolated.start(ap, dg, torch, build, MODELS, child)
+    if args is None:  # a child process: it has timed and reported
+        return
     if args.same_process:
         same_process(args)
     else:
