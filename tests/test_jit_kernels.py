@@ -249,3 +249,78 @@ def test_the_compiled_kernels_run_in_a_fresh_process():
     r = run_python(CHECK)
     assert r.returncode == 0, r.stderr
     assert "compiled True finite True" in r.stdout
+
+
+@pytest.mark.parametrize("opt, kwargs", [
+    ("AdamW", {}),
+    ("AdamW", {"weight_decay": 0.1, "lr": 3e-2, "betas": (0.8, 0.95)}),
+    ("Adam", {}),
+    ("Adam", {"weight_decay": 0.05}),                  # coupled: the gradient gets wd x first
+    ("Adam", {"maximize": True, "eps": 1e-3}),
+    ("AdamW", {"amsgrad": True}),                      # the numpy body in both (no compiled amsgrad)
+])
+def test_compiled_adam_step_gives_the_numpy_bodys_bits(monkeypatch, opt, kwargs):
+    import distgrad as dg
+
+    def run():
+        rng = np.random.default_rng(3)
+        params = [dg.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)
+                  for s in [(33, 7), (5,), (), (4, 3, 2)]]
+        o = getattr(dg.optim, opt)(params, **kwargs)
+        for _ in range(4):
+            for p in params:
+                # gradients with zeros, tiny and large values
+                p.grad = dg.tensor((rng.standard_normal(p.shape) * rng.choice([0, 1e-20, 1, 1e3], p.shape))
+                                   .astype(np.float32))
+            o.step()
+        return [p.detach().numpy().copy() for p in params] + [
+            o.state[p][k].numpy().copy() for p in params for k in ("exp_avg", "exp_avg_sq")]
+
+    compiled, numpy_ = compiled_then_numpy(monkeypatch, run)
+    for a, b in zip(compiled, numpy_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_compiled_adam_leaves_non_contiguous_and_float64_to_numpy():
+    import distgrad as dg
+    from distgrad.optim.optimizer import compiled_step_applies
+
+    a32 = np.ones((4, 4), np.float32)
+    assert compiled_step_applies(a32, a32, a32, a32)
+    assert not compiled_step_applies(a32, a32.T.copy().T[:, ::2], a32, a32)
+    assert not compiled_step_applies(a32.astype(np.float64), a32, a32, a32)
+    # a float64 parameter still steps (numpy body) and moves against its gradient
+    p = dg.tensor(np.ones(3), requires_grad=True)
+    p.grad = dg.tensor(np.ones(3))
+    dg.optim.AdamW([p], lr=0.1).step()
+    assert (p.detach().numpy() < 1).all()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"lr": 0.1},
+    {"lr": 0.1, "momentum": 0.9},
+    {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 1e-2},
+    {"lr": 0.05, "momentum": 0.8, "nesterov": True, "maximize": True},
+])
+def test_compiled_sgd_step_gives_the_numpy_bodys_bits(monkeypatch, kwargs):
+    import distgrad as dg
+
+    def run():
+        rng = np.random.default_rng(4)
+        params = [dg.tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True)
+                  for s in [(33, 7), (5,), (), (4, 3, 2)]]
+        o = dg.optim.SGD(params, **kwargs)
+        for _ in range(4):
+            for p in params:
+                p.grad = dg.tensor((rng.standard_normal(p.shape) * rng.choice([0, 1e-20, 1, 1e3], p.shape))
+                                   .astype(np.float32))
+            o.step()
+        out = [p.detach().numpy().copy() for p in params]
+        if kwargs.get("momentum"):
+            out += [o.state[p]["momentum_buffer"].numpy().copy() for p in params]
+        return out
+
+    compiled, numpy_ = compiled_then_numpy(monkeypatch, run)
+    assert len(compiled) == len(numpy_)
+    for a, b in zip(compiled, numpy_):
+        np.testing.assert_array_equal(a, b)

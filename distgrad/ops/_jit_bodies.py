@@ -290,6 +290,47 @@ def softmax_f32(x, bias, scale, out):
             out[i, j] = out[i, j] / s
 
 
+# ---- the optimizer
+
+@exact
+def adam_f32(x, g, m, v, k):
+    """One Adam(W) step over flat float32 arrays, in place, with the operations and
+    roundings of optim.adam's numpy body (no contraction into fused multiply-adds),
+    so that both give the same bits. k = [decay, 1 - b1, b1, 1 - b2, b2,
+    1 / sqrt(1 - b2^step), eps, lr / (1 - b1^step)]; decay is 1 - lr wd (AdamW), or 1,
+    by which multiplying changes nothing."""
+    decay, c1, b1, c2, b2, s2, eps, lr1 = k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]
+    for i in range(x.size):
+        gi = g[i]
+        mi = m[i] * b1 + gi * c1
+        vi = v[i] * b2 + (gi * gi) * c2
+        m[i] = mi
+        v[i] = vi
+        x[i] = x[i] * decay - (mi / (np.sqrt(vi) * s2 + eps)) * lr1
+
+
+@exact
+def sgd_f32(x, d, b, k, momentum, first, nesterov, damped):
+    """One SGD step over flat float32 arrays, in place, with optim.sgd's numpy body's
+    operations and roundings: ``d`` the gradient (weight decay already added), ``b``
+    the momentum buffer (filled with ``d`` on the ``first`` step), k = [lr, momentum,
+    1 - dampening]."""
+    lr, mom, undamp = k[0], k[1], k[2]
+    for i in range(x.size):
+        u = d[i]
+        if momentum:
+            if first:
+                bi = u
+            elif damped:
+                bi = b[i] * mom + u * undamp
+            else:
+                bi = b[i] * mom + u
+            b[i] = bi
+            u = u + mom * bi if nesterov else bi
+        x[i] = x[i] - lr * u
+
+
 KERNELS = {"ln_fwd": ln_fwd, "ln_bwd": ln_bwd, "softmax_grad": softmax_grad, "softmax_f32": softmax_f32,
            "erf_f32": erf_f32, "gelu_f32": gelu_f32, "gelu_cdf_f32": gelu_cdf_f32, "gelu_grad_f32": gelu_grad_f32,
-           "gelu_grad_cdf_f32": gelu_grad_cdf_f32}
+           "gelu_grad_cdf_f32": gelu_grad_cdf_f32, "adam_f32": adam_f32,
+           "sgd_f32": sgd_f32}

@@ -6,9 +6,9 @@ import math
 import numpy as np
 
 from ..backend import array_module
-from ..ops import cuda_kernels
+from ..ops import _jit_kernels, cuda_kernels
 from ..tensor import Tensor, _wrap
-from .optimizer import Optimizer
+from .optimizer import Optimizer, compiled_step_applies
 
 
 class Adam(Optimizer):
@@ -73,8 +73,6 @@ class Adam(Optimizer):
                 if wd and not decoupled:
                     g = g + f(wd) * x
                 fused = cuda_kernels.use(x) and not amsgrad and g.dtype == x.dtype
-                if wd and decoupled and not fused:
-                    x *= f(1 - lr * wd)
                 m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
                 if fused:  # one GPU kernel for the whole update
                     bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
@@ -82,6 +80,16 @@ class Adam(Optimizer):
                     cuda_kernels.adam_update(x, g, m, v, b1, b2, lr / bc1, 1 / math.sqrt(bc2), eps, decay)
                     p._vc[0] += 1
                     continue
+                bc1 = 1 - b1 ** step
+                bc2 = 1 - b2 ** step
+                if not amsgrad and compiled_step_applies(x, g, m, v):  # one pass, the same bits
+                    decay = 1 - lr * wd if wd and decoupled else 1.0
+                    k = np.array([decay, 1 - b1, b1, 1 - b2, b2, 1 / math.sqrt(bc2), eps, lr / bc1], np.float32)
+                    _jit_kernels.get()["adam_f32"](x.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), k)
+                    p._vc[0] += 1
+                    continue
+                if wd and decoupled:
+                    x *= f(1 - lr * wd)
                 tmp = xp.multiply(g, f(1 - b1), out=xp.empty_like(x))
                 m *= f(b1)
                 m += tmp
@@ -89,8 +97,6 @@ class Adam(Optimizer):
                 tmp *= f(1 - b2)
                 v *= f(b2)
                 v += tmp
-                bc1 = 1 - b1 ** step
-                bc2 = 1 - b2 ** step
                 if amsgrad:
                     vmax = state["max_exp_avg_sq"]._data
                     xp.maximum(vmax, v, out=vmax)

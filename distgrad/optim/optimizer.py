@@ -25,6 +25,18 @@ def _lerp_(a, b, w: float, f) -> None:
         a[...] = b - (b - a) * f(1 - w)
 
 
+def compiled_step_applies(*arrays) -> bool:
+    """Whether a compiled CPU step (``ops/_jit_bodies``: ``adam_f32``, ``sgd_f32``) takes
+    these arrays: C-contiguous float32 numpy arrays, with numba loaded. It gives the
+    numpy body's bits in one pass over memory instead of a dozen."""
+    import numpy as np
+
+    from ..ops import _jit_kernels
+
+    return (all(type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
+            and _jit_kernels.get() is not None)
+
+
 def _scalar_state(value: float):
     """A 0-d float32 state entry on the host (``step`` and friends), as PyTorch's."""
     import numpy as np

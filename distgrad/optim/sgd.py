@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import cuda_kernels
+from ..ops import _jit_kernels, cuda_kernels
 from ..tensor import _wrap
-from .optimizer import Optimizer, required
+from .optimizer import Optimizer, compiled_step_applies, required
 
 
 class SGD(Optimizer):
@@ -43,6 +43,8 @@ class SGD(Optimizer):
                     d = -d
                 if wd:
                     d = d + f(wd) * x
+                if self._compiled_step(p, x, d, mom, damp, nesterov, lr):
+                    continue
                 if mom:
                     state = self.state[p]
                     buf = state.get("momentum_buffer")
@@ -59,3 +61,21 @@ class SGD(Optimizer):
                     x -= f(lr) * d
                 p._vc[0] += 1
         return loss
+
+    def _compiled_step(self, p, x, d, mom, damp, nesterov, lr) -> bool:
+        """The step as one compiled pass (``_jit_bodies.sgd_f32``, the same bits), where
+        it applies; False where the numpy body must take it."""
+        if not compiled_step_applies(x, d):
+            return False
+        buf = self.state[p].get("momentum_buffer") if mom else None
+        if buf is not None and not compiled_step_applies(buf._data):
+            return False
+        first = bool(mom) and buf is None
+        b = np.empty_like(d) if first else (buf._data if buf is not None else d)
+        k = np.array([float(lr), mom, 1 - damp], np.float32)
+        _jit_kernels.get()["sgd_f32"](x.reshape(-1), d.reshape(-1), b.reshape(-1), k, bool(mom), first,
+                                      bool(nesterov), bool(damp))
+        if first:
+            self.state[p]["momentum_buffer"] = _wrap(b)
+        p._vc[0] += 1
+        return True
