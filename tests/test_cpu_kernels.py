@@ -93,6 +93,8 @@ def run_threaded_and_whole(monkeypatch, fn):
     whole = fn()
     monkeypatch.setattr(_threads, "_requested", 2)
     monkeypatch.setattr(cpu_kernels, "_BLOCK", 1000)
+    for name in ("_MIN_PARALLEL", "_MIN_PARALLEL_LN", "_MIN_PARALLEL_SOFTMAX_GRAD"):
+        monkeypatch.setattr(cpu_kernels, name, 2000)
     return whole, fn()
 
 

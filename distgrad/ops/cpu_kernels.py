@@ -41,6 +41,15 @@ _INV_SQRT2 = 1 / math.sqrt(2)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 
 _BLOCK = 1 << 17  # elements per task: a few arrays of this size stay in a core's cache
+# Below these sizes a kernel runs on the calling thread alone: handing a span to another
+# thread (30-60 us on the 2-core development machine) costs more than it saves. The
+# compiled LayerNorm and softmax-gradient kernels do a few operations per element
+# (0.16 and 0.12 ms per million float32 values on one core, against 0.7-0.8 for GELU
+# and softmax), so they need larger arrays: alone, two threads made them slower up to
+# 512 K and 1 M values.
+_MIN_PARALLEL = 2 * _BLOCK
+_MIN_PARALLEL_LN = 8 * _BLOCK
+_MIN_PARALLEL_SOFTMAX_GRAD = 16 * _BLOCK
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _default_threads: int | None = None
@@ -78,13 +87,14 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _launch(body, out, *inputs, row=1):
+def _launch(body, out, *inputs, row=1, min_size=None):
     """Run ``body(out, *inputs)`` over blocks of whole rows of ``row`` elements (arrays of
     one shape, seen as ``(-1, row)``), on the elementwise threads; on the whole arrays for
-    CuPy or small sizes. A row is never split, so results do not depend on the threads."""
+    CuPy or fewer than ``min_size`` elements (default ``_MIN_PARALLEL``). A row is never split, so results do not
+    depend on the threads."""
     n = out.size
     threads = num_threads()
-    if type(out) is not np.ndarray or n < 2 * _BLOCK or threads < 2:
+    if type(out) is not np.ndarray or n < (_MIN_PARALLEL if min_size is None else min_size) or threads < 2:
         body(*(a.reshape(-1, row) for a in (out, *inputs)))
         return out
     rows = [a.reshape(-1, row) for a in (out, *inputs)]
@@ -317,7 +327,8 @@ def softmax_grad(y, g, scale=None):
     if xp is np and (jit := _jit_kernels.get()) is not None:
         k = np.array([1.0 if scale is None else scale], y.dtype)
         sg = jit["softmax_grad"]
-        return _launch(lambda out, y, g: sg(y, g, k, out), np.empty_like(y), y, g, row=y.shape[-1])
+        return _launch(lambda out, y, g: sg(y, g, k, out), np.empty_like(y), y, g, row=y.shape[-1],
+                       min_size=_MIN_PARALLEL_SOFTMAX_GRAD)
     if scale is None:
         body = _softmax_grad_body
     else:
@@ -375,7 +386,8 @@ def layer_norm(x, row, weight, bias, eps):
         k, w = _ln_constants(x.dtype, eps, row, weight)
         b = bias if bias is not None else np.zeros(row, x.dtype)
         fwd = jit["ln_fwd"]
-        return _launch(lambda out, x: fwd(x, w, b, k, out), np.empty_like(x), x, row=row)
+        return _launch(lambda out, x: fwd(x, w, b, k, out), np.empty_like(x), x, row=row,
+                       min_size=_MIN_PARALLEL_LN)
 
     def body(out, x):
         xc, rstd, _ = _centered(x, eps)
@@ -399,11 +411,14 @@ def layer_norm_grad(x, g, row, weight, eps, need_input, need_weight):
         k, w = _ln_constants(x.dtype, eps, row, weight)
         bwd, none = jit["ln_bwd"], np.empty((1, 1), x.dtype)
         if gx is None:
-            _launch(lambda gxh, x, g: bwd(x, g, w, k, none, gxh, False, True), gxh, x, g, row=row)
+            _launch(lambda gxh, x, g: bwd(x, g, w, k, none, gxh, False, True), gxh, x, g, row=row,
+                    min_size=_MIN_PARALLEL_LN)
         elif gxh is None:
-            _launch(lambda gx, x, g: bwd(x, g, w, k, gx, none, True, False), gx, x, g, row=row)
+            _launch(lambda gx, x, g: bwd(x, g, w, k, gx, none, True, False), gx, x, g, row=row,
+                    min_size=_MIN_PARALLEL_LN)
         else:
-            _launch(lambda gx, x, g, gxh: bwd(x, g, w, k, gx, gxh, True, True), gx, x, g, gxh, row=row)
+            _launch(lambda gx, x, g, gxh: bwd(x, g, w, k, gx, gxh, True, True), gx, x, g, gxh, row=row,
+                    min_size=_MIN_PARALLEL_LN)
         return gx, gxh
 
     def body(out, x, g, *gxh):
