@@ -18,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -46,6 +47,29 @@ def contenders(with_torch: bool, numpy_bodies: bool = False) -> list:
         out.append(("numpy bodies", "distgrad", {"DISTGRAD_NUMBA": "0"}))
     if with_torch:
         out.append(("torch", "torch", {"DISTGRAD_MALLOC": "0"}))
+    return out
+
+
+def best_of(fn, rounds: int, steps: int) -> float:
+    """Seconds per call of ``fn``: the best of ``rounds`` rounds of ``steps`` calls."""
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / steps)
+    return best
+
+
+def time_models(build, models, lib: str, steps: int) -> dict:
+    """In a child: each model's ``lib`` job (``build(name)[lib]``) warmed up for 3 steps,
+    then {model: seconds per step, the best of 2 rounds}."""
+    out = {}
+    for name in models:
+        job = build(name)[lib]  # a torch process builds distgrad's model too, for its weights
+        for _ in range(3):
+            job.step()
+        out[name] = best_of(job.step, 2, steps)
     return out
 
 

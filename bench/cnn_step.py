@@ -17,8 +17,6 @@ threads (default: each one's own).
 from __future__ import annotations
 
 import argparse
-import math
-import time
 
 import numpy as np
 
@@ -111,16 +109,6 @@ def numpy_conv(x, w, b, pad):
     return y + b[:, None, None]
 
 
-def best_of(fn, rounds, steps):
-    best = math.inf
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return best
-
-
 def conv_forward_times(lib, rounds, steps) -> dict:
     """conv2d forward (no graph) on the ResNet block's shape: distgrad's and the
     hand-written numpy_conv (checked against each other first), or PyTorch's."""
@@ -131,24 +119,19 @@ def conv_forward_times(lib, rounds, steps) -> dict:
     if lib == "torch":
         tx, tw, tb = torch.tensor(x), torch.tensor(w), torch.tensor(b)
         with torch.no_grad():
-            return {"conv2d forward": best_of(lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1),
+            return {"conv2d forward": _isolated.best_of(lambda: torch.nn.functional.conv2d(tx, tw, tb, padding=1),
                                               rounds, steps)}
     tx, tw, tb = dg.tensor(x), dg.tensor(w), dg.tensor(b)
     F = dg.nn.functional
     assert np.allclose(F.conv2d(tx, tw, tb, padding=1).numpy(), numpy_conv(x, w, b, 1), rtol=1e-4, atol=1e-3)
-    return {"conv2d forward": best_of(lambda: F.conv2d(tx, tw, tb, padding=1), rounds, steps),
-            "numpy im2col": best_of(lambda: numpy_conv(x, w, b, 1), rounds, steps)}
+    return {"conv2d forward": _isolated.best_of(lambda: F.conv2d(tx, tw, tb, padding=1), rounds, steps),
+            "numpy im2col": _isolated.best_of(lambda: numpy_conv(x, w, b, 1), rounds, steps)}
 
 
 def child(lib, steps):
     """``--child LIB``: warm up and time one library in this process, and report
     {model: seconds per step} (and the convolution forward)."""
-    out = {}
-    for name in MODELS:
-        job = build(name)[lib]
-        for _ in range(3):
-            job.step()
-        out[name] = best_of(job.step, 2, steps)
+    out = _isolated.time_models(build, MODELS, lib, steps)
     out.update(conv_forward_times(lib, 2, steps))
     _isolated.report(out)
 

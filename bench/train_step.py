@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import time
 
 import numpy as np
 
@@ -154,26 +153,10 @@ def _numpy_bodies(on):
 MODELS = ("MLP", *GPTS)
 
 
-def _best_of_rounds(job, rounds, steps):
-    best = math.inf
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            job.step()
-        best = min(best, (time.perf_counter() - t0) / steps)
-    return best
-
-
 def child(lib, steps):
     """``--child LIB``: warm up and time one library's steps in this process, and
     report {model: seconds per step}."""
-    out = {}
-    for name in MODELS:
-        job = build(name)[lib]  # the torch process builds distgrad's model too, for its weights
-        for _ in range(3):
-            job.step()
-        out[name] = _best_of_rounds(job, 2, steps)
-    _isolated.report(out)
+    _isolated.report(_isolated.time_models(build, MODELS, lib, steps))
 
 
 def isolated(args):
@@ -196,10 +179,7 @@ def same_process(args):
             for k in contenders:
                 j = jobs.get(k, jobs["distgrad"])
                 with _numpy_bodies(k == "numpy bodies"):
-                    t0 = time.perf_counter()
-                    for _ in range(args.steps):
-                        j.step()
-                best[k] = min(best[k], (time.perf_counter() - t0) / args.steps)
+                    best[k] = min(best[k], _isolated.best_of(j.step, 1, args.steps))
         line = f"{name} (one process): distgrad {best['distgrad'] * 1e3:.2f} ms/step"
         if "numpy bodies" in best:
             line += f" (with the kernels' numpy bodies {best['numpy bodies'] * 1e3:.2f})"

@@ -90,8 +90,8 @@ if hasattr(os, "register_at_fork"):
 def _launch(body, out, *inputs, row=1, min_size=None):
     """Run ``body(out, *inputs)`` over blocks of whole rows of ``row`` elements (arrays of
     one shape, seen as ``(-1, row)``), on the elementwise threads; on the whole arrays for
-    CuPy or fewer than ``min_size`` elements (default ``_MIN_PARALLEL``). A row is never split, so results do not
-    depend on the threads."""
+    CuPy or fewer than ``min_size`` elements (default ``_MIN_PARALLEL``). A row is never
+    split, so results do not depend on the threads."""
     n = out.size
     threads = num_threads()
     if type(out) is not np.ndarray or n < (_MIN_PARALLEL if min_size is None else min_size) or threads < 2:
@@ -441,7 +441,6 @@ def layer_norm_grad(x, g, row, weight, eps, need_input, need_weight):
     else:
         _launch(body, gx, x, g, *((gxh,) if gxh is not None else ()), row=row)
     return gx, gxh
-
 
 
 # ------------------------------------------------------------------ attention

@@ -72,24 +72,20 @@ class Adam(Optimizer):
                 f = x.dtype.type
                 if wd and not decoupled:
                     g = g + f(wd) * x
-                fused = cuda_kernels.use(x) and not amsgrad and g.dtype == x.dtype
                 m, v = state["exp_avg"]._data, state["exp_avg_sq"]._data
-                if fused:  # one GPU kernel for the whole update
-                    bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
-                    decay = 1 - lr * wd if wd and decoupled else 1.0
+                bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
+                decay = 1 - lr * wd if wd and decoupled else 1.0
+                if cuda_kernels.use(x) and not amsgrad and g.dtype == x.dtype:  # one GPU kernel
                     cuda_kernels.adam_update(x, g, m, v, b1, b2, lr / bc1, 1 / math.sqrt(bc2), eps, decay)
                     p._vc[0] += 1
                     continue
-                bc1 = 1 - b1 ** step
-                bc2 = 1 - b2 ** step
                 if not amsgrad and compiled_step_applies(x, g, m, v):  # one pass, the same bits
-                    decay = 1 - lr * wd if wd and decoupled else 1.0
                     k = np.array([decay, 1 - b1, b1, 1 - b2, b2, 1 / math.sqrt(bc2), eps, lr / bc1], np.float32)
                     _jit_kernels.get()["adam_f32"](x.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), k)
                     p._vc[0] += 1
                     continue
                 if wd and decoupled:
-                    x *= f(1 - lr * wd)
+                    x *= f(decay)
                 tmp = xp.multiply(g, f(1 - b1), out=xp.empty_like(x))
                 m *= f(b1)
                 m += tmp

@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 
+import numpy as np
+
 from ..backend import array_module
+from ..ops import _jit_kernels
 from ..tensor import Tensor
 
 
@@ -29,10 +32,6 @@ def compiled_step_applies(*arrays) -> bool:
     """Whether a compiled CPU step (``ops/_jit_bodies``: ``adam_f32``, ``sgd_f32``) takes
     these arrays: C-contiguous float32 numpy arrays, with numba loaded. It gives the
     numpy body's bits in one pass over memory instead of a dozen."""
-    import numpy as np
-
-    from ..ops import _jit_kernels
-
     return (all(type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
             and _jit_kernels.get() is not None)
 
