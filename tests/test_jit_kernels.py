@@ -353,3 +353,50 @@ def test_row_max_is_numpys_max_for_every_row_length():
         x[6, 0] = 1e30                    # ... and in the first element
         for row in x:
             assert _jit_bodies.row_max(row) == row.max(), (c, row)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(7,), (7, 5), (7, 3, 4)])
+def test_index_add_along_dim_0_gives_add_at_bits(monkeypatch, dtype, shape):
+    """index_add's compiled loop adds in add.at's order: the same bits, duplicates
+    included; embedding's gradient goes through it."""
+    import distgrad as dg
+
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal(shape).astype(dtype)
+    index = rng.integers(0, shape[0], 40)
+    index[:6] = 2                                        # many repeats of one row
+    src = (rng.standard_normal((40,) + shape[1:]) * 1e3).astype(dtype)
+
+    def run():
+        return dg.tensor(base).index_add(0, dg.tensor(index), dg.tensor(src), alpha=0.5).numpy()
+
+    ours, theirs = compiled_then_numpy(monkeypatch, run)
+    expect = base.copy()
+    np.add.at(expect, index, src * dtype(0.5))
+    np.testing.assert_array_equal(ours, expect)
+    np.testing.assert_array_equal(theirs, expect)
+
+
+@pytest.mark.parametrize("bad", [-1, 4])
+def test_index_add_rejects_indices_out_of_range_as_pytorch_does(bad):
+    import distgrad as dg
+
+    base = dg.zeros(4, 2)
+    with pytest.raises(IndexError, match=f"index {bad} is out of bounds for dimension 0 with size 4"):
+        base.index_add(0, dg.tensor([0, bad]), dg.ones(2, 2))
+    with pytest.raises(IndexError, match=f"index {bad} is out of bounds for dimension 1 with size 4"):
+        dg.zeros(2, 4).index_add(1, dg.tensor([bad, 0]), dg.ones(2, 2))
+    np.testing.assert_array_equal(base.numpy(), 0)   # nothing written
+
+
+def test_embedding_gradient_sums_repeated_tokens():
+    import distgrad as dg
+
+    weight = dg.randn(10, 3, requires_grad=True)
+    idx = dg.tensor([[1, 2, 1], [9, 1, 0]])
+    g = np.arange(18, dtype=np.float32).reshape(2, 3, 3)
+    dg.nn.functional.embedding(idx, weight).backward(dg.tensor(g))
+    expect = np.zeros((10, 3), np.float32)
+    np.add.at(expect, idx.numpy().reshape(-1), g.reshape(6, 3))
+    np.testing.assert_array_equal(weight.grad.numpy(), expect)

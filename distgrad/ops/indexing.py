@@ -2,10 +2,14 @@
 scatter_add, index_select, index_add, masked_fill, tril/triu, one_hot."""
 from __future__ import annotations
 
+import math
 from numbers import Integral
+
+import numpy as np
 
 from .. import backend
 from ..autograd.function import Node, as_view, record
+from . import _jit_kernels
 from ._util import Tensor, _wrap, array_module, as_tensor_arg, wrap_dim
 
 
@@ -274,11 +278,38 @@ class IndexAddBackward0(Node):
         return gs, gv
 
 
+def _add_rows_compiled(data, idx, src) -> bool:
+    """``data[idx[i]] += src[i]`` along dim 0 by the compiled loop, where it applies
+    (numpy float arrays of one dtype, C-contiguous; indices checked by the caller);
+    False where not."""
+    if not (type(data) is np.ndarray and type(src) is np.ndarray and data.dtype == src.dtype
+            and data.dtype.kind == "f" and data.ndim >= 1 and data.flags.c_contiguous
+            and src.shape == (idx.size,) + data.shape[1:] and idx.dtype.kind in "iu" and idx.size):
+        return False
+    jit = _jit_kernels.get()
+    if jit is None:
+        return False
+    width = math.prod(data.shape[1:])
+    jit["index_add_rows"](data.reshape(data.shape[0], width), idx,
+                          np.ascontiguousarray(src).reshape(idx.size, width))
+    return True
+
+
 def index_add(input, dim, index, source, *, alpha=1):
     d = wrap_dim(dim, input._data.ndim, "index_add")
     data = input._data.copy()
-    key = (slice(None),) * d + (index._data.reshape(-1),)
-    array_module(data).add.at(data, key, source._data * alpha if alpha != 1 else source._data)
+    idx = index._data.reshape(-1)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"index_add(): expected an integer index tensor (int64), got {index.dtype}")
+    n = data.shape[d] if data.ndim else 1
+    if idx.size:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= n:   # as PyTorch: a negative index is an error, not wrapped
+            raise IndexError(f"index_add(): index {lo if lo < 0 else hi} is out of bounds for "
+                             f"dimension {d} with size {n}")
+    src = source._data * alpha if alpha != 1 else source._data
+    if d != 0 or not _add_rows_compiled(data, idx, src):
+        array_module(data).add.at(data, (slice(None),) * d + (idx,), src)
     return record(IndexAddBackward0, data, (input, source), args=(d, index, alpha))
 
 
