@@ -299,15 +299,21 @@ def gelu_grad_cdf_f32(x, g, cdf, out):
 
 
 @fused
-def softmax_f32(x, bias, scale, out):
+def softmax_f32(x, bias, scale, out, inplace):
     # softmax of x * scale + bias[row % L] over each row (x: whole (L, S) matrices), its
-    # largest subtracted first
+    # largest subtracted first. In place (x is out), the first pass reads out itself: with
+    # x and out as two names of one array, LLVM's overlap check sends the loop to its
+    # scalar version (2.5x slower over the whole softmax)
     n, c = x.shape
     L = bias.shape[0]
     for i in range(n):
         br = i % L
-        for j in range(c):
-            out[i, j] = x[i, j] * scale + bias[br, j]
+        if inplace:
+            for j in range(c):
+                out[i, j] = out[i, j] * scale + bias[br, j]
+        else:
+            for j in range(c):
+                out[i, j] = x[i, j] * scale + bias[br, j]
         m = row_max(out[i])
         for j in range(c):
             out[i, j] = exp32(out[i, j] - m)

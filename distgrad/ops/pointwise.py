@@ -13,7 +13,7 @@ import numpy as np
 from .. import dtype as _dt
 from ..autograd.function import OUTPUT, Node, record
 from ..autograd.grad_mode import state as _grad_state
-from ..backend import errstate, ndarray as _np_ndarray
+from ..backend import errstate
 from . import cpu_kernels, cuda_kernels
 from ._util import (Tensor, _wrap, array_module, as_tensor_arg, broadcast_error, check_scalar,
                     result_float, scalar_operand)
