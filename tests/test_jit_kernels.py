@@ -195,6 +195,42 @@ def test_layer_norm_float64_is_exact_to_double_rounding():
     np.testing.assert_allclose(gxh, g * xhat, rtol=1e-13, atol=1e-13)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows", [50, 9000])   # run serially with the sums added up / in parallel
+@pytest.mark.parametrize("need", [(True, True, True), (False, True, False), (True, False, True),
+                                  (False, False, True)])
+def test_layer_norm_gradient_with_its_column_sums(monkeypatch, dtype, rows, need):
+    """The input's, weight's and bias's gradients at once: the weight's and bias's
+    summed row by row inside the kernel below the parallel size, by numpy above it;
+    against float64, the same on one thread and two, and None where not asked for."""
+    rng = np.random.default_rng(8)
+    c = 128
+    x = (rng.standard_normal((rows, c)) * 3 + 1).astype(dtype)
+    g = rng.standard_normal((rows, c)).astype(dtype)
+    w = rng.standard_normal(c).astype(dtype)
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    xc = x64 - x64.mean(1, keepdims=True)
+    rstd = 1 / np.sqrt((xc ** 2).mean(1, keepdims=True) + 1e-5)
+    xhat, gw = xc * rstd, g64 * w
+    ref = (rstd * (gw - gw.mean(1, keepdims=True) - xhat * (gw * xhat).mean(1, keepdims=True)),
+           (g64 * xhat).sum(0), g64.sum(0))
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    results = []
+    for threads in (1, 2):
+        monkeypatch.setattr(cpu_kernels, "_default_threads", threads)
+        got = cpu_kernels.layer_norm_grad_sums(x, g, c, w, 1e-5, *need)
+        for a, r, n in zip(got, ref, need):
+            if not n:
+                assert a is None
+                continue
+            assert a.dtype == dtype and a.shape == r.shape
+            np.testing.assert_allclose(a, r, rtol=tol, atol=tol * np.sqrt(rows))
+        results.append(got)
+    for a, b in zip(*results):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+
+
 def test_gelu_under_autograd_keeps_no_cdf_with_the_compiled_kernels():
     """The compiled gradient recomputes Phi(x): nothing beyond x is kept, as in PyTorch."""
     import distgrad as dg

@@ -233,17 +233,17 @@ def _layer_norm_backward_cpu(node, g, saved):
     c = math.prod(nshape)
     w = saved[1]._data.reshape(c) if has_w else None
     need_w = has_w and node.needs(1)
-    gx, gxh = cpu_kernels.layer_norm_grad(x, g._data, c, w, eps, node.needs(0), need_w)
+    need_b = has_b and node.needs(2 if has_w else 1)
+    gx, dw, db = cpu_kernels.layer_norm_grad_sums(x, g._data, c, w, eps, node.needs(0), need_w, need_b)
     grads = [_wrap(gx) if gx is not None else None]
 
-    def col_sums(a):  # kept unreshaped when already shaped: a view would be copied into .grad
-        r = a.reshape(-1, c).sum(axis=0)
+    def shaped(r):  # kept unreshaped when already shaped: a view would be copied into .grad
         return _wrap(r if r.shape == nshape else r.reshape(nshape))
 
     if has_w:
-        grads.append(col_sums(gxh) if need_w else None)
+        grads.append(shaped(dw) if need_w else None)
     if has_b:
-        grads.append(col_sums(g._data) if node.needs(len(grads)) else None)
+        grads.append(shaped(db) if need_b else None)
     return tuple(grads)
 
 
