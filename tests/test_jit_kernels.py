@@ -449,3 +449,42 @@ def test_softmax_in_place_gives_the_same_bits():
     assert cpu_kernels.softmax(inplace, 0.25, bias, out=inplace) is inplace
     np.testing.assert_array_equal(inplace, fresh)
     assert (fresh[:, np.isinf(bias)] == 0).all()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # numpy's inf - inf in the reference
+def test_compiled_log_softmax_and_its_gradient_agree_with_numpy(monkeypatch):
+    """log_softmax (cross_entropy's) over the last dim by the compiled row kernels: to a
+    few roundings of the numpy path, -inf logits stay -inf, a row of -inf or with +inf
+    or NaN comes out NaN as in numpy; its gradient with autograd the same to rounding,
+    and a double backward still differentiates through it."""
+    import distgrad as dg
+
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((300, 1000)) * 5).astype(np.float32)   # parallel: 300K values
+    x[0, :5] = -np.inf
+    x[1] = -np.inf
+    x[2, 3] = np.inf
+    x[3, 7] = np.nan
+    g = rng.standard_normal(x.shape).astype(np.float32)
+
+    def run():
+        t = dg.tensor(x, requires_grad=True)
+        y = dg.nn.functional.log_softmax(t, -1)
+        (y * dg.tensor(g)).sum().backward()
+        return y.detach().numpy(), t.grad.numpy()
+
+    (y, gx), (y_np, gx_np) = compiled_then_numpy(monkeypatch, run)
+    for a, b in ((y, y_np), (gx, gx_np)):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_array_equal(np.isinf(a) & (a < 0), np.isinf(b) & (b < 0))
+    assert np.isnan(y[1]).all() and np.isnan(y[2]).all() and np.isnan(y[3]).all()
+    assert (y[0, :5] == -np.inf).all() and np.isfinite(y[0, 5:]).all()
+    ok = np.isfinite(y_np)
+    np.testing.assert_allclose(y[ok], y_np[ok], rtol=2e-6, atol=4e-6)
+    ok = np.isfinite(gx_np)
+    np.testing.assert_allclose(gx[ok], gx_np[ok], rtol=1e-5, atol=1e-4)
+
+    t = dg.tensor(x[4:6].copy(), requires_grad=True)
+    (gg,) = dg.autograd.grad(dg.nn.functional.log_softmax(t, -1)[:, 0].sum(), t, create_graph=True)
+    gg.sum().backward()   # through the tensor formula, not the kernel
+    assert t.grad is not None and np.isfinite(t.grad.numpy()).all()

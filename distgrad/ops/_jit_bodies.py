@@ -347,6 +347,31 @@ def softmax_f32(x, bias, scale, out, inplace):
             out[i, j] = out[i, j] / s
 
 
+@fused
+def log_softmax_f32(x, out, tmp):
+    # x - max - log(sum(exp(x - max))) over each row; tmp: one row of scratch
+    n, c = x.shape
+    for i in range(n):
+        m = row_max(x[i])
+        for j in range(c):
+            out[i, j] = x[i, j] - m
+        for j in range(c):
+            tmp[j] = exp32(out[i, j])
+        ls = np.log(row_sum(tmp))
+        for j in range(c):
+            out[i, j] = out[i, j] - ls
+
+
+@fused
+def log_softmax_grad_f32(y, g, out):
+    # g - exp(y) sum(g) over each row (y: log_softmax's output)
+    n, c = y.shape
+    for i in range(n):
+        s = row_sum(g[i])
+        for j in range(c):
+            out[i, j] = g[i, j] - exp32(y[i, j]) * s
+
+
 # ---- scatter-adds
 
 @exact
@@ -401,7 +426,9 @@ def sgd_f32(x, d, b, k, momentum, first, nesterov, damped):
         x[i] = x[i] - lr * u
 
 
-KERNELS = {"ln_fwd": ln_fwd, "ln_bwd": ln_bwd, "ln_bwd_sums": ln_bwd_sums, "softmax_grad": softmax_grad, "softmax_f32": softmax_f32,
-           "erf_f32": erf_f32, "gelu_f32": gelu_f32, "gelu_cdf_f32": gelu_cdf_f32, "gelu_grad_f32": gelu_grad_f32,
+KERNELS = {"ln_fwd": ln_fwd, "ln_bwd": ln_bwd, "ln_bwd_sums": ln_bwd_sums, "softmax_grad": softmax_grad,
+           "softmax_f32": softmax_f32, "log_softmax_f32": log_softmax_f32,
+           "log_softmax_grad_f32": log_softmax_grad_f32, "erf_f32": erf_f32, "gelu_f32": gelu_f32,
+           "gelu_cdf_f32": gelu_cdf_f32, "gelu_grad_f32": gelu_grad_f32,
            "gelu_grad_cdf_f32": gelu_grad_cdf_f32, "adam_f32": adam_f32, "index_add_rows": index_add_rows,
            "sgd_f32": sgd_f32}

@@ -343,6 +343,41 @@ def softmax_grad(y, g, scale=None):
     return _launch(body, array_module(y).empty_like(y), y, g, row=y.shape[-1])
 
 
+def _rows_f32(x, d):
+    """The compiled kernels, where the float32 log_softmax ones take ``x`` over dim
+    ``d`` (the last, C-contiguous numpy); else None."""
+    if (type(x) is np.ndarray and x.dtype == np.float32 and x.size and d == x.ndim - 1
+            and x.flags.c_contiguous):
+        return _jit_kernels.get()
+    return None
+
+
+def log_softmax(x, d):
+    """log_softmax of a float32 array over its last dim ``d`` by the compiled row kernel
+    (one pass per step of a row, no temporaries), or None where it does not apply."""
+    jit = _rows_f32(x, d)
+    if jit is None:
+        return None
+    c = x.shape[-1]
+    kernel = jit["log_softmax_f32"]
+
+    def body(out, x):
+        kernel(x, out, np.empty(c, np.float32))
+
+    return _launch(body, np.empty_like(x), x, row=c)
+
+
+def log_softmax_grad(y, g, d):
+    """``g - exp(y) * sum(g)`` over the last dim ``d`` (log_softmax's gradient from its
+    output) by the compiled row kernel, or None where it does not apply."""
+    jit = _rows_f32(y, d)
+    if jit is None or type(g) is not np.ndarray or g.dtype != y.dtype or g.shape != y.shape:
+        return None
+    (g,) = _contiguous(g)
+    kernel = jit["log_softmax_grad_f32"]
+    return _launch(lambda out, y, g: kernel(y, g, out), np.empty_like(y), y, g, row=y.shape[-1])
+
+
 def _row_sums(a):
     """The sum of each row of a 2-D float array. For rows of up to a few thousand
     elements by einsum's summing loop, 3-4x faster than numpy's reduction along short
