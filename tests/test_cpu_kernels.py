@@ -354,3 +354,57 @@ def test_cpu_attention_matches_its_formula_at_block_edges(L, S, causal):
 
     for a, b in zip(run(True), run(False)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def _qkv_attention(x, lin, heads, contiguous):
+    B, T, C = x.shape
+    q, k, v = lin(x).split(C, dim=2)
+    q, k, v = (t.view(B, T, heads, C // heads).transpose(1, 2) for t in (q, k, v))
+    if contiguous:
+        q, k, v = (t.contiguous() for t in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return y.transpose(1, 2).reshape(B, T, C)
+
+
+def test_attention_on_a_fused_projection_gives_its_gradient_back_without_a_concatenation(monkeypatch):
+    """q, k and v split from one projection's output: attention's gradients are the
+    same views of one buffer, which the split's backward takes whole (no concatenation),
+    with the same bits as the gradients of packed copies of q, k and v."""
+    from distgrad.ops import shape
+
+    rng = np.random.default_rng(2)
+    B, T, C, H = 2, 16, 24, 3
+    lin = dg.nn.Linear(C, 3 * C)
+    xs = rng.standard_normal((B, T, C)).astype(np.float32)
+    gs = rng.standard_normal((B, T, C)).astype(np.float32)
+    taken = []
+    real = shape._adjacent_pieces
+    monkeypatch.setattr(shape, "_adjacent_pieces", lambda *a: taken.append(real(*a)) or taken[-1])
+    grads = []
+    for contiguous in (False, True):
+        x = dg.tensor(xs, requires_grad=True)
+        lin.zero_grad()
+        _qkv_attention(x, lin, H, contiguous).backward(dg.tensor(gs))
+        grads.append([x.grad.numpy(), lin.weight.grad.numpy().copy(), lin.bias.grad.numpy().copy()])
+    assert len(taken) == 2 and taken[0] is not None and taken[1] is None   # packed copies: concatenated
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_adjacent_pieces_takes_only_consecutive_views_of_one_buffer():
+    from distgrad.ops import shape
+
+    buf = np.arange(2 * 4 * 9, dtype=np.float32).reshape(2, 4, 9)
+    pieces = [buf[:, :, 0:3], buf[:, :, 3:5], buf[:, :, 5:9]]
+    whole = shape._adjacent_pieces(pieces, 2, (2, 4, 9))
+    np.testing.assert_array_equal(whole, buf)
+    assert np.shares_memory(whole, buf) and not whole.flags.writeable
+    other = np.arange(2 * 4 * 9, dtype=np.float32).reshape(2, 4, 9)
+    for bad in ([pieces[1], pieces[0], pieces[2]],                      # out of order
+                [buf[:, :, 0:3], buf[:, :, 4:6], buf[:, :, 6:9]],      # a gap
+                [buf[:, :, 0:3], other[:, :, 3:5], buf[:, :, 5:9]],    # another buffer
+                [buf[:, :, 0:3].copy(), buf[:, :, 3:5], buf[:, :, 5:9]]):
+        assert shape._adjacent_pieces(bad, 2, (2, 4, 9)) is None
+    # pieces that do not make up the shape are refused
+    assert shape._adjacent_pieces([buf[:, :, 5:7], buf[:, :, 7:9]], 2, (2, 4, 6)) is None
+    assert shape._adjacent_pieces([buf[:, :3, 0:3], buf[:, :3, 3:9]], 2, (2, 4, 9)) is None

@@ -581,13 +581,33 @@ def _into_or_add(d, i: int, kend: int, a, b) -> None:
         d[..., :kend, :] += np.matmul(a, b)
 
 
+def _grads_like_qkv(q, k, v):
+    """Where q, k and v are heads split from one fused projection's output (B, L, 3C)
+    and viewed (B, H, L, D), as in ``qkv(x).split(C, 2)`` then ``.view(B, L, H,
+    D).transpose(1, 2)``: their gradients as the same views of one new (B, L, 3C)
+    buffer, so that the split's backward gets it back without concatenating them
+    (``shape._adjacent_pieces``); else (None, None, None)."""
+    if q.ndim != 4 or not (q.shape == k.shape == v.shape) or not (q.strides == k.strides == v.strides):
+        return None, None, None
+    B, H, L, D = q.shape
+    e = q.itemsize
+    step = k.ctypes.data - q.ctypes.data
+    if (step != H * D * e or v.ctypes.data - k.ctypes.data != step
+            or q.strides != (L * 3 * H * D * e, D * e, 3 * H * D * e, e)):
+        return None, None, None
+    buf = np.empty((B, L, 3, H, D), q.dtype)
+    return tuple(buf[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+
+
 def attention_grad(q, k, v, p, g, scale, causal, need=(True, True, True)):
     """``(dq, dk, dv)`` of ``attention`` from its weights buffer ``p`` and the output's
     gradient ``g`` (None where ``need`` says so). Laid out as each input is (a
     transposed view of a projection: its gradient flows back through the transpose and
     view without a copy)."""
     lead, L, S = q.shape[:-2], q.shape[-2], k.shape[-2]
-    dq, dk, dv = (np.empty_like(t, dtype=q.dtype) if n else None for t, n in zip((q, k, v), need))
+    dq, dk, dv = _grads_like_qkv(q, k, v) if all(need) else (None, None, None)
+    if dq is None:
+        dq, dk, dv = (np.empty_like(t, dtype=q.dtype) if n else None for t, n in zip((q, k, v), need))
     # The last block sees the most keys: it writes dk and dv (zeros past its keys: keys
     # no query may see), the blocks before it add theirs.
     for i, (r0, r1, kend, w) in enumerate(reversed(_weights_blocks(p, lead, L, S, causal))):

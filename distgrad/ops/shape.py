@@ -3,8 +3,11 @@ narrow, ...) share memory and the version counter with their input; cat, stack,
 flip, clone and casts make new memory."""
 from __future__ import annotations
 
+import numpy as np
+
 from .. import dtype as _dt
 from ..autograd.function import Node, as_view, record, record_multi
+from ..autograd.grad_mode import state as _grad_state
 from .. import backend
 from ..backend import device as _device
 from ._util import Tensor, _wrap, array_module, device_error, dims_arg, wrap_dim
@@ -319,6 +322,33 @@ def split(tensor, split_size_or_sections, dim=0):
         split_size_or_sections, int) else "SplitBackward0")
 
 
+def _adjacent_pieces(arrays, d, shape):
+    """The array of ``shape`` that ``arrays`` are consecutive pieces of along dim ``d``
+    (one buffer, the same strides, each starting where the one before ends along
+    ``d``), as a view without a copy; None where they are not. A gradient made for a
+    split's pieces in one buffer (``cpu_kernels.attention_grad`` does, for q, k and v
+    split from one projection) so comes back whole for free."""
+    first = arrays[0]
+    if type(first) is not np.ndarray or first.base is None or len(shape) != first.ndim:
+        return None
+    base, strides = first.base, first.strides
+    at = first.__array_interface__["data"][0]
+    for a in arrays:
+        if (type(a) is not np.ndarray or a.base is not base or a.strides != strides or a.dtype != first.dtype
+                or a.__array_interface__["data"][0] != at):
+            return None
+        at += a.shape[d] * strides[d]
+    if sum(a.shape[d] for a in arrays) != shape[d] or any(
+            a.shape[:d] + a.shape[d + 1:] != tuple(shape[:d]) + tuple(shape[d + 1:]) for a in arrays):
+        return None
+    whole = np.lib.stride_tricks.as_strided(first, shape=tuple(shape), strides=strides, writeable=False)
+    lo, hi = np.lib.array_utils.byte_bounds(whole)
+    blo, bhi = np.lib.array_utils.byte_bounds(base)
+    if lo < blo or hi > bhi:
+        return None
+    return whole
+
+
 class SplitBackward0(Node):
     """One node for all the pieces of a split: their gradients concatenated (zeros for
     the pieces that got none) in one pass, instead of one zero-padded full-size
@@ -326,6 +356,10 @@ class SplitBackward0(Node):
 
     def backward(self, *grads):
         shape, d, sizes = self.args
+        if not _grad_state.enabled and all(g is not None for g in grads):
+            whole = _adjacent_pieces([g._data for g in grads], d, shape)
+            if whole is not None:
+                return _wrap(whole)
         like = next(g for g in grads if g is not None)
         xp = array_module(like._data)
         parts = []
