@@ -488,3 +488,28 @@ def test_compiled_log_softmax_and_its_gradient_agree_with_numpy(monkeypatch):
     (gg,) = dg.autograd.grad(dg.nn.functional.log_softmax(t, -1)[:, 0].sum(), t, create_graph=True)
     gg.sum().backward()   # through the tensor formula, not the kernel
     assert t.grad is not None and np.isfinite(t.grad.numpy()).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 5), (7, 3), (300, 129)])
+def test_column_sums_give_numpy_bits(dtype, shape):
+    """The compiled column sums (a Linear's bias gradient) add the rows in numpy's order:
+    the same bits, -0.0 and infinities included."""
+    a = (np.random.default_rng(6).standard_normal(shape) * 1e4).astype(dtype)
+    a[:, 0] = -0.0
+    a[0, -1] = np.inf
+    got = cpu_kernels.column_sums(a)
+    np.testing.assert_array_equal(got, a.sum(axis=0))
+    assert np.signbit(got[0])
+    assert cpu_kernels.column_sums(a[:, ::2]) is None   # not C-contiguous: numpy's
+
+
+def test_linear_bias_gradient_is_the_column_sum():
+    import distgrad as dg
+
+    rng = np.random.default_rng(1)
+    lin = dg.nn.Linear(6, 5)
+    x = dg.tensor(rng.standard_normal((4, 3, 6)).astype(np.float32))
+    g = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    lin(x).backward(dg.tensor(g))
+    np.testing.assert_array_equal(lin.bias.grad.numpy(), g.reshape(-1, 5).sum(axis=0))

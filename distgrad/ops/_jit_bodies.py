@@ -372,6 +372,18 @@ def log_softmax_grad_f32(y, g, out):
             out[i, j] = g[i, j] - exp32(y[i, j]) * s
 
 
+@exact
+def column_sums(a, out):
+    # out[j] = a[0, j] + a[1, j] + ... in row order, as numpy's sum(axis=0) over a
+    # C-contiguous array adds them (the first row copied, so -0.0 stays -0.0)
+    n, c = a.shape
+    for j in range(c):
+        out[j] = a[0, j]
+    for i in range(1, n):
+        for j in range(c):
+            out[j] += a[i, j]
+
+
 # ---- scatter-adds
 
 @exact
@@ -431,4 +443,5 @@ KERNELS = {"ln_fwd": ln_fwd, "ln_bwd": ln_bwd, "ln_bwd_sums": ln_bwd_sums, "soft
            "log_softmax_grad_f32": log_softmax_grad_f32, "erf_f32": erf_f32, "gelu_f32": gelu_f32,
            "gelu_cdf_f32": gelu_cdf_f32, "gelu_grad_f32": gelu_grad_f32,
            "gelu_grad_cdf_f32": gelu_grad_cdf_f32, "adam_f32": adam_f32, "index_add_rows": index_add_rows,
+           "column_sums": column_sums,
            "sgd_f32": sgd_f32}

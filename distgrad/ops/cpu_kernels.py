@@ -352,6 +352,22 @@ def _rows_f32(x, d):
     return None
 
 
+def column_sums(a):
+    """``a.sum(axis=0)`` of a 2-D C-contiguous float32 or float64 numpy array by a
+    compiled loop, the same bits as numpy's (row after row) in one pass, where numpy's
+    reduction machinery runs at a third of the memory's speed (a Linear's bias
+    gradient); None where it does not apply."""
+    if (type(a) is not np.ndarray or a.ndim != 2 or a.dtype not in _ROW_DTYPES or not a.shape[0]
+            or not a.flags.c_contiguous):
+        return None
+    jit = _jit_kernels.get()
+    if jit is None:
+        return None
+    out = np.empty(a.shape[1], a.dtype)
+    jit["column_sums"](a, out)
+    return out
+
+
 def log_softmax(x, d):
     """log_softmax of a float32 array over its last dim ``d`` by the compiled row kernel
     (one pass per step of a row, no temporaries), or None where it does not apply."""

@@ -34,7 +34,10 @@ class AddmmBackward0(Node):
         gw = g2.mT @ x.reshape(-1, in_f) if self.needs(1) else None
         if len(self.next_functions) == 2:
             return gx, gw
-        gb = g2.sum(0) if self.needs(2) else None
+        gb = None
+        if self.needs(2):
+            fast = None if _grad_state.enabled else cpu_kernels.column_sums(g2._data)
+            gb = _wrap(fast) if fast is not None else g2.sum(0)
         return gx, gw, gb
 
 
