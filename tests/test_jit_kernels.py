@@ -513,3 +513,22 @@ def test_linear_bias_gradient_is_the_column_sum():
     g = rng.standard_normal((4, 3, 5)).astype(np.float32)
     lin(x).backward(dg.tensor(g))
     np.testing.assert_array_equal(lin.bias.grad.numpy(), g.reshape(-1, 5).sum(axis=0))
+
+
+def test_nll_loss_gradient_written_directly_matches_the_scatter_add():
+    """nll_loss's 2-D gradient is written into zeros (one target per row); with
+    create_graph it goes through scatter_add: the same values, ignored targets and
+    class weights included."""
+    import distgrad as dg
+
+    rng = np.random.default_rng(12)
+    x = dg.tensor(rng.standard_normal((9, 5)).astype(np.float32), requires_grad=True)
+    t = dg.tensor(np.array([0, 4, -100, 2, 2, 1, -100, 3, 0]))
+    w = dg.tensor(rng.random(5).astype(np.float32) + 0.5)
+    for reduction in ("mean", "sum", "none"):
+        loss = dg.nn.functional.cross_entropy(x, t, weight=w, ignore_index=-100, reduction=reduction)
+        (fast,) = dg.autograd.grad(loss.sum(), x)
+        loss = dg.nn.functional.cross_entropy(x, t, weight=w, ignore_index=-100, reduction=reduction)
+        (graph,) = dg.autograd.grad(loss.sum(), x, create_graph=True)
+        np.testing.assert_allclose(fast.numpy(), graph.detach().numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(fast.numpy()[[2, 6]], 0)   # ignored rows
