@@ -11,8 +11,8 @@ and tanh(x P(x^2)) beyond, GELU's Phi(x) in the form of Abramowitz and Stegun's
 LLVM vectorizes, with multiplies and adds fused where the hardware can. Row sums are
 reassociated (``fastmath`` with reassociation and contraction only: NaN and infinity
 keep their IEEE meaning) so that they vectorize too. index_add along dim 0 (an
-embedding's gradient) is a compiled loop in numpy's add.at order. The compiled and the numpy bodies agree to a
-few roundings. Every kernel runs serially on a block of whole rows and releases the
+embedding's gradient) is a compiled loop in numpy's add.at order. The compiled and the
+numpy bodies agree to a few roundings. Every kernel runs serially on a block of whole rows and releases the
 GIL; ``cpu_kernels._launch`` spreads the blocks over its threads, so a row's result
 does not depend on the thread count.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import warnings
-
 
 _kernels = None      # the compiled functions, once loaded
 _failed = False      # numba missing or broken: numpy bodies from then on
