@@ -532,3 +532,62 @@ def test_nll_loss_gradient_written_directly_matches_the_scatter_add():
         (graph,) = dg.autograd.grad(loss.sum(), x, create_graph=True)
         np.testing.assert_allclose(fast.numpy(), graph.detach().numpy(), rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(fast.numpy()[[2, 6]], 0)   # ignored rows
+
+
+
+def _row_kernel_calls(dtype):
+    """Each row kernel as ``cpu_kernels`` calls it: (what, arrays, call, indices of the
+    outputs among the arrays), the outputs not needed as the 1x1 or 1-element
+    stand-ins it passes."""
+    jit = _jit_kernels.get()
+    rng = np.random.default_rng(12)
+    n, c = 24, 37
+    x, g = (rng.standard_normal((n, c)) * 2 + 0.5).astype(dtype), rng.standard_normal((n, c)).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    k = np.array([1.0, 1e-5, 1.0 / c], dtype)
+    full, row, none, no = np.empty((n, c), dtype), np.zeros(c, dtype), np.empty((1, 1), dtype), np.empty(1, dtype)
+    calls = [("ln_fwd", [x, w, b, k, full], jit["ln_fwd"], [4])]
+    for flags in ((True, False, False), (False, True, False), (True, True, False), (True, False, True),
+                  (False, False, True)):
+        need_gx, need_gxh, sums = flags
+        arrays = [x, g, w, k, full if need_gx else none, full if need_gxh else none,
+                  row if sums else no, row if sums else no]
+        outs = [i for i, f in ((4, need_gx), (5, need_gxh), (6, sums), (7, sums)) if f]
+        calls.append((f"ln_bwd{flags}", arrays, lambda *a, f=flags: jit["ln_bwd"](*a, *f), outs))
+    calls.append(("softmax_grad", [x, g, k[:1], full], jit["softmax_grad"], [3]))
+    if dtype == np.float32:
+        bias = np.where(np.tril(np.ones((4, c), bool)), 0, -np.inf).astype(dtype)
+        calls += [("softmax_f32", [x, bias, full],
+                   lambda x, bias, out: jit["softmax_f32"](x, bias, dtype(0.3), out, False), [2]),
+                  ("log_softmax_f32", [x, full, row], jit["log_softmax_f32"], [1]),
+                  ("log_softmax_grad_f32", [x * -0.1, g, full], jit["log_softmax_grad_f32"], [2])]
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_kernel_bits_do_not_depend_on_where_the_arrays_lie(dtype):
+    """Each row kernel with its arrays laid end to end in one buffer, every array right
+    before every other (as the heap may place small ones), gives the bits it gives with
+    the arrays apart. LLVM vectorizes a loop that stores behind a runtime check that
+    its stores overlap none of its loads, taking each array's range from its indexing;
+    a 1x1 stand-in indexed [i, j] runs past its end into its neighbour, the check then
+    fails and the scalar loop sums a row in another order. A LayerNorm gradient that
+    stored inside its row sums' loop gave other bits so in one process out of six."""
+    for what, arrays, kernel, outs in _row_kernel_calls(dtype):
+        apart = [a.copy() for a in arrays]   # each its own allocation
+        kernel(*apart)
+        for first in range(len(arrays)):
+            for second in range(len(arrays)):
+                if first == second:
+                    continue
+                order = [first, second] + [i for i in range(len(arrays)) if i not in (first, second)]
+                buf = np.zeros(sum(a.size for a in arrays), dtype)
+                placed, at = [None] * len(arrays), 0
+                for i in order:
+                    placed[i] = buf[at:at + arrays[i].size].reshape(arrays[i].shape)
+                    placed[i][...] = arrays[i]
+                    at += arrays[i].size
+                kernel(*placed)
+                for i in outs:
+                    assert np.array_equal(placed[i], apart[i], equal_nan=True), \
+                        f"{what}: output {i} changed with array {first} right before array {second}"

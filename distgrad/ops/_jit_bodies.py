@@ -100,9 +100,17 @@ def ln_fwd(x, w, b, k, out):
 
 
 @rows
-def ln_bwd(x, g, w, k, gx, gxh, need_gx, need_gxh):
+def ln_bwd(x, g, w, k, gx, gxh, dw, db, need_gx, need_gxh, need_sums):
     # xhat = (x - mean) rstd; gx = rstd (g w - mean(g w) - xhat mean(g w xhat));
-    # gxh = g xhat, whose column sums are the weight's gradient
+    # gxh = g xhat, whose column sums are the weight's gradient. With need_sums (rows
+    # run serially) each row's g xhat and g are added to dw and db, row after row,
+    # instead of g xhat being written out. Outputs not needed may be 1x1 stand-ins.
+    # No loop stores into an array it is not given (each output has its own loop), and
+    # the row sums' loop stores nothing: LLVM vectorizes a loop that stores behind a
+    # runtime check that the stores overlap none of the loads, taking each array's range
+    # from its indexing; a stand-in's runs past its end into whatever the heap put next,
+    # and where that is x, g or w the scalar loop runs instead, summing in another order
+    # (the bits would depend on where arrays happen to lie)
     n, c = x.shape
     one, eps, inv_c = k[0], k[1], k[2]
     for i in range(n):
@@ -114,33 +122,13 @@ def ln_bwd(x, g, w, k, gx, gxh, need_gx, need_gxh):
             gw = g[i, j] * w[j]
             s1 += gw
             s2 += gw * xh
-            if need_gxh:
-                gxh[i, j] = g[i, j] * xh
-        if need_gx:
-            s1 *= inv_c
-            s2 *= inv_c
+        if need_gxh:
             for j in range(c):
-                xh = (x[i, j] - m) * r
-                gx[i, j] = r * (g[i, j] * w[j] - s1 - xh * s2)
-
-
-@rows
-def ln_bwd_sums(x, g, w, k, gx, dw, db, need_gx):
-    # ln_bwd for rows run serially, adding each row's g xhat and g to dw and db (the
-    # weight's and the bias's gradients, row after row) instead of writing g xhat out
-    n, c = x.shape
-    one, eps, inv_c = k[0], k[1], k[2]
-    for i in range(n):
-        m, r = row_stats(x[i], one, eps, inv_c)
-        s1 = one - one
-        s2 = one - one
-        for j in range(c):
-            xh = (x[i, j] - m) * r
-            gw = g[i, j] * w[j]
-            s1 += gw
-            s2 += gw * xh
-            dw[j] += g[i, j] * xh
-            db[j] += g[i, j]
+                gxh[i, j] = g[i, j] * ((x[i, j] - m) * r)
+        if need_sums:
+            for j in range(c):
+                dw[j] += g[i, j] * ((x[i, j] - m) * r)
+                db[j] += g[i, j]
         if need_gx:
             s1 *= inv_c
             s2 *= inv_c
@@ -438,7 +426,7 @@ def sgd_f32(x, d, b, k, momentum, first, nesterov, damped):
         x[i] = x[i] - lr * u
 
 
-KERNELS = {"ln_fwd": ln_fwd, "ln_bwd": ln_bwd, "ln_bwd_sums": ln_bwd_sums, "softmax_grad": softmax_grad,
+KERNELS = {"ln_fwd": ln_fwd, "ln_bwd": ln_bwd, "softmax_grad": softmax_grad,
            "softmax_f32": softmax_f32, "log_softmax_f32": log_softmax_f32,
            "log_softmax_grad_f32": log_softmax_grad_f32, "erf_f32": erf_f32, "gelu_f32": gelu_f32,
            "gelu_cdf_f32": gelu_cdf_f32, "gelu_grad_f32": gelu_grad_f32,

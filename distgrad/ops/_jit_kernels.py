@@ -6,15 +6,17 @@ memory (inside a training step, over DRAM: the products between them evict the c
 numba (as numexpr) calls the scalar libm for exp and tanh, 5-100x slower than numpy's
 SIMD loops, so the float32 kernels carry their own (``_jit_bodies``: exp by range
 reduction and Cephes' expf polynomial, tanh from it, erf by its Taylor series near 0
-and tanh(x P(x^2)) beyond, GELU's Phi(x) in the form of Abramowitz and Stegun's
-7.1.26 with a polynomial fitted for it, sharing the exp of the normal density), which
-LLVM vectorizes, with multiplies and adds fused where the hardware can. Row sums are
+and tanh(x P(x^2)) beyond, GELU's Phi(x) in the form of Abramowitz and Stegun's 7.1.26
+with a polynomial fitted for it, sharing the exp of the normal density), which LLVM
+vectorizes, with multiplies and adds fused where the hardware can. Row sums are
 reassociated (``fastmath`` with reassociation and contraction only: NaN and infinity
-keep their IEEE meaning) so that they vectorize too. index_add along dim 0 (an
+keep their IEEE meaning) so that they vectorize too; a loop that sums stores nothing,
+so that it is always the vectorized loop that runs and the bits do not depend on where
+the arrays lie (``_jit_bodies.ln_bwd`` says why). index_add along dim 0 (an
 embedding's gradient) is a compiled loop in numpy's add.at order. The compiled and the
-numpy bodies agree to a few roundings. Every kernel runs serially on a block of whole rows and releases the
-GIL; ``cpu_kernels._launch`` spreads the blocks over its threads, so a row's result
-does not depend on the thread count.
+numpy bodies agree to a few roundings. Every kernel runs serially on a block of whole
+rows and releases the GIL; ``cpu_kernels._launch`` spreads the blocks over its
+threads, so a row's result does not depend on the thread count.
 
 numba is imported on first use; ``DISTGRAD_NUMBA=0`` (or numba not installed, or its
 import failing) keeps the numpy bodies. The kernels live in ``_jit_bodies`` and are

@@ -462,16 +462,16 @@ def layer_norm_grad(x, g, row, weight, eps, need_input, need_weight):
     gx = xp.empty_like(x) if need_input else None
     if xp is np and (jit := _jit_kernels.get()) is not None:
         k, w = _ln_constants(x.dtype, eps, row, weight)
-        bwd, none = jit["ln_bwd"], np.empty((1, 1), x.dtype)
+        bwd, none, no = jit["ln_bwd"], np.empty((1, 1), x.dtype), np.empty(1, x.dtype)
         if gx is None:
-            _launch(lambda gxh, x, g: bwd(x, g, w, k, none, gxh, False, True), gxh, x, g, row=row,
-                    min_size=_MIN_PARALLEL_LN)
+            _launch(lambda gxh, x, g: bwd(x, g, w, k, none, gxh, no, no, False, True, False), gxh, x, g,
+                    row=row, min_size=_MIN_PARALLEL_LN)
         elif gxh is None:
-            _launch(lambda gx, x, g: bwd(x, g, w, k, gx, none, True, False), gx, x, g, row=row,
-                    min_size=_MIN_PARALLEL_LN)
+            _launch(lambda gx, x, g: bwd(x, g, w, k, gx, none, no, no, True, False, False), gx, x, g,
+                    row=row, min_size=_MIN_PARALLEL_LN)
         else:
-            _launch(lambda gx, x, g, gxh: bwd(x, g, w, k, gx, gxh, True, True), gx, x, g, gxh, row=row,
-                    min_size=_MIN_PARALLEL_LN)
+            _launch(lambda gx, x, g, gxh: bwd(x, g, w, k, gx, gxh, no, no, True, True, False), gx, x, g, gxh,
+                    row=row, min_size=_MIN_PARALLEL_LN)
         return gx, gxh
 
     def body(out, x, g, *gxh):
@@ -510,10 +510,12 @@ def layer_norm_grad_sums(x, g, row, weight, eps, need_input, need_weight, need_b
     if jit is not None and x.size < _MIN_PARALLEL_LN and (need_weight or need_bias):
         k, w = _ln_constants(x.dtype, eps, row, weight)
         x2, g2 = x.reshape(-1, row), g.reshape(-1, row)
-        gx = np.empty_like(x) if need_input else np.empty((1, 1), x.dtype)
+        gx = np.empty_like(x) if need_input else None
         dw, db = np.zeros(row, x.dtype), np.zeros(row, x.dtype)
-        jit["ln_bwd_sums"](x2, g2, w, k, gx.reshape(-1, row) if need_input else gx, dw, db, need_input)
-        return (gx if need_input else None), (dw if need_weight else None), (db if need_bias else None)
+        none = np.empty((1, 1), x.dtype)
+        jit["ln_bwd"](x2, g2, w, k, gx.reshape(-1, row) if need_input else none, none, dw, db, need_input,
+                      False, True)
+        return gx, (dw if need_weight else None), (db if need_bias else None)
     gx = gxh = None
     if need_input or need_weight:
         gx, gxh = layer_norm_grad(x, g, row, weight, eps, need_input, need_weight)
