@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from distgrad.ops import _jit_kernels, cpu_kernels
+from distgrad.ops import _jit_kernels, cpu_kernels, pointwise
 
 pytestmark = pytest.mark.skipif(_jit_kernels.get() is None, reason="numba is not installed")
 
@@ -49,7 +49,18 @@ ELEMENTWISE = {
     "gelu_keep_cdf": lambda x, g: list(cpu_kernels.gelu(x, keep_cdf=True)),
     "gelu_grad": lambda x, g: [cpu_kernels.gelu_grad(x, g)],
     "gelu_grad_cdf": lambda x, g: [cpu_kernels.gelu_grad(x, g, cpu_kernels.gelu(x, keep_cdf=True)[1])],
+    "gelu_tanh": lambda x, g: [pointwise._gelu_value(x, "tanh")],
+    "gelu_tanh_grad": lambda x, g: [_tanh_gelu_grad(x, g)],
 }
+
+
+def _tanh_gelu_grad(x, g):
+    """The gradient of GELU's tanh form as autograd computes it."""
+    import distgrad as dg
+
+    t = dg.tensor(x, requires_grad=True)
+    dg.nn.functional.gelu(t, approximate="tanh").backward(dg.tensor(g))
+    return t.grad.numpy()
 
 
 @pytest.mark.parametrize("name", list(ELEMENTWISE))
@@ -91,6 +102,28 @@ def test_compiled_gelu_and_its_gradient_are_close_to_float64():
     tail = x < -4
     assert (np.abs(cdf[tail] / phi[tail] - 1) < 2e-3).all()
     assert cdf[-1] == 1 and (np.diff(cdf) >= -1e-7).all()
+
+
+def test_compiled_tanh_gelu_and_its_gradient_are_close_to_float64():
+    """GELU's tanh form, x sigmoid(2u): within 1.4e-7 max(1, |x|) of float64 (PyTorch's
+    1.1e-7) and its gradient within 2.2e-7 (PyTorch's 2.1e-7), 1 - sigmoid(2u) taken
+    without cancelling; the left tail to 2e-5 relative down to 1e-30, where PyTorch's
+    1 + tanh(u) gives 0 from x = -5 on; 0 and NaN where numpy's exp overflows."""
+    x = np.linspace(-12, 12, 200001, dtype=np.float32)
+    x64 = x.astype(np.float64)
+    k = math.sqrt(2 / math.pi)
+    s = 1 / (1 + np.exp(-2 * k * (x64 + 0.044715 * x64 ** 3)))
+    scale = np.maximum(1, np.abs(x64))
+    y = cpu_kernels.gelu_tanh(x)
+    assert y.dtype == np.float32 and (np.abs(y - x64 * s) <= 1.4e-7 * scale).all()
+    d = cpu_kernels.gelu_tanh_grad(x, np.ones_like(x))
+    ref = s + x64 * s * (1 - s) * 2 * k * (1 + 3 * 0.044715 * x64 ** 2)
+    assert (np.abs(d - ref) <= 2.2e-7 * scale).all()
+    tail = np.abs(x64 * s) > 1e-30
+    assert (np.abs(y[tail] / (x64 * s)[tail] - 1) < 2e-5).all() and (x[tail] < -5).any()
+    odd = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, -30, 30], np.float32)
+    np.testing.assert_array_equal(cpu_kernels.gelu_tanh(odd), [np.nan, np.inf, np.nan, -0.0, 0.0, -0.0, 30])
+    np.testing.assert_array_equal(np.signbit(cpu_kernels.gelu_tanh(odd)[3:6]), [True, False, True])
 
 
 def test_the_fitted_phi_polynomial_is_within_its_stated_error():

@@ -311,6 +311,43 @@ def gelu_grad_cdf_f32(x, g, cdf, out):
         out[i] = (exp32(v * v * F(-0.5)) * v * _INV_SQRT_2PI + cdf[i]) * g[i]
 
 
+# GELU's tanh form: 0.5 x (1 + tanh(u)), u = k (x + c x^3), = x sigmoid(2u) = x / (1 +
+# e^(-2u)): one exp (the numpy body in pointwise does the same, in passes). e^(-2u)
+# overflows to inf for x below about -9.5 (the argument is clipped at 89, where exp32
+# gives inf), and sigmoid(2u) is then 0, as numpy's exp makes it
+_GELU_TK = F(-2.0 * math.sqrt(2.0 / math.pi))
+_GELU_TC = F(0.044715)
+_GELU_TD = F(3 * 0.044715 * 2 * math.sqrt(2.0 / math.pi))
+_GELU_T2K = F(2.0 * math.sqrt(2.0 / math.pi))
+
+
+@scalar
+def gelu_tanh_sigmoid32(v):
+    """sigmoid(2u), u = k (v + c v^3), for GELU's tanh form, and 1 - sigmoid(2u) (as
+    e^(-2u) sigmoid(2u): 1 minus it would cancel where it is near 1); NaN stays NaN."""
+    w = (v * v * _GELU_TC + F(1.0)) * v * _GELU_TK
+    if w > F(89.0):
+        w = F(89.0)
+    e = exp32(w)
+    s = F(1.0) / (e + F(1.0))
+    return s, (e * s if s > F(0.0) else F(1.0))
+
+
+@fused
+def gelu_tanh_f32(x, out):
+    for i in range(x.size):
+        out[i] = gelu_tanh_sigmoid32(x[i])[0] * x[i]
+
+
+@fused
+def gelu_tanh_grad_f32(x, g, out):
+    # g gelu'(x) = g s (1 + x (1 - s) 2u'), s = sigmoid(2u), 2u' = 2k (1 + 3 c x^2)
+    for i in range(x.size):
+        v = x[i]
+        s, s1 = gelu_tanh_sigmoid32(v)
+        out[i] = (s1 * v * (v * v * _GELU_TD + _GELU_T2K) + F(1.0)) * s * g[i]
+
+
 @fused
 def softmax_f32(x, bias, scale, out, inplace):
     # softmax of x * scale + bias[row % L] over each row (x: whole (L, S) matrices), its
@@ -430,6 +467,7 @@ KERNELS = {"ln_fwd": ln_fwd, "ln_bwd": ln_bwd, "softmax_grad": softmax_grad,
            "softmax_f32": softmax_f32, "log_softmax_f32": log_softmax_f32,
            "log_softmax_grad_f32": log_softmax_grad_f32, "erf_f32": erf_f32, "gelu_f32": gelu_f32,
            "gelu_cdf_f32": gelu_cdf_f32, "gelu_grad_f32": gelu_grad_f32,
+           "gelu_tanh_f32": gelu_tanh_f32, "gelu_tanh_grad_f32": gelu_tanh_grad_f32,
            "gelu_grad_cdf_f32": gelu_grad_cdf_f32, "adam_f32": adam_f32, "index_add_rows": index_add_rows,
            "column_sums": column_sums,
            "sgd_f32": sgd_f32}

@@ -266,6 +266,28 @@ def gelu_grad(x, g, cdf=None):
     return _launch(_gelu_grad_cdf_body, array_module(x).empty_like(x), x, g, cdf)
 
 
+def gelu_tanh(x):
+    """GELU's tanh form of a float32 numpy array by the compiled kernel (one pass, on
+    the elementwise threads), or None where it does not apply (the caller's numpy
+    body then runs)."""
+    if type(x) is not np.ndarray or x.dtype != np.float32 or (jit := _jit_kernels.get()) is None:
+        return None
+    (x,) = _contiguous(x)
+    kernel = jit["gelu_tanh_f32"]
+    return _launch(_flat(lambda out, x: kernel(x, out)), np.empty_like(x), x)
+
+
+def gelu_tanh_grad(x, g):
+    """``g * gelu'(x)`` for GELU's tanh form, float32 numpy arrays of one shape, by the
+    compiled kernel, or None where it does not apply."""
+    if (type(x) is not np.ndarray or type(g) is not np.ndarray or x.dtype != np.float32
+            or g.dtype != np.float32 or x.shape != g.shape or (jit := _jit_kernels.get()) is None):
+        return None
+    x, g = _contiguous(x, g)
+    kernel = jit["gelu_tanh_grad_f32"]
+    return _launch(_flat(lambda out, x, g: kernel(x, g, out)), np.empty_like(x), x, g)
+
+
 def _softmax_body(out, x):
     xp = array_module(x)
     # fmax skips NaN where maximum's reduction checks for it, and is faster; a row with

@@ -625,6 +625,8 @@ def _gelu_value(x, approximate):
         return _gelu_value(x.reshape(1), approximate).reshape(())
     f = x.dtype.type
     if approximate == "tanh":
+        if (y := cpu_kernels.gelu_tanh(x)) is not None:
+            return y
         s = _gelu_sigmoid(x, x * x)
         s *= x
         return s
@@ -702,7 +704,7 @@ def gelu_backward(grad_output, input, approximate="none", _cdf=None):
           and input._data.shape == grad_output._data.shape):
         cdf = _cdf if _cdf is not None and _cdf.shape == input._data.shape else None
         d = cpu_kernels.gelu_grad(input._data, grad_output._data, cdf)
-    else:
+    elif approximate != "tanh" or (d := cpu_kernels.gelu_tanh_grad(input._data, grad_output._data)) is None:
         d = _gelu_derivative(input._data, approximate)
         d *= grad_output._data
     return record(GeluBackwardBackward0, d, (grad_output, input), (grad_output, input), args=approximate)
