@@ -313,7 +313,7 @@ def gelu_grad_cdf_f32(x, g, cdf, out):
 
 # GELU's tanh form: 0.5 x (1 + tanh(u)), u = k (x + c x^3), = x sigmoid(2u) = x / (1 +
 # e^(-2u)): one exp (the numpy body in pointwise does the same, in passes). e^(-2u)
-# overflows to inf for x below about -9.5 (the argument is clipped at 89, where exp32
+# overflows to inf for x below about -10.05 (the argument is clipped at 89, where exp32
 # gives inf), and sigmoid(2u) is then 0, as numpy's exp makes it
 _GELU_TK = F(-2.0 * math.sqrt(2.0 / math.pi))
 _GELU_TC = F(0.044715)
