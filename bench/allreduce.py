@@ -69,6 +69,7 @@ def main():
             print(f"  {name:<9} {best[name] * 1e3:8.2f} ms   {mb / best[name] / 1024:6.2f} GiB/s")
         print(f"  bucketed / raw throughput: {best['raw'] / best['bucketed']:.2f} x (goal >= 0.9)")
     reducer.close()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

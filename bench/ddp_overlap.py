@@ -286,6 +286,7 @@ def main():
                 print(f"    {b:3d} {nbytes / 1024:8.0f} {fmt(ready):>8} {fmt(start):>8} {fmt(end):>8}")
     if torch is not None:
         tdist.destroy_process_group()
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -217,3 +217,44 @@ def test_sigkill_to_the_launcher_leaves_nothing_running_on_any_node(cluster, tmp
     left = cluster.wait_until_empty(15)
     job.wait(timeout=PROMPT)
     assert left == {}, f"still running 15 s after the launcher was killed: {left}\n{job.describe()}"
+
+
+# ------------------------------------------------------------ a user's script
+SCRIPT = """
+    import sys
+
+    import distgrad as dg
+    import distgrad.distributed as dist
+
+    dist.init_process_group("mpi")
+    rank = dist.get_rank()
+    t = dg.ones(4) * (rank + 1)
+    dist.all_reduce(t)
+    assert t.tolist() == [3.0] * 4, t
+    if sys.argv[1] == "destroy":
+        dist.destroy_process_group()
+    print(f"rank {rank} done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("ending", ["destroy", "no destroy"])
+def test_a_script_under_mpiexec_across_nodes_ends_without_mpi_warnings(cluster, tmp_path, ending):  # noqa: F811
+    """A user's script run by mpiexec itself across two nodes, with and without
+    destroy_process_group at its end (PyTorch scripts often leave it out): no message
+    of distgrad's is left unreceived for UCX to warn about at MPI_Finalize."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+               **cluster.env())
+    cmd = [mpiexec, "-hosts", cluster.hosts(1), "-n", "2", sys.executable, str(script), ending.split()[0]]
+    proc = subprocess.run(cluster.on(0, cmd), capture_output=True, text=True, timeout=PROMPT * 3, env=env,
+                          cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "rank 0 done" in proc.stdout and "rank 1 done" in proc.stdout, out
+    warnings = [ln for ln in out.splitlines() if " UCX " in ln or "WARN" in ln]
+    assert not warnings, "\n".join(warnings[:10])

@@ -301,8 +301,13 @@ def start(comm, report_after: float) -> None:
 def _on_exit() -> None:
     # A rank whose process ends while the others may still need it (sys.exit in the
     # middle of training, a script that ends early) says so, so nobody waits for it.
+    # Then it meets the others as destroy_process_group does (for at most the close's
+    # second), taking the messages still addressed to it: a script that ends without
+    # destroy_process_group, as PyTorch scripts often do, has every rank here at about
+    # the same time, and over a network UCX would warn at MPI_Finalize of each message
+    # left unreceived. A rank that leaves early waits that second for nothing.
     if _watcher is not None:
-        leave(f"its process exited at step {state.step} during {state.phase}")
+        leave(f"its process exited at step {state.step} during {state.phase}", together=True)
 
 
 def leave(why: str, together: bool = False) -> None:
