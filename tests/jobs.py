@@ -25,13 +25,22 @@ PROMPT = 30     # a failing or interrupted job must end within this (liveness, n
 LAUNCHER_VARS = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_")
 
 
+def find_mpiexec():
+    """The mpiexec next to this Python (the ``mpich`` wheel's, matching mpi4py) first,
+    then the one on PATH (which may be another MPI's: a system Open MPI refuses root
+    without a flag), or None."""
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if os.path.isfile(here) and os.access(here, os.X_OK):
+        return here
+    return shutil.which("mpiexec")
+
+
 def have_mpi():
     try:
         import mpi4py  # noqa: F401
     except ImportError:
         return False
-    return os.path.exists(os.path.join(os.path.dirname(sys.executable), "mpiexec")) \
-        or shutil.which("mpiexec") is not None
+    return find_mpiexec() is not None
 
 
 needs_mpi = pytest.mark.skipif(not have_mpi(), reason="2-rank runs need mpi4py and mpiexec "

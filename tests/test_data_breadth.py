@@ -7,7 +7,6 @@ Compared with PyTorch wherever the result is deterministic."""
 import collections
 import inspect
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -17,6 +16,7 @@ import pytest
 
 import distgrad as dg
 import distgrad.utils.data as U
+from jobs import find_mpiexec
 from distgrad.data import (BatchSampler, ChainDataset, ConcatDataset, DataLoader, Dataset, DistributedSampler,
                            RandomSampler, SequentialSampler, StackDataset, Subset,
                            SubsetRandomSampler, TensorDataset, WeightedRandomSampler, default_collate,
@@ -581,11 +581,6 @@ def test_get_num_threads_reports_the_start_value_from_the_environment():
 
 
 # ------------------------------------------------------ two real ranks under mpiexec
-def _mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return here if os.access(here, os.X_OK) else shutil.which("mpiexec")
-
-
 def _have_mpi4py():
     try:
         import mpi4py  # noqa: F401
@@ -594,13 +589,13 @@ def _have_mpi4py():
     return True
 
 
-@pytest.mark.skipif(_mpiexec() is None or not _have_mpi4py(),
+@pytest.mark.skipif(find_mpiexec() is None or not _have_mpi4py(),
                     reason='multi-rank tests need mpiexec and mpi4py (pip install -e ".[dev]")')
 def test_distributed_sampler_on_two_ranks_with_the_default_group():
     from jobs import LAUNCHER_VARS, kill_tree
 
     script = os.path.join(REPO, "tests", "mpi", "scripts", "distributed_sampler.py")
-    args = [_mpiexec(), "-n", "2", sys.executable, script]
+    args = [find_mpiexec(), "-n", "2", sys.executable, script]
     env = {k: v for k, v in os.environ.items() if not k.startswith(LAUNCHER_VARS)}
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -14,7 +14,6 @@ import contextlib
 import importlib.util
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from jobs import alive, tree
+from jobs import alive, find_mpiexec, tree
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "tests", "mpi", "scripts")
@@ -33,15 +32,7 @@ PROMPT = 30         # a failing job must end well within this (a liveness bound,
 LAUNCHER_VARS = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_")
 
 
-def _find_mpiexec():
-    """The mpiexec next to this Python (the ``mpich`` wheel's, matching mpi4py) first."""
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    if os.path.isfile(here) and os.access(here, os.X_OK):
-        return here
-    return shutil.which("mpiexec")
-
-
-MPIEXEC = _find_mpiexec()
+MPIEXEC = find_mpiexec()
 
 
 def _installed(module):

@@ -4,7 +4,6 @@ writes, the table of sums, and that nothing is recorded outside a region. The 2-
 trace runs under a real mpiexec."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 
 import distgrad as dg
 from distgrad import profiler
+from jobs import find_mpiexec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,10 +75,10 @@ def test_record_function_as_decorator_and_nested_regions():
     assert helper(dg.ones(1)).item() == 2.0
 
 
-@pytest.mark.skipif(shutil.which("mpiexec") is None, reason="needs mpiexec")
+@pytest.mark.skipif(find_mpiexec() is None, reason="needs mpiexec")
 def test_two_rank_ddp_trace(tmp_path):
     script = os.path.join(REPO, "tests", "mpi", "scripts", "profile_ddp.py")
-    proc = subprocess.run(["mpiexec", "-n", "2", sys.executable, script, str(tmp_path)], capture_output=True,
+    proc = subprocess.run([find_mpiexec(), "-n", "2", sys.executable, script, str(tmp_path)], capture_output=True,
                           text=True, timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     buckets = int(proc.stdout.split("buckets ")[1].split()[0])

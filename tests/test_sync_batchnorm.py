@@ -10,7 +10,6 @@ collective must make the others fail within the process group's timeout, naming 
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 
 import distgrad as dg
 from distgrad import nn
+from jobs import find_mpiexec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tests", "mpi", "scripts", "sync_bn.py")
@@ -217,13 +217,6 @@ def test_convert_matches_torch(torch):
 
 
 # ------------------------------------------------------------ real ranks
-def _mpiexec():
-    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    if os.path.isfile(here) and os.access(here, os.X_OK):
-        return here
-    return shutil.which("mpiexec")
-
-
 def _have_mpi4py():
     try:
         import mpi4py  # noqa: F401
@@ -232,7 +225,7 @@ def _have_mpi4py():
     return True
 
 
-MPIEXEC = _mpiexec()
+MPIEXEC = find_mpiexec()
 needs_mpi = pytest.mark.skipif(MPIEXEC is None or not _have_mpi4py(),
                                reason='multi-rank tests need mpiexec and mpi4py (pip install -e ".[dev]")')
 
