@@ -135,10 +135,46 @@ def set_threads(args, dg, torch) -> None:
             torch.set_num_threads(args.threads)
 
 
+def _blas_kernels() -> str | None:
+    """The BLAS numpy runs here, with the kernels it chose for this CPU (OpenBLAS
+    picks them at load time), or None where threadpoolctl cannot tell."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if not libs:
+        return None
+    lib = libs[0]
+    text = f"{lib.get('internal_api')} {lib.get('version')}"
+    if lib.get("architecture"):
+        text += f" ({lib['architecture']} kernels)"
+    return text
+
+
+def blas_line() -> str:
+    """numpy's BLAS and its kernels, and, where ``OPENBLAS_CORETYPE`` chose them,
+    the kernels OpenBLAS would pick for this CPU by itself (from a child process
+    without the variable): distgrad's products run on them, PyTorch's do not."""
+    here = _blas_kernels()
+    if here is None:
+        return "numpy's BLAS: unknown (threadpoolctl not installed)"
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    if not forced:
+        return f"numpy's BLAS: {here}"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    probe = "import sys; sys.path.insert(0, sys.argv[1]); import _isolated; print(_isolated._blas_kernels())"
+    own = subprocess.run([sys.executable, "-c", probe, os.path.dirname(os.path.abspath(__file__))], env=env,
+                         capture_output=True, text=True, timeout=60).stdout.strip()
+    return (f"numpy's BLAS: {here}, chosen by OPENBLAS_CORETYPE={forced} in this environment; "
+            f"without it: {own or 'unknown'}")
+
+
 def machine_line(torch) -> str:
     return (f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"numpy {np.__version__}"
-            + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ""))
+            + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else "")
+            + f"\n{blas_line()}")
 
 
 def check_losses(build, models) -> None:

@@ -259,6 +259,8 @@ def main():
         print(f"MLP {DEPTH} layers of width {WIDTH}, batch {BATCH} per rank, {nparam / 1e6:.1f} M parameters, "
               f"{len(reducer.buckets)} buckets of <= {BUCKET_CAP_MB} MiB; {size} ranks {where} "
               f"({os.cpu_count()} cores, {platform.machine()}), one BLAS thread per rank")
+        from _isolated import blas_line
+        print(blas_line())
         names = list(figures)
         print(f"  {'':<26}" + "".join(f"{n:>18}" for n in names))
         for k in figures["distgrad DDP"]:

@@ -248,6 +248,8 @@ def main():
     print(f"{platform.machine()}, {cores} cores, Python {platform.python_version()}; one BLAS thread per rank; "
           f"best of {args.rounds} rounds of {args.steps} steps" + (f"; ranks across a {args.link} link" if args.link
                                                                   else ""), flush=True)
+    from _isolated import blas_line
+    print(blas_line(), flush=True)
     results = {}
     link = link_ctx.__enter__() if link_ctx is not None else None
     try:
