@@ -16,7 +16,7 @@ import pytest
 
 import distgrad as dg
 import distgrad.utils.data as U
-from jobs import find_mpiexec
+from jobs import find_mpiexec, have_mpi
 from distgrad.data import (BatchSampler, ChainDataset, ConcatDataset, DataLoader, Dataset, DistributedSampler,
                            RandomSampler, SequentialSampler, StackDataset, Subset,
                            SubsetRandomSampler, TensorDataset, WeightedRandomSampler, default_collate,
@@ -581,15 +581,7 @@ def test_get_num_threads_reports_the_start_value_from_the_environment():
 
 
 # ------------------------------------------------------ two real ranks under mpiexec
-def _have_mpi4py():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(find_mpiexec() is None or not _have_mpi4py(),
+@pytest.mark.skipif(not have_mpi(),
                     reason='multi-rank tests need mpiexec and mpi4py (pip install -e ".[dev]")')
 def test_distributed_sampler_on_two_ranks_with_the_default_group():
     from jobs import LAUNCHER_VARS, kill_tree

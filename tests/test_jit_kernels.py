@@ -567,7 +567,6 @@ def test_nll_loss_gradient_written_directly_matches_the_scatter_add():
         np.testing.assert_array_equal(fast.numpy()[[2, 6]], 0)   # ignored rows
 
 
-
 def _row_kernel_calls(dtype):
     """Each row kernel as ``cpu_kernels`` calls it: (what, arrays, call, indices of the
     outputs among the arrays), the outputs not needed as the 1x1 or 1-element

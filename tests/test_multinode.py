@@ -15,13 +15,15 @@ Every job has a timeout; after each test whatever is left on the nodes is killed
 import json
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 
 import pytest
 
-from jobs import (PROMPT, assert_same_tensors, needs_mpi, ok, run, step_losses, summary, tensors, tree,
-                  wait_for)
+from jobs import (PROMPT, REPO, assert_same_tensors, find_mpiexec, needs_mpi, ok, run, step_losses, summary,
+                  tensors, tree, wait_for)
 from netns import cluster  # noqa: F401 (the fixture)
 
 pytestmark = needs_mpi
@@ -242,15 +244,10 @@ def test_a_script_under_mpiexec_across_nodes_ends_without_mpi_warnings(cluster, 
     """A user's script run by mpiexec itself across two nodes, with and without
     destroy_process_group at its end (PyTorch scripts often leave it out): no message
     of distgrad's is left unreceived for UCX to warn about at MPI_Finalize."""
-    import subprocess
-    import sys
-
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(SCRIPT))
-    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-               **cluster.env())
-    cmd = [mpiexec, "-hosts", cluster.hosts(1), "-n", "2", sys.executable, str(script), ending.split()[0]]
+    env = dict(os.environ, PYTHONPATH=REPO, **cluster.env())
+    cmd = [find_mpiexec(), "-hosts", cluster.hosts(1), "-n", "2", sys.executable, str(script), ending.split()[0]]
     proc = subprocess.run(cluster.on(0, cmd), capture_output=True, text=True, timeout=PROMPT * 3, env=env,
                           cwd=tmp_path)
     out = proc.stdout + proc.stderr

@@ -19,7 +19,7 @@ import pytest
 
 import distgrad as dg
 from distgrad import nn
-from jobs import find_mpiexec
+from jobs import find_mpiexec, have_mpi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tests", "mpi", "scripts", "sync_bn.py")
@@ -217,16 +217,8 @@ def test_convert_matches_torch(torch):
 
 
 # ------------------------------------------------------------ real ranks
-def _have_mpi4py():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 MPIEXEC = find_mpiexec()
-needs_mpi = pytest.mark.skipif(MPIEXEC is None or not _have_mpi4py(),
+needs_mpi = pytest.mark.skipif(not have_mpi(),
                                reason='multi-rank tests need mpiexec and mpi4py (pip install -e ".[dev]")')
 
 
